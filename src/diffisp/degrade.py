@@ -27,13 +27,14 @@ class LowLight:
     """Parameters of the low-light simulation.
 
     Attributes:
-      brightness: ``(low, high)`` range of the per-image brightness factor, ``0 < low <= high <= 1``.
-        Use ``(b, b)`` for a fixed darkening (e.g. in a sweep).
+      brightness: ``(low, high)`` range of the per-image brightness factor,
+        ``0 < low <= high <= 1``. Use ``(b, b)`` for a fixed darkening (e.g. in a sweep).
       noise_sigma: standard deviation of the additive Gaussian (read) noise, >= 0, in [0, 1] units.
       noise: ``"gaussian"`` (the reference model) or ``"poisson_gaussian"`` (shot + read noise).
       full_well: photo-electrons that a full-scale (1.0) pixel collects; only for
-        ``"poisson_gaussian"``: the darkened signal ``s`` becomes ``Poisson(s * full_well) / full_well``,
-        so shot noise has standard deviation ``sqrt(s / full_well)``.
+        ``"poisson_gaussian"``: the darkened signal ``s`` becomes
+        ``Poisson(s * full_well) / full_well``, so shot noise has standard deviation
+        ``sqrt(s / full_well)``.
     """
 
     brightness: tuple[float, float] = (0.1, 0.3)
@@ -57,9 +58,7 @@ class LowLight:
         if not (math.isfinite(sigma) and 0.0 <= sigma <= 1.0):
             raise ConfigError(f"noise_sigma must be in [0, 1]; got {self.noise_sigma!r}")
         if self.noise not in ("gaussian", "poisson_gaussian"):
-            raise ConfigError(
-                f"noise must be 'gaussian' or 'poisson_gaussian'; got {self.noise!r}"
-            )
+            raise ConfigError(f"noise must be 'gaussian' or 'poisson_gaussian'; got {self.noise!r}")
         if not (math.isfinite(float(self.full_well)) and float(self.full_well) > 0):
             raise ConfigError(f"full_well must be a positive number; got {self.full_well!r}")
 

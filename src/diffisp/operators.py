@@ -86,7 +86,7 @@ def isp_pipeline(
     seed: int = 0,
     field_key: str = "image",
 ) -> Pipeline:
-    """A datarax ``Pipeline`` that serves ``data`` (arrays with a common first axis) through ``isp``.
+    """A datarax ``Pipeline`` serving ``data`` (arrays of one common length) through ``isp``.
 
     Raises:
       DataError: ``data`` is empty or its arrays disagree in length.

@@ -38,7 +38,7 @@ def parse_stage_list(spec: str | Sequence[str]) -> tuple[str, ...]:
       ConfigError: empty list, unknown or repeated stage name.
     """
     if isinstance(spec, str):
-        spec = PRESETS.get(spec.strip().lower(), None) or [s for s in spec.split(",") if s.strip()]
+        spec = PRESETS.get(spec.strip().lower()) or [s for s in spec.split(",") if s.strip()]
     names = tuple(resolve_stage_name(n) for n in spec)
     if not names:
         raise ConfigError("an ISP needs at least one stage")
@@ -76,12 +76,16 @@ class ISP(nnx.Module):
         """The stage called ``name`` (aliases accepted)."""
         key = resolve_stage_name(name)
         if key not in self.stage_names:
-            raise ConfigError(f"this ISP has no {key!r} stage; it has {', '.join(self.stage_names)}")
+            raise ConfigError(
+                f"this ISP has no {key!r} stage; it has {', '.join(self.stage_names)}"
+            )
         return self.stages[self.stage_names.index(key)]
 
     def values(self) -> dict[str, dict[str, jax.Array]]:
         """Constrained parameters of every stage, by stage name (for reports and figures)."""
-        return {name: stage.values() for name, stage in zip(self.stage_names, self.stages)}
+        return {
+            name: stage.values() for name, stage in zip(self.stage_names, self.stages, strict=True)
+        }
 
 
 def fixed_gamma(images: jax.Array, gamma: float = 0.5) -> jax.Array:

@@ -238,7 +238,7 @@ class Sharpen(Stage):
     @staticmethod
     def constrain(raw):
         logits = raw["kernel"]
-        flat = jax.nn.softmax(logits.reshape(logits.shape[:-2] + (9,)), axis=-1)
+        flat = jax.nn.softmax(logits.reshape((*logits.shape[:-2], 9)), axis=-1)
         return {
             "strength": params.interval(raw["strength"], -1.0, 4.0, 0.0),
             "kernel": flat.reshape(logits.shape),

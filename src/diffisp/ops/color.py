@@ -74,7 +74,9 @@ def white_balance(images: jax.Array, gains: jax.Array, *, clip: bool = True) -> 
       ``(N, H, W, 3)``, in [0, 1] when ``clip``.
     """
     images = check_images(images)
-    gains = check_param(gains, name="gains", batch=images.shape[0], shape=(3,), value_range=(0, 1e6))
+    gains = check_param(
+        gains, name="gains", batch=images.shape[0], shape=(3,), value_range=(0, 1e6)
+    )
     out = images * per_image_channels(gains)
     return jnp.clip(out, 0.0, 1.0) if clip else out
 

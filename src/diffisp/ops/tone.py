@@ -15,9 +15,10 @@ from diffisp.errors import InputError
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.color import _luma
 
-# Offset of the gamma curve: the slope at 0 is finite (at most ~ gamma * GAMMA_OFFSET**(gamma-1)),
-# in the spirit of sRGB's linear toe, and the curve still maps 0 -> 0 and 1 -> 1 exactly.
-GAMMA_OFFSET = 1e-3
+# Below this input the gamma curve continues as a straight line through 0 (a "linear toe", as in
+# sRGB): the slope at 0 is then t**(gamma-1) (at most ~500 for gamma >= 0.1) instead of infinite,
+# and the curve differs from x**gamma only on inputs under 1e-3, a quarter of an 8-bit step.
+GAMMA_TOE = 1e-3
 
 
 def adjust_exposure(images: jax.Array, ev: jax.Array, *, clip: bool = True) -> jax.Array:
@@ -38,11 +39,12 @@ def adjust_exposure(images: jax.Array, ev: jax.Array, *, clip: bool = True) -> j
 
 
 def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
-    """Power-law tone response with a small offset so the slope at 0 stays finite.
+    """Power-law tone response ``x**g`` with a linear toe so the slope at 0 stays finite.
 
-    ``out = ((x + e)**g - e**g) / ((1 + e)**g - e**g)`` with ``e = GAMMA_OFFSET``: exactly the
-    identity at ``g = 1``, maps 0 to 0 and 1 to 1, and differs from ``x**g`` by less than 1e-3
-    for ``g`` in [0.1, 10]. ``g < 1`` brightens (0.5 is the classic "fixed ISP" brightening).
+    ``out = x**g`` for ``x >= t`` and ``out = x * t**(g - 1)`` below, with ``t = GAMMA_TOE``: the
+    two pieces meet at ``t``, 0 maps to 0 and 1 to 1, ``g = 1`` is exactly the identity, and
+    gradients with respect to both ``x`` and ``g`` are finite everywhere, including ``x = 0``.
+    ``g < 1`` brightens (0.5 is the classic "fixed ISP" brightening).
 
     Args:
       images: ``(N, H, W, 3)`` RGB in [0, 1] (values outside are clamped first).
@@ -54,10 +56,12 @@ def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
     images = check_images(images)
     gamma = check_param(gamma, name="gamma", batch=images.shape[0], value_range=(1e-6, 1e6))
     g = per_image(gamma)
-    e = GAMMA_OFFSET
+    t = GAMMA_TOE
     x = jnp.clip(images, 0.0, 1.0)
-    floor = e**g
-    return (jnp.power(x + e, g) - floor) / (jnp.power(1.0 + e, g) - floor)
+    # Both branches are evaluated under jnp.where, so the power only ever sees inputs >= t.
+    power = jnp.power(jnp.maximum(x, t), g)
+    toe = x * jnp.power(t, g - 1.0)
+    return jnp.where(x >= t, power, toe)
 
 
 def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:

@@ -1,0 +1,40 @@
+"""The reference CNN: parameter count, shapes, batch-norm modes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffisp.models import SmallCNN, count_params
+
+
+def test_reference_parameter_count():
+    model = SmallCNN(rngs=nnx.Rngs(0))
+    assert count_params(model) == 391_946
+    bn = sum(int(n.scale.size + n.bias.size) for n in model.norms)
+    assert bn == 960
+
+
+def test_logits_shape_for_any_image_size():
+    model = SmallCNN(num_classes=7, rngs=nnx.Rngs(0))
+    model.eval()
+    assert model(jnp.zeros((3, 32, 32, 3))).shape == (3, 7)
+    assert model(jnp.zeros((2, 48, 40, 3))).shape == (2, 7)
+
+
+def test_train_mode_uses_batch_statistics_and_updates_running_averages():
+    model = SmallCNN(rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+    before = np.asarray(model.norms[0].mean[...]).copy()
+    model.train()
+    train_logits = model(x)
+    assert not np.allclose(model.norms[0].mean[...], before)
+    model.eval()
+    frozen = np.asarray(model.norms[0].mean[...]).copy()
+    eval_logits = model(x)
+    np.testing.assert_array_equal(model.norms[0].mean[...], frozen)
+    assert not np.allclose(train_logits, eval_logits)
+    # Eval mode is per-image: a sample's logits do not depend on the rest of the batch.
+    np.testing.assert_allclose(model(x[:1]), eval_logits[:1], atol=1e-5)
