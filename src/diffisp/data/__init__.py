@@ -1,0 +1,32 @@
+"""Data sets for training and evaluating an ISP + classifier.
+
+All loaders return a :class:`Dataset` of ``(N, S, S, 3)`` float32 RGB images in [0, 1] (NHWC,
+the contract of :mod:`diffisp.ops`) with int32 labels:
+
+* :mod:`~diffisp.data.cifar`: the real CIFAR-10 (download, checksum, safe extraction, reader);
+* :mod:`~diffisp.data.builtin`: an offline stand-in made of crops of 10 bundled photos;
+* :mod:`~diffisp.data.folder`: the user's own ``root/<class_name>/*.png|jpg`` images.
+
+:func:`load_dataset` picks one by a spec string; :func:`load_image` reads a single file.
+"""
+
+from diffisp.data.builtin import load_builtin
+from diffisp.data.cifar import find_cifar10, read_cifar10
+from diffisp.data.dataset import Dataset
+from diffisp.data.download import default_cache_dir, download_cifar10
+from diffisp.data.folder import load_folder
+from diffisp.data.images import load_image
+from diffisp.data.loader import VALID_SPECS, load_dataset
+
+__all__ = [
+    "VALID_SPECS",
+    "Dataset",
+    "default_cache_dir",
+    "download_cifar10",
+    "find_cifar10",
+    "load_builtin",
+    "load_dataset",
+    "load_folder",
+    "load_image",
+    "read_cifar10",
+]

@@ -1,0 +1,196 @@
+"""The user's own photos: ``root/<class_name>/*.png|jpg|jpeg``, one sub-folder per class.
+
+Classes are the sub-folder names in sorted order (label ``i`` is the ``i``-th name). Images
+of any size are resized so their short side is ``image_size`` and centre-cropped (see
+:func:`~diffisp.data.images.load_image` for formats). Hidden files and folders (names starting
+with ".") are ignored silently; other files that are not images, and nested folders, are
+skipped with one warning listing them.
+
+The train/test split is stratified and seeded: in every class a ``test_fraction`` of the
+images (rounded, but at least one, and at least one left for training) goes to test.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from diffisp.data._common import (
+    check_count,
+    check_enough,
+    check_image_size,
+    check_int,
+    stratified_subset,
+)
+from diffisp.data.dataset import Dataset
+from diffisp.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from diffisp.errors import ConfigError, DataError, InputTypeError
+
+DEFAULT_TEST_FRACTION = 0.2
+_LAYOUT = "expected one sub-folder per class: root/<class_name>/*.png|jpg|jpeg"
+_MAX_LISTED = 5
+
+
+def load_folder(
+    root: str | Path,
+    *,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+    image_size: int = 32,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> Dataset:
+    """Load ``root/<class_name>/*`` as a :class:`Dataset` with a stratified train/test split.
+
+    Args:
+      root: the folder holding one sub-folder per class (at least two classes).
+      num_train: how many training images; ``None`` for all after the split.
+      num_test: how many test images; ``None`` for all after the split.
+      seed: seeds the split and the subsets (independent streams, so the test set does not
+        change with ``num_train``).
+      image_size: output side; short side resized to it, then centre-cropped.
+      test_fraction: share of every class held out for testing, in (0, 1).
+
+    Returns:
+      A :class:`Dataset` named ``"folder:<root>"``; images ``(N, image_size, image_size, 3)``
+      float32 in [0, 1], in seeded random order. A requested count smaller than what is
+      available takes a subset with the classes as balanced as they allow.
+
+    Raises:
+      DataError: ``root`` missing or not a folder, no class folders, fewer than two classes, a
+        class with fewer than two images, a corrupt image (named), or more images requested
+        than available.
+    """
+    num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
+    seed = check_int(seed, "seed", minimum=0)
+    image_size = check_image_size(image_size)
+    test_fraction = _check_fraction(test_fraction)
+    root = Path(root).expanduser()
+    classes = scan_folder(root)
+    split_rng, train_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    pools = split_files(classes, test_fraction, split_rng)
+    names = tuple(classes)
+    chosen = {}
+    for split, requested, rng in (("train", num_train, train_rng), ("test", num_test, test_rng)):
+        files, labels = pools[split]
+        hint = (
+            f"{root} has {len(files)} after holding out test_fraction={test_fraction:g} of every "
+            f"class for testing; lower num_{split}, pass None for all, or add images"
+        )
+        n = check_enough(requested, len(files), f"{split} images", hint)
+        index = stratified_subset(labels, n, rng, len(names))
+        images = np.stack([load_image(files[i], image_size) for i in index])
+        chosen[split] = (images, labels[index])
+    return Dataset(
+        name=f"folder:{root}",
+        train_images=chosen["train"][0],
+        train_labels=chosen["train"][1],
+        test_images=chosen["test"][0],
+        test_labels=chosen["test"][1],
+        class_names=names,
+        description=(
+            f"user images from {root}: {len(names)} classes, {len(chosen['train'][1])} train / "
+            f"{len(chosen['test'][1])} test (seeded stratified split, test_fraction="
+            f"{test_fraction:g}), resized and centre-cropped to {image_size}x{image_size}"
+        ),
+        is_standin=False,
+    )
+
+
+def scan_folder(root: str | Path) -> dict[str, list[Path]]:
+    """Find the class folders and their image files.
+
+    Returns:
+      ``{class_name: [image paths]}`` with classes and files in sorted order.
+
+    Raises:
+      DataError: ``root`` missing or not a folder, no class folders, an empty class folder,
+        or fewer than two classes.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist; {_LAYOUT}")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder; {_LAYOUT}")
+    skipped: list[Path] = []
+    classes: dict[str, list[Path]] = {}
+    for entry in _visible(root):
+        if not entry.is_dir():
+            skipped.append(entry)
+            continue
+        files = []
+        for item in _visible(entry):
+            (files if item.is_file() and is_image_file(item) else skipped).append(item)
+        if not files:
+            raise DataError(
+                f"class folder {entry} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                "add images or remove the folder"
+            )
+        classes[entry.name] = files
+    if not classes:
+        what = "is empty" if not skipped else "has no class sub-folders"
+        raise DataError(f"image folder {root} {what}; {_LAYOUT}")
+    if len(classes) < 2:
+        raise DataError(
+            f"image folder {root} has only one class ({next(iter(classes))!r}); a classifier "
+            f"needs at least two; {_LAYOUT}"
+        )
+    if skipped:
+        listed = ", ".join(str(p.relative_to(root)) for p in skipped[:_MAX_LISTED])
+        more = f" and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
+        warnings.warn(
+            f"skipped {len(skipped)} entries in {root} that are not images directly inside a "
+            f"class folder: {listed}{more}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return classes
+
+
+def split_files(
+    classes: dict[str, list[Path]], test_fraction: float, rng: np.random.Generator
+) -> dict[str, tuple[list[Path], np.ndarray]]:
+    """Stratified random split of every class into train and test files.
+
+    Each class with ``n >= 2`` images puts ``clip(round(test_fraction * n), 1, n - 1)`` of them
+    into test.
+
+    Returns:
+      ``{"train": (files, labels), "test": (files, labels)}``, labels ``(K,)`` int32.
+
+    Raises:
+      DataError: a class has fewer than two images.
+    """
+    out: dict[str, tuple[list[Path], list[int]]] = {"train": ([], []), "test": ([], [])}
+    for label, (name, files) in enumerate(classes.items()):
+        if len(files) < 2:
+            raise DataError(
+                f"class {name!r} has {len(files)} image(s); every class needs at least 2 (one "
+                "for training, one for testing); add images to its folder"
+            )
+        n_test = min(max(1, round(test_fraction * len(files))), len(files) - 1)
+        order = rng.permutation(len(files))
+        for split, part in (("test", order[:n_test]), ("train", order[n_test:])):
+            out[split][0].extend(files[i] for i in part)
+            out[split][1].extend([label] * len(part))
+    return {k: (files, np.asarray(labels, np.int32)) for k, (files, labels) in out.items()}
+
+
+def _visible(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"cannot list folder {folder}: {exc}") from exc
+
+
+def _check_fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"test_fraction must be a number; got {type(value).__name__}")
+    if not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"test_fraction must lie strictly between 0 and 1; got {value}")
+    return float(value)
