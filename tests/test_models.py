@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffisp.models import SmallCNN, count_params
+from diffisp.models import SmallCNN, count_params, recalibrate_batch_norm
 
 
 def test_reference_parameter_count():
@@ -38,3 +38,19 @@ def test_train_mode_uses_batch_statistics_and_updates_running_averages():
     assert not np.allclose(train_logits, eval_logits)
     # Eval mode is per-image: a sample's logits do not depend on the rest of the batch.
     np.testing.assert_allclose(model(x[:1]), eval_logits[:1], atol=1e-5)
+
+
+def test_batch_norm_recalibration_gives_exact_population_statistics():
+    model = SmallCNN(rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(1), (64, 16, 16, 3))
+    recalibrate_batch_norm(model, x)
+    first = model.convs[0](x)
+    np.testing.assert_allclose(model.norms[0].mean[...], first.mean(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(model.norms[0].var[...], first.var(axis=(0, 1, 2)), atol=1e-5)
+    # Deeper layers see the previous layers normalised with the new statistics.
+    model.eval()
+    h = nnx.relu(model.norms[0](first))
+    second = model.convs[1](h)
+    np.testing.assert_allclose(model.norms[1].mean[...], second.mean(axis=(0, 1, 2)), atol=1e-4)
+    # The caller's modes and momentum are untouched.
+    assert model.norms[0].momentum == 0.99

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import randomize
 from datarax.typing import Batch
 from flax import nnx
+from isp_testing import randomize
 
 from diffisp.errors import DataError
 from diffisp.models import SmallCNN

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import EDGE_INPUTS, randomize
 from flax import nnx
+from isp_testing import EDGE_INPUTS, randomize
 
 from diffisp.errors import ConfigError
 from diffisp.pipeline import ISP, SEED_PRESET, parse_stage_list

@@ -1,2 +1,220 @@
-def main() -> int:
+"""The ``diffisp`` command.
+
+Every deliberate error (bad input, bad config, corrupt file) prints one line and exits with
+status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130 after the last epoch's
+checkpoint is safely on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from diffisp.errors import ConfigError, DiffispError
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None:
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        dest="preset",
+        action="store_const",
+        const="quick",
+        help="the reference's QUICK_MODE sizes: 512 train / 128 test, 1+1 epochs",
+    )
+    size.add_argument(
+        "--full",
+        dest="preset",
+        action="store_const",
+        const="full",
+        help="the reference's full sizes: 2000 train / 500 test, 5+10 epochs",
+    )
+    p.set_defaults(preset=default_preset)
+    p.add_argument("--config", type=Path, help="JSON config file (command-line options override)")
+    p.add_argument("--data", help="auto | cifar10 | builtin | folder:PATH (default: auto)")
+    p.add_argument("--data-dir", help="directory holding cifar-10-batches-py")
+    p.add_argument("--num-train", type=int)
+    p.add_argument("--num-test", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs-clean", type=int, help="phase 0: CNN on clean images")
+    p.add_argument("--epochs-isp", type=int, help="phase 1: ISP only, CNN frozen")
+    p.add_argument("--epochs-joint", type=int, help="phase 2: ISP and CNN jointly")
+    p.add_argument("--lr-clean", type=float, help="phase 0 CNN learning rate")
+    p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
+    p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
+    p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--isp", help="stages: seed | full | comma list, e.g. exposure,wb,tone,gamma")
+    p.add_argument(
+        "--brightness",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="per-image brightness factor range (default 0.1 0.3)",
+    )
+    p.add_argument("--noise-sigma", type=float, help="Gaussian read noise sigma (default 0.02)")
+    p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")  # fmt: skip
+
+
+_CONFIG_KEYS = (
+    "data", "data_dir", "num_train", "num_test", "image_size", "batch_size", "epochs_clean",
+    "epochs_isp", "epochs_joint", "lr_clean", "lr_isp", "lr_cnn", "schedule", "isp",
+    "brightness", "noise_sigma", "noise", "seed",
+)  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from diffisp.config import TrainConfig
+
+    overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k, None) is not None}
+    if args.config is not None:
+        base = TrainConfig.load(args.config).to_dict()
+        base.update(overrides)
+        return TrainConfig.from_dict(base)
+    return TrainConfig.preset_config(args.preset, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffisp",
+        description="Learn a camera ISP end to end for a downstream classifier.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train and evaluate on built-in data (quick by default)")
+    _add_run_options(demo, default_preset="quick")
+    demo.set_defaults(func=cmd_train)
+
+    train = sub.add_parser("train", help="run the three-phase training protocol")
+    _add_run_options(train, default_preset="full")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="accuracy of a saved ISP + CNN on its run's test set")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
+    ev.add_argument("--brightness", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    ev.add_argument("--noise-sigma", type=float)
+    ev.set_defaults(func=cmd_eval)
+
+    apply = sub.add_parser("apply", help="run a saved ISP over image files, write PNGs")
+    apply.add_argument("images", nargs="+", type=Path)
+    apply.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
+    apply.add_argument("--out", type=Path, default=Path("isp_out"))
+    apply.set_defaults(func=cmd_apply)
+    return parser
+
+
+def _print_results(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ds = metrics["dataset"]
+    table = Table(title=f"Test accuracy on {ds['name']} ({ds['num_test']} test images, "
+                        f"seed {metrics['seed']})")  # fmt: skip
+    table.add_column("method")
+    table.add_column("accuracy", justify="right")
+    table.add_column("what goes in")
+    for name, row in metrics["results"].items():
+        table.add_row(name, f"{row['accuracy']:.1%}", row["description"])
+    Console().print(table)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from diffisp.experiment import default_run_dir, run_experiment
+
+    command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        metrics = run_experiment(None, resume, resume=True, command=command,
+                                 progress=not args.no_progress)  # fmt: skip
+        out = resume
+    else:
+        cfg = config_from_args(args)
+        out = args.out or default_run_dir()
+        metrics = run_experiment(cfg, out, command=command, progress=not args.no_progress)
+    _print_results(metrics)
+    print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
+    print(f"train time {metrics['timing']['train_seconds']:.1f} s, "
+          f"total {metrics['timing']['total_seconds']:.1f} s")  # fmt: skip
     return 0
+
+
+def _model_dir(path: Path) -> Path:
+    return path / "model" if (path / "model").is_dir() else path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from diffisp.checkpoint import load_model
+    from diffisp.config import TrainConfig
+    from diffisp.evaluate import accuracy
+    from diffisp.experiment import load_run_data
+    from diffisp.train import prepare_data
+
+    isp, model, meta = load_model(_model_dir(args.checkpoint))
+    values = dict(meta["config"])
+    if args.brightness is not None:
+        values["brightness"] = list(args.brightness)
+    if args.noise_sigma is not None:
+        values["noise_sigma"] = args.noise_sigma
+    cfg = TrainConfig.from_dict(values)
+    data = prepare_data(load_run_data(cfg), cfg)
+    n = int(data.test_labels.shape[0])
+    with_isp = accuracy(model, data.test_dark, data.test_labels, isp=isp)
+    without = accuracy(model, data.test_dark, data.test_labels)
+    print(f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
+          f"noise sigma {cfg.noise_sigma}")  # fmt: skip
+    print(f"learned ISP + CNN: {with_isp:.1%}")
+    print(f"same CNN, no ISP:  {without:.1%}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import jax.numpy as jnp
+    import numpy as np
+    from PIL import Image
+
+    from diffisp._io import atomic_write_bytes
+    from diffisp.checkpoint import load_model
+    from diffisp.data import load_image
+
+    isp, _, _ = load_model(_model_dir(args.checkpoint))
+    for path in args.images:
+        image = load_image(path)
+        out = np.asarray(isp(jnp.asarray(image[None])))[0]
+        png = Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))
+        import io
+
+        buffer = io.BytesIO()
+        png.save(buffer, format="PNG")
+        target = args.out / f"{path.stem}_isp.png"
+        atomic_write_bytes(target, buffer.getvalue())
+        print(f"{path} -> {target}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args.func(args) or 0)
+    except DiffispError as exc:
+        if args.debug:
+            raise
+        print(f"diffisp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffisp: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["ConfigError", "main"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -43,6 +45,36 @@ class SmallCNN(nnx.Module):
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = nnx.relu(norm(conv(x)))
         return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+def recalibrate_batch_norm(
+    model: SmallCNN, images: jax.Array, *, isp: nnx.Module | None = None
+) -> None:
+    """Set every batch-norm layer's running statistics to the exact statistics of ``images``.
+
+    Training updates running averages slowly (momentum 0.99), so after the input distribution
+    shifts (clean -> dark -> ISP output that keeps changing) eval-mode batch norm normalises with
+    stale statistics, which can wreck eval accuracy while train-mode accuracy looks fine. This is
+    the standard fix, "BN re-estimation": one train-mode forward pass over ``images`` (through
+    ``isp`` first, if given) as a single batch, with momentum 0, so each layer's running mean and
+    (biased) variance become the population statistics of its input, layer after layer.
+    ``images`` is one batch: a few thousand 32x32 images take tens of MB.
+    """
+    graphdef, state = nnx.split((model, isp))
+    stats = _population_stats(graphdef, state, images)
+    for norm, (mean, var) in zip(model.norms, stats, strict=True):
+        norm.mean[...] = mean
+        norm.var[...] = var
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _population_stats(graphdef, state, images):
+    model, isp = nnx.merge(graphdef, state)  # a traced copy: the caller's modes stay as they are
+    model.train()
+    for norm in model.norms:
+        norm.momentum = 0.0
+    model(images if isp is None else isp(images))
+    return [(norm.mean[...], norm.var[...]) for norm in model.norms]
 
 
 def count_params(module: nnx.Module) -> int:

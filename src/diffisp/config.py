@@ -1,0 +1,139 @@
+"""Run configuration: one validated dataclass, presets, and a strict JSON round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffisp.degrade import LowLight
+from diffisp.errors import ConfigError
+from diffisp.pipeline import parse_stage_list
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run. Validated on construction (``ConfigError``).
+
+    The protocol (a fair version of the reference's):
+
+    * phase 0: train the CNN on clean images (``epochs_clean``, ``lr_clean``);
+    * phase 1: CNN frozen in eval mode, optimise only the ISP on dark images (``epochs_isp``,
+      ``lr_isp``);
+    * phase 2: joint fine-tuning, ISP at ``lr_isp`` and CNN at ``lr_cnn`` (``epochs_joint``).
+    """
+
+    data: str = "auto"
+    data_dir: str | None = None
+    num_train: int = 512
+    num_test: int = 128
+    image_size: int = 32
+    batch_size: int = 32
+    epochs_clean: int = 5
+    epochs_isp: int = 1
+    epochs_joint: int = 1
+    lr_clean: float = 1e-3
+    lr_isp: float = 1e-2
+    lr_cnn: float = 1e-3
+    schedule: str = "constant"
+    # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
+    bn_calibration: int = 2048
+    isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
+    brightness: tuple[float, float] = (0.1, 0.3)
+    noise_sigma: float = 0.02
+    noise: str = "gaussian"
+    seed: int = 0
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_test", "image_size", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("epochs_clean", "epochs_isp", "epochs_joint", "seed", "bn_calibration"):
+            _non_negative_int(name, getattr(self, name))
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be >= 8 pixels; got {self.image_size}")
+        if self.batch_size > self.num_train:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) is larger than the training set "
+                f"({self.num_train}); lower --batch-size or raise --num-train"
+            )
+        for name in ("lr_clean", "lr_isp", "lr_cnn"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number; got {value!r}")
+            if not (math.isfinite(value) and 0 < value <= 10):
+                raise ConfigError(f"{name} must be a learning rate in (0, 10]; got {value!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        object.__setattr__(self, "isp", parse_stage_list(self.isp))
+        self.low_light()  # validates brightness, noise_sigma and noise
+
+    def low_light(self) -> LowLight:
+        return LowLight(
+            brightness=tuple(self.brightness), noise_sigma=self.noise_sigma, noise=self.noise
+        )
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
+        """``quick`` (the reference's QUICK_MODE sizes) or ``full`` (its full sizes)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        values = {**PRESETS[name], "preset": name}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["isp"] = list(self.isp)
+        out["brightness"] = list(self.brightness)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config must be a JSON object; got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s): {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(known))}"
+            )
+        values = dict(values)
+        for key in ("isp", "brightness"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            values = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference's QUICK_MODE: 512 train / 128 test, 1 + 1 epochs, plus a short phase 0.
+    "quick": {"num_train": 512, "num_test": 128, "epochs_clean": 5, "epochs_isp": 1,
+              "epochs_joint": 1},
+    # The reference's full run: 2000 / 500, 5 + 10 epochs, plus phase 0.
+    "full": {"num_train": 2000, "num_test": 500, "epochs_clean": 15, "epochs_isp": 5,
+             "epochs_joint": 10},
+}  # fmt: skip
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _non_negative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer; got {value!r}")

@@ -1,0 +1,253 @@
+"""One run of the experiment: data -> three-phase training -> baselines -> figures, metrics, model.
+
+A run directory holds ``config.json`` (written first, so ``--resume`` knows what to continue),
+``checkpoints/`` (orbax, one per epoch), ``model/`` (final ISP + CNN for ``eval``/``apply``),
+``metrics.json``, ``history.json`` and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from diffisp import figures
+from diffisp._io import atomic_write_json
+from diffisp.checkpoint import TrainingCheckpoints, save_model
+from diffisp.config import TrainConfig
+from diffisp.data import Dataset, load_dataset
+from diffisp.errors import ConfigError
+from diffisp.evaluate import evaluate_protocol
+from diffisp.train import PHASES, Trainer, prepare_data
+
+METRICS_SCHEMA = "diffisp.metrics/1"
+PACKAGES = ("diffisp", "jax", "jaxlib", "flax", "optax", "datarax", "orbax-checkpoint", "numpy")
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and the machine, recorded in every run directory."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "devices": [str(d) for d in jax.devices()],
+        "packages": versions,
+    }
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{stamp}-{suffix}"
+    return path
+
+
+def load_run_data(cfg: TrainConfig) -> Dataset:
+    return load_dataset(
+        cfg.data,
+        num_train=cfg.num_train,
+        num_test=cfg.num_test,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+        data_dir=cfg.data_dir,
+    )
+
+
+def run_experiment(
+    cfg: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate and write everything for one run; returns the metrics dictionary.
+
+    With ``resume=True`` the config is read from ``out_dir/config.json`` (``cfg`` must be None or
+    equal) and training continues from the last finished epoch.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    cfg = _resolve_config(cfg, out_dir, resume)
+    dataset = load_run_data(cfg)
+    if dataset.is_standin:
+        log(f"note: {dataset.description}")
+    data = prepare_data(dataset, cfg)
+    trainer = Trainer(cfg, data)
+    checkpoints = TrainingCheckpoints(out_dir)
+    if resume and checkpoints.latest_step() is not None:
+        checkpoints.restore_into(trainer)
+        log(f"resuming {out_dir} at phase {trainer.position[0]}, epoch {trainer.position[1] + 1}")
+    atomic_write_json(out_dir / "environment.json", environment())
+
+    def on_epoch(trainer: Trainer, record) -> None:
+        checkpoints.save(trainer)
+        log(
+            f"phase {record.phase} ({record.phase_name}) epoch {record.epoch}: "
+            f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
+            f"test acc {record.test_acc:.1%} ({record.seconds:.1f} s)"
+        )
+
+    train_started = time.perf_counter()
+    with _progress_bar(trainer, enabled=progress) as bar:
+        on_step = bar.on_step if bar else None
+        if bar:
+            log = bar.log
+        try:
+            trainer.run(on_epoch=on_epoch, on_step=on_step)
+        except KeyboardInterrupt:
+            log(f"interrupted; resume with: diffisp train --resume {out_dir}")
+            raise
+    train_seconds = time.perf_counter() - train_started
+
+    results = evaluate_protocol(trainer)
+    save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
+    figure_paths = write_figures(out_dir / "figures", trainer, dataset, results)
+    metrics = {
+        "schema": METRICS_SCHEMA,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": command,
+        "seed": cfg.seed,
+        "dataset": dataset_summary(dataset),
+        "config": cfg.to_dict(),
+        "results": results,
+        "learned_parameters": {
+            stage: {k: np.asarray(v).tolist() for k, v in values.items()}
+            for stage, values in trainer.isp.values().items()
+        },
+        "timing": {
+            "train_seconds": round(train_seconds, 2),
+            "total_seconds": round(time.perf_counter() - started, 2),
+        },
+        "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
+        "environment": environment(),
+    }
+    atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in trainer.history])
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
+    config_path = out_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise ConfigError(f"cannot resume: {config_path} does not exist")
+        saved = TrainConfig.load(config_path)
+        if cfg is not None and cfg != saved:
+            raise ConfigError(f"--resume continues the run as configured in {config_path}")
+        return saved
+    if config_path.exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run; use --resume to continue it or choose another --out"
+        )
+    atomic_write_json(config_path, cfg.to_dict())
+    return cfg
+
+
+def dataset_summary(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "description": dataset.description,
+        "is_standin": dataset.is_standin,
+        "num_train": len(dataset.train_labels),
+        "num_test": len(dataset.test_labels),
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
+        "image_size": int(dataset.train_images.shape[1]),
+    }
+
+
+def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    return {
+        "image_size": cfg.image_size,
+        "class_names": list(dataset.class_names),
+        "dataset": dataset.name,
+        "config": cfg.to_dict(),
+    }
+
+
+def write_figures(
+    directory: Path, trainer: Trainer, dataset: Dataset, results: dict[str, dict]
+) -> list[Path]:
+    data = trainer.data
+    n = 8
+    dark = np.asarray(data.test_dark[:n])
+    processed = np.asarray(trainer.isp(data.test_dark[:n]))
+    labels = np.asarray(data.test_labels[:n])
+    names = dataset.class_names
+    return [
+        figures.samples_figure(
+            directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
+        ),
+        figures.training_curves_figure(directory / "training_curves.png", trainer.history),
+        figures.parameters_figure(directory / "learned_parameters.png", trainer.isp),
+        figures.before_after_figure(
+            directory / "before_after.png",
+            dark,
+            processed,
+            labels,
+            names,
+            accuracies=(results["no_isp"]["accuracy"], results["learned_isp_phase2"]["accuracy"]),
+        ),
+    ]
+
+
+class _progress_bar:
+    """A rich progress bar per phase, advanced once per step (no device sync per step)."""
+
+    def __init__(self, trainer: Trainer, enabled: bool) -> None:
+        self.trainer, self.enabled, self.progress, self.tasks = trainer, enabled, None, {}
+
+    def __enter__(self) -> _progress_bar | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        steps = self.trainer.steps_per_epoch()
+        current, epoch = self.trainer.position
+        for phase in PHASES:
+            total = steps * self.trainer.epochs_in(phase)
+            done = (
+                total if phase.index < current else (epoch * steps if phase.index == current else 0)
+            )
+            self.tasks[phase.index] = self.progress.add_task(
+                f"phase {phase.index} ({phase.name})", total=total, completed=done
+            )
+        self.progress.start()
+        return self
+
+    def on_step(self, phase, step: int) -> None:
+        self.progress.advance(self.tasks[phase.index])
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,164 @@
+"""The run's figures (matplotlib, Agg backend, PNG, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from diffisp._io import atomic_savefig
+from diffisp.pipeline import ISP
+from diffisp.train import EpochRecord
+
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def _image_rows(rows: Sequence[tuple[str, np.ndarray]], titles: Sequence[str], suptitle: str):
+    cols = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(np.clip(images[c], 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def samples_figure(
+    path: Path, clean: np.ndarray, dark: np.ndarray, labels: np.ndarray, class_names, *, n: int = 8
+) -> Path:
+    """Clean / dark / dark x4 for the first ``n`` images."""
+    n = min(n, len(labels))
+    titles = [class_names[int(label)] for label in labels[:n]]
+    rows = [("clean", clean[:n]), ("dark", dark[:n]), ("dark x4", np.clip(dark[:n] * 4, 0, 1))]
+    mean = float(np.mean(dark)) / max(float(np.mean(clean)), 1e-8)
+    fig = _image_rows(rows, titles, f"Low-light simulation (dark/clean mean ratio {mean:.2f})")
+    return _save(fig, path)
+
+
+def training_curves_figure(path: Path, history: Sequence[EpochRecord]) -> Path:
+    """Loss and accuracy per epoch across the phases, with the phase boundaries marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, len(history) + 1)
+    loss = [r.loss for r in history]
+    ax_loss.plot(x, loss, "o-", color="tab:blue", label="train loss")
+    ax_acc.plot(x, [r.train_acc for r in history], "o-", color="tab:orange", label="train (batch)")
+    ax_acc.plot(x, [r.test_acc for r in history], "s--", color="tab:green", label="test")
+    names = {0: "phase 0: CNN on clean", 1: "phase 1: ISP only, dark", 2: "phase 2: joint, dark"}
+    colours = {0: "tab:gray", 1: "tab:purple", 2: "tab:olive"}
+    for ax in (ax_loss, ax_acc):
+        for phase in sorted({r.phase for r in history}):
+            epochs = [i + 1 for i, r in enumerate(history) if r.phase == phase]
+            ax.axvspan(min(epochs) - 0.5, max(epochs) + 0.5, color=colours[phase], alpha=0.12,
+                       label=names[phase] if ax is ax_loss else None)  # fmt: skip
+        ax.set_xlabel("epoch (all phases)")
+        ax.grid(alpha=0.3)
+    ax_loss.set_ylabel("cross-entropy")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Training curves (test accuracy: test images in the phase's condition)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def parameters_figure(path: Path, isp: ISP) -> Path:
+    """Tone curve vs identity, CCM heatmap, and every scalar parameter of the learned ISP."""
+    values = {stage: {k: np.asarray(v) for k, v in p.items()} for stage, p in isp.values().items()}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax_tone, ax_ccm, ax_bar = axes
+    if "tone_curve" in values:
+        knots = values["tone_curve"]["knots"]
+        xs = np.linspace(0, 1, len(knots))
+        ax_tone.plot([0, 1], [0, 1], "k--", alpha=0.4, label="identity")
+        ax_tone.plot(xs, np.clip(knots, 0, 1), "o-", color="crimson", label="learned")
+        ax_tone.set_xlim(0, 1)
+        ax_tone.set_ylim(0, 1.02)
+        ax_tone.legend()
+        ax_tone.set_xlabel("input")
+        ax_tone.set_ylabel("output")
+        ax_tone.grid(alpha=0.3)
+    else:
+        ax_tone.axis("off")
+    ax_tone.set_title("Tone curve")
+    if "ccm" in values:
+        m = values["ccm"]["matrix"]
+        limit = max(1.0, float(np.abs(m).max()))
+        im = ax_ccm.imshow(m, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for r in range(3):
+            for c in range(3):
+                ax_ccm.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=11)
+        ax_ccm.set_xticks(range(3), ["R in", "G in", "B in"])
+        ax_ccm.set_yticks(range(3), ["R out", "G out", "B out"])
+        fig.colorbar(im, ax=ax_ccm, shrink=0.8)
+    else:
+        ax_ccm.axis("off")
+    ax_ccm.set_title("Colour correction matrix")
+    scalars = scalar_parameters(values)
+    if scalars:
+        names, vals = zip(*scalars.items(), strict=True)
+        bars = ax_bar.barh(names, vals, color="tab:blue")
+        for bar, v in zip(bars, vals, strict=True):
+            ax_bar.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}",
+                        va="center", fontsize=8)  # fmt: skip
+        ax_bar.axvline(0, color="black", linewidth=0.8)
+        ax_bar.invert_yaxis()
+    ax_bar.set_title("Scalar parameters (identity: gains/factors 1, strengths 0)")
+    fig.suptitle("Learned ISP parameters")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def scalar_parameters(values: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Every scalar (and per-channel gain) parameter as ``"stage.name": value``."""
+    out: dict[str, float] = {}
+    for stage, params in values.items():
+        for name, v in params.items():
+            if v.ndim == 0:
+                out[f"{stage}.{name}"] = float(v)
+            elif stage == "white_balance":
+                for channel, g in zip("RGB", v, strict=True):
+                    out[f"wb.{channel}"] = float(g)
+    return out
+
+
+def before_after_figure(
+    path: Path,
+    dark: np.ndarray,
+    processed: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    *,
+    accuracies: tuple[float, float] | None = None,
+    n: int = 8,
+) -> Path:
+    """Dark input, dark x4 and the learned ISP's output for ``n`` test images."""
+    n = min(n, len(labels))
+    titles = [class_names[int(label)] for label in labels[:n]]
+    rows = [
+        ("dark", dark[:n]),
+        ("dark x4", np.clip(dark[:n] * 4, 0, 1)),
+        ("learned ISP", processed[:n]),
+    ]
+    title = "Before / after the learned ISP"
+    if accuracies is not None:
+        title += f" (test accuracy: no ISP {accuracies[0]:.1%} -> learned {accuracies[1]:.1%})"
+    return _save(_image_rows(rows, titles, title), path)

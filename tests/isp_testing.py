@@ -1,0 +1,61 @@
+"""Helpers shared by the test modules (imported by name; conftest modules cannot be)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def randomize(module: nnx.Module, seed: int = 0, scale: float = 1.0) -> nnx.Module:
+    """Set every nnx.Param of ``module`` to random normal values (a non-identity state)."""
+    rng = np.random.default_rng(seed)
+    state = nnx.state(module, nnx.Param)
+    new = jax.tree.map(lambda p: jnp.asarray(rng.normal(0, scale, p.shape), p.dtype), state)
+    nnx.update(module, new)
+    return module
+
+
+EDGE_INPUTS = {
+    "zeros": np.zeros((2, 6, 6, 3), np.float32),
+    "ones": np.ones((2, 6, 6, 3), np.float32),
+    "tiny": np.full((2, 6, 6, 3), 1e-7, np.float32),
+    "knots": np.broadcast_to(
+        np.linspace(0, 1, 16, dtype=np.float32)[None, :, None, None], (2, 16, 6, 3)
+    ).copy(),
+}
+
+
+def toy_dataset(
+    num_train: int = 64, num_test: int = 32, num_classes: int = 4, size: int = 16, seed: int = 0
+):
+    """A tiny, learnable data set: each class is a distinct colour and stripe orientation."""
+    from diffisp.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0.3, 1.0, (num_classes, 3))
+
+    def make(n):
+        labels = np.arange(n) % num_classes
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        images = []
+        for label in labels:
+            angle = np.pi * label / num_classes
+            stripes = 0.5 + 0.5 * np.sin(12 * (np.cos(angle) * xx + np.sin(angle) * yy))
+            image = stripes[..., None] * colours[label] + rng.normal(0, 0.05, (size, size, 3))
+            images.append(np.clip(image, 0, 1))
+        return np.stack(images).astype(np.float32), labels.astype(np.int32)
+
+    train_x, train_y = make(num_train)
+    test_x, test_y = make(num_test)
+    return Dataset(
+        name="toy",
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        class_names=tuple(f"class{i}" for i in range(num_classes)),
+        description="toy stripes for tests",
+        is_standin=True,
+    )

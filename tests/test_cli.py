@@ -1,0 +1,81 @@
+"""The command line: a tiny demo run, eval and apply on its checkpoint, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffisp.cli import main
+
+TINY_ARGS = [
+    "--data", "builtin", "--num-train", "64", "--num-test", "32", "--image-size", "16",
+    "--batch-size", "16", "--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "demo"
+    assert main(["demo", *TINY_ARGS, "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_writes_metrics_figures_and_checkpoint(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["schema"] == "diffisp.metrics/1"
+    assert metrics["dataset"]["name"] == "builtin" and metrics["dataset"]["is_standin"]
+    assert set(metrics["results"]) == {
+        "no_isp", "fixed_gamma", "learned_isp_phase1", "learned_isp_phase2", "clean_oracle",
+    }  # fmt: skip
+    assert all(r["num_samples"] == 32 for r in metrics["results"].values())
+    assert metrics["command"].startswith("diffisp demo")
+    assert metrics["environment"]["packages"]["jax"]
+    for name in ("samples", "training_curves", "learned_parameters", "before_after"):
+        png = run_dir / "figures" / f"{name}.png"
+        assert Image.open(png).size[0] > 300
+    assert (run_dir / "model").is_dir() and (run_dir / "config.json").is_file()
+
+
+def test_eval_on_the_saved_model(run_dir, capsys):
+    assert main(["eval", "--checkpoint", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "learned ISP + CNN" in out and "32 images" in out
+
+
+def test_apply_writes_processed_pngs(run_dir, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "dark.png"
+    Image.fromarray((rng.uniform(0, 0.2, (40, 50, 3)) * 255).astype(np.uint8)).save(src)
+    out_dir = tmp_path / "out"
+    assert main(["apply", str(src), "--checkpoint", str(run_dir), "--out", str(out_dir)]) == 0
+    result = np.asarray(Image.open(out_dir / "dark_isp.png"))
+    assert result.shape == (40, 50, 3) and result.dtype == np.uint8
+
+
+def test_existing_run_dir_is_not_overwritten(run_dir, capsys):
+    before = (run_dir / "metrics.json").read_bytes()
+    assert main(["demo", *TINY_ARGS, "--out", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--batch-size", "0"], "batch_size must be a positive integer"),
+        (["demo", "--lr-isp", "-1"], "lr_isp must be a learning rate"),
+        (["demo", "--brightness", "0.5", "1.5"], "0 < low <= high <= 1"),
+        (["demo", "--isp", "gamma,blur"], "unknown ISP stage 'blur'"),
+        (["demo", "--data", "cifar100"], "cifar100"),
+        (["eval", "--checkpoint", "/nonexistent/run"], "not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path):
+    assert main([*args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1
