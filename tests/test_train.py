@@ -12,7 +12,7 @@ from isp_testing import toy_dataset
 from diffisp.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.config import TrainConfig
 from diffisp.errors import CheckpointError, TrainingDivergedError
-from diffisp.evaluate import evaluate_protocol
+from diffisp.protocol import evaluate_methods, protocol_methods, train_finetuned_baselines
 from diffisp.train import Trainer, prepare_data
 
 TINY = dict(num_train=64, num_test=32, image_size=16, batch_size=16, data="builtin",
@@ -66,12 +66,16 @@ def test_phase2_moves_both(tiny_run):
 
 def test_protocol_rows_and_sample_counts(tiny_run):
     trainer, _ = tiny_run
-    results = evaluate_protocol(trainer)
+    results = evaluate_methods(
+        protocol_methods(trainer, train_finetuned_baselines(trainer)), trainer
+    )
     assert list(results) == [
-        "no_isp", "fixed_gamma", "learned_isp_phase1", "learned_isp_phase2", "clean_oracle",
+        "no_isp", "fixed_gamma", "auto_isp", "histogram_eq", "dark_cnn", "fixed_gamma_cnn",
+        "learned_isp_phase1", "learned_isp_phase2", "clean_oracle",
     ]  # fmt: skip
     for row in results.values():
         assert 0.0 <= row["accuracy"] <= 1.0 and row["num_samples"] == 32
+    assert results["no_isp"]["gap_closed"] == 0.0 and results["clean_oracle"]["gap_closed"] == 1.0
     # The toy classes are trivially separable on clean images.
     assert results["clean_oracle"]["accuracy"] > 0.9
 

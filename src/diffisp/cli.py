@@ -98,10 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="accuracy of a saved ISP + CNN on its run's test set")
-    ev.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
-    ev.add_argument("--brightness", type=float, nargs=2, metavar=("LOW", "HIGH"))
-    ev.add_argument("--noise-sigma", type=float)
+    ev = sub.add_parser(
+        "eval",
+        help="multi-seed study (protocol + baselines + sweeps), or a saved model's accuracy",
+        description="With --seeds N: train and evaluate the whole protocol for seeds 0..N-1 and "
+        "write eval.json, sweep figures and report.html. With --checkpoint: the accuracy of a "
+        "saved ISP + CNN on its run's test set.",
+    )
+    _add_run_options(ev, default_preset="full")
+    ev.add_argument("--seeds", type=int, help="number of seeds (0..N-1) for the study")
+    ev.add_argument("--resume", action="store_true", help="continue a study in --out")
+    ev.add_argument("--checkpoint", type=Path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
 
     apply = sub.add_parser("apply", help="run a saved ISP over image files, write PNGs")
@@ -121,9 +128,11 @@ def _print_results(metrics: dict[str, Any]) -> None:
                         f"seed {metrics['seed']})")  # fmt: skip
     table.add_column("method")
     table.add_column("accuracy", justify="right")
+    table.add_column("gap closed", justify="right")
     table.add_column("what goes in")
-    for name, row in metrics["results"].items():
-        table.add_row(name, f"{row['accuracy']:.1%}", row["description"])
+    for row in metrics["results"].values():
+        gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
+        table.add_row(row["label"], f"{row['accuracy']:.1%}", gap, row["description"])
     Console().print(table)
 
 
@@ -134,12 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume", None)
     if resume is not None:
         metrics = run_experiment(None, resume, resume=True, command=command,
-                                 progress=not args.no_progress)  # fmt: skip
+                                 progress=not args.no_progress).metrics  # fmt: skip
         out = resume
     else:
         cfg = config_from_args(args)
         out = args.out or default_run_dir()
-        metrics = run_experiment(cfg, out, command=command, progress=not args.no_progress)
+        metrics = run_experiment(cfg, out, command=command, progress=not args.no_progress).metrics
     _print_results(metrics)
     print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
     print(f"train time {metrics['timing']['train_seconds']:.1f} s, "
@@ -152,6 +161,50 @@ def _model_dir(path: Path) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.checkpoint is None:
+        return cmd_study(args)
+    return cmd_eval_checkpoint(args)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from diffisp.study import headline, run_study
+
+    if args.seeds is None or args.seeds < 1:
+        raise ConfigError("diffisp eval needs --seeds N (N >= 1) or --checkpoint RUN_DIR")
+    if args.out is None:
+        raise ConfigError("diffisp eval --seeds needs --out DIR for the study")
+    cfg = config_from_args(args)
+    command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
+    study = run_study(cfg, range(args.seeds), args.out, resume=args.resume, command=command,
+                      progress=not args.no_progress)  # fmt: skip
+    _print_study(study)
+    for line in headline(study):
+        print(line)
+    try:
+        from diffisp.report import build_report
+    except ImportError:  # the report module is optional for the study itself
+        return 0
+    print(f"report: {build_report(args.out)}")
+    return 0
+
+
+def _print_study(study: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ds, n = study["dataset"], len(study["seeds"])
+    table = Table(title=f"{ds['name']}: mean ± std over {n} seed(s), {ds['num_test']} test "
+                        "images per seed")  # fmt: skip
+    for column in ("method", "accuracy", "gap closed"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in study["methods"].values():
+        gap = row["gap_closed"]
+        table.add_row(row["label"], f"{row['mean']:.1%} ± {row['std']:.1%}",
+                      "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}")  # fmt: skip
+    Console().print(table)
+
+
+def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     from diffisp.checkpoint import load_model
     from diffisp.config import TrainConfig
     from diffisp.evaluate import accuracy

@@ -60,35 +60,3 @@ def accuracy(
     return float(
         np.mean(predict(model, images, isp=isp, transform=transform) == np.asarray(labels))
     )
-
-
-# The rows of the results table, in order: what goes into the CNN, and which CNN.
-PROTOCOL_ROWS = {
-    "no_isp": "dark test images straight into the clean-trained CNN",
-    "fixed_gamma": "dark images through a fixed gamma 0.5 into the clean-trained CNN",
-    "learned_isp_phase1": "dark images through the ISP learned in phase 1, clean-trained CNN",
-    "learned_isp_phase2": "dark images through the jointly fine-tuned ISP and CNN (phase 2)",
-    "clean_oracle": "clean test images into the clean-trained CNN (upper reference)",
-}
-
-
-def evaluate_protocol(trainer) -> dict[str, dict]:
-    """Accuracy of every row of the protocol, on the same test images, darkening and seed."""
-    from diffisp.pipeline import fixed_gamma
-
-    data = trainer.data
-    cnn_clean = trainer.snapshots.get("cnn_clean", trainer.model)
-    isp_phase1 = trainer.snapshots.get("isp_phase1", trainer.isp)
-    dark, clean, labels = data.test_dark, data.test_clean, data.test_labels
-    accuracies = {
-        "no_isp": accuracy(cnn_clean, dark, labels),
-        "fixed_gamma": accuracy(cnn_clean, dark, labels, transform=fixed_gamma),
-        "learned_isp_phase1": accuracy(cnn_clean, dark, labels, isp=isp_phase1),
-        "learned_isp_phase2": accuracy(trainer.model, dark, labels, isp=trainer.isp),
-        "clean_oracle": accuracy(cnn_clean, clean, labels),
-    }
-    n = int(labels.shape[0])
-    return {
-        name: {"accuracy": acc, "num_samples": n, "description": PROTOCOL_ROWS[name]}
-        for name, acc in accuracies.items()
-    }

@@ -13,6 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from diffisp.checkpoint import TrainingCheckpoints, save_model
 from diffisp.config import TrainConfig
 from diffisp.data import Dataset, load_dataset
 from diffisp.errors import ConfigError
-from diffisp.evaluate import evaluate_protocol
+from diffisp.protocol import Method, evaluate_methods, protocol_methods, train_finetuned_baselines
 from diffisp.train import PHASES, Trainer, prepare_data
 
 METRICS_SCHEMA = "diffisp.metrics/1"
@@ -71,6 +72,15 @@ def load_run_data(cfg: TrainConfig) -> Dataset:
     )
 
 
+@dataclass
+class RunOutcome:
+    """What a run leaves in memory: its metrics and the trained methods (for sweeps)."""
+
+    metrics: dict[str, Any]
+    trainer: Trainer
+    methods: list[Method]
+
+
 def run_experiment(
     cfg: TrainConfig | None,
     out_dir: str | Path,
@@ -79,8 +89,8 @@ def run_experiment(
     command: str | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train, evaluate and write everything for one run; returns the metrics dictionary.
+) -> RunOutcome:
+    """Train, evaluate and write everything for one run.
 
     With ``resume=True`` the config is read from ``out_dir/config.json`` (``cfg`` must be None or
     equal) and training continues from the last finished epoch.
@@ -119,7 +129,9 @@ def run_experiment(
             raise
     train_seconds = time.perf_counter() - train_started
 
-    results = evaluate_protocol(trainer)
+    log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
+    methods = protocol_methods(trainer, train_finetuned_baselines(trainer))
+    results = evaluate_methods(methods, trainer)
     save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
     figure_paths = write_figures(out_dir / "figures", trainer, dataset, results)
     metrics = {
@@ -143,7 +155,7 @@ def run_experiment(
     }
     atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in trainer.history])
     atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    return RunOutcome(metrics, trainer, methods)
 
 
 def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:

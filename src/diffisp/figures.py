@@ -162,3 +162,47 @@ def before_after_figure(
     if accuracies is not None:
         title += f" (test accuracy: no ISP {accuracies[0]:.1%} -> learned {accuracies[1]:.1%})"
     return _save(_image_rows(rows, titles, title), path)
+
+
+_SWEEP_STYLE = {
+    "no_isp": ("tab:gray", ":"),
+    "fixed_gamma": ("tab:brown", ":"),
+    "auto_isp": ("tab:pink", ":"),
+    "histogram_eq": ("tab:olive", ":"),
+    "dark_cnn": ("tab:blue", "--"),
+    "fixed_gamma_cnn": ("tab:cyan", "--"),
+    "learned_isp_phase1": ("tab:orange", "-"),
+    "learned_isp_phase2": ("tab:red", "-"),
+    "clean_oracle": ("black", "-."),
+}
+
+
+def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
+    """Accuracy (mean +- std over seeds) of every method along one sweep; trained range shaded."""
+    xs = np.asarray(data["values"], dtype=float)
+    log_x = data["parameter"].startswith("brightness")
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    low, high = data["trained_range"]
+    if high > low:
+        ax.axvspan(low, high, color="gold", alpha=0.2, label="training range")
+    else:
+        ax.axvline(low, color="goldenrod", linewidth=6, alpha=0.3, label="training value")
+    for key, curve in data["methods"].items():
+        colour, style = _SWEEP_STYLE.get(key, (None, "-"))
+        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+        label = methods.get(key, {}).get("label", key)
+        ax.plot(xs, mean, style, marker="o", markersize=3, color=colour, label=label)
+        ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel(
+        data["parameter"] + "  (" + ", ".join(f"{k} {v}" for k, v in data["fixed"].items()) + ")"
+    )
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"Accuracy vs {data['parameter']} (ISP trained once on the shaded range)")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -36,15 +36,28 @@ _DARKEN_TRAIN, _DARKEN_TEST, _SHUFFLE, _INIT = 1, 2, 3, 4
 
 @dataclass(frozen=True)
 class Phase:
+    """One stage of training: which images go in, through what, and what learns.
+
+    The input path is ``images (clean or dark) -> transform (a fixed function, optional) -> ISP
+    (when use_isp) -> CNN``. Phases are static arguments of the compiled step, so ``transform``
+    must be a hashable module-level function.
+    """
+
     index: int
     name: str
-    dark_input: bool  # dark images (through the ISP) or clean images (no ISP)
+    dark_input: bool
     train_isp: bool
     train_cnn: bool
+    use_isp: bool = True
+    transform: Callable[[jax.Array], jax.Array] | None = None
+
+    def inputs(self, isp: nnx.Module | None, images: jax.Array) -> jax.Array:
+        x = images if self.transform is None else self.transform(images)
+        return isp(x) if (self.use_isp and isp is not None) else x
 
 
 PHASES = (
-    Phase(0, "clean", dark_input=False, train_isp=False, train_cnn=True),
+    Phase(0, "clean", dark_input=False, train_isp=False, train_cnn=True, use_isp=False),
     Phase(1, "isp", dark_input=True, train_isp=True, train_cnn=False),
     Phase(2, "joint", dark_input=True, train_isp=True, train_cnn=True),
 )
@@ -109,7 +122,7 @@ def _train_step(graphdef, state, images, labels, perm, step, *, phase: Phase, ba
     x, y = images[idx], labels[idx]
 
     def loss_fn(isp, model):
-        logits = model(isp(x) if phase.dark_input else x)
+        logits = model(phase.inputs(isp, x))
         return cross_entropy(logits, y), logits
 
     argnums = (0, 1) if phase.train_isp and phase.train_cnn else (0 if phase.train_isp else 1)
@@ -123,6 +136,94 @@ def _train_step(graphdef, state, images, labels, perm, step, *, phase: Phase, ba
         cnn_opt.update(model, grads)
     correct = jnp.sum(jnp.argmax(logits, -1) == y)
     return nnx.state((isp, model, isp_opt, cnn_opt)), loss, correct
+
+
+def epoch_permutation(seed: int, phase: Phase, epoch: int, n: int) -> jax.Array:
+    """The order of the training images in one epoch: a function of (seed, phase, epoch) only."""
+    key = jax.random.fold_in(jax.random.key(seed), _SHUFFLE)
+    return jax.random.permutation(jax.random.fold_in(key, phase.index * 100_000 + epoch), n)
+
+
+def train_one_epoch(
+    modules: tuple[nnx.Module | None, nnx.Module, tuple[Any, Any]],
+    phase: Phase,
+    images: jax.Array,
+    labels: jax.Array,
+    cfg: TrainConfig,
+    epoch: int,
+    on_step: Callable[[Phase, int], None] | None = None,
+) -> tuple[tuple[Any, Any, tuple[Any, Any]], float, float]:
+    """One epoch of ``phase`` over device-resident ``images``; returns new modules, loss, acc.
+
+    Drops the last incomplete batch (each epoch has its own permutation, so every image is seen).
+    Checks the loss and the trained parameters for NaN/Inf before returning them, and
+    re-estimates batch-norm statistics when the CNN was trained.
+
+    Raises:
+      TrainingDivergedError: the loss or a trained parameter is not finite.
+    """
+    isp, model, optimizers = modules
+    if phase.train_cnn:
+        model.train()
+    else:
+        model.eval()
+    graphdef, state = nnx.split((isp, model, *optimizers))
+    perm = epoch_permutation(cfg.seed, phase, epoch, images.shape[0])
+    steps = images.shape[0] // cfg.batch_size
+    losses, corrects = [], []
+    for step in range(steps):
+        state, loss, correct = _train_step(graphdef, state, images, labels, perm, step,
+                                           phase=phase, batch_size=cfg.batch_size)  # fmt: skip
+        losses.append(loss)
+        corrects.append(correct)
+        if on_step is not None:
+            on_step(phase, step)
+    isp, model, *opts = nnx.merge(graphdef, state)
+    mean_loss = float(jnp.mean(jnp.stack(losses)))
+    trained = [m for m, on in ((isp, phase.train_isp), (model, phase.train_cnn)) if on]
+    if not np.isfinite(mean_loss) or not _all_finite(trained):
+        what = (
+            f"loss became {mean_loss}"
+            if not np.isfinite(mean_loss)
+            else "parameters became NaN/Inf"
+        )
+        raise TrainingDivergedError(
+            f"{what} in phase {phase.index} ({phase.name}), epoch {epoch + 1}; stopped "
+            "before saving them. Try a lower learning rate."
+        )
+    if phase.train_cnn and cfg.bn_calibration:
+        calibration = phase.inputs(None, images[: cfg.bn_calibration])
+        recalibrate_batch_norm(model, calibration, isp=isp if phase.use_isp else None)
+    model.eval()
+    train_acc = float(jnp.sum(jnp.stack(corrects))) / (steps * cfg.batch_size)
+    return (isp, model, tuple(opts)), mean_loss, train_acc
+
+
+def finetune_cnn(
+    model: nnx.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    cfg: TrainConfig,
+    *,
+    epochs: int,
+    lr: float,
+    transform: Callable[[jax.Array], jax.Array] | None = None,
+    name: str = "finetune",
+    index: int = 10,
+) -> nnx.Module:
+    """Train a copy of ``model`` on ``transform(images)`` with no ISP: the fair baselines.
+
+    ``index`` keeps the epoch permutations of different baselines distinct from the protocol's.
+    """
+    phase = Phase(index, name, dark_input=True, train_isp=False, train_cnn=True, use_isp=False,
+                  transform=transform)  # fmt: skip
+    model = detached_copy(model)
+    steps = images.shape[0] // cfg.batch_size * epochs
+    optimizer = nnx.Optimizer(model, make_optimizer(lr, steps, cfg.schedule), wrt=nnx.Param)
+    modules = (None, model, (None, optimizer))
+    for epoch in range(epochs):
+        modules, _, _ = train_one_epoch(modules, phase, images, labels, cfg, epoch)
+    return modules[1]
 
 
 @dataclass
@@ -217,66 +318,16 @@ class Trainer:
     def run_epoch(self, phase: Phase, epoch: int, on_step=None) -> EpochRecord:
         cfg, data = self.cfg, self.data
         start = time.perf_counter()
-        if phase.train_cnn:
-            self.model.train()
-        else:
-            self.model.eval()
-        graphdef, state = nnx.split((self.isp, self.model, *self.optimizers))
-        key = jax.random.fold_in(jax.random.key(cfg.seed), _SHUFFLE)
-        perm = jax.random.permutation(
-            jax.random.fold_in(key, phase.index * 100_000 + epoch), data.num_train
-        )
         images = data.train_dark if phase.dark_input else data.train_clean
-        losses, corrects = [], []
-        for step in range(self.steps_per_epoch()):
-            state, loss, correct = _train_step(
-                graphdef,
-                state,
-                images,
-                data.train_labels,
-                perm,
-                step,
-                phase=phase,
-                batch_size=cfg.batch_size,
-            )
-            losses.append(loss)
-            corrects.append(correct)
-            if on_step is not None:
-                on_step(phase, step)
-        self.isp, self.model, *opts = nnx.merge(graphdef, state)
-        self.optimizers = tuple(opts)
-        mean_loss = float(jnp.mean(jnp.stack(losses)))
-        trained = [
-            m for m, on in ((self.isp, phase.train_isp), (self.model, phase.train_cnn)) if on
-        ]
-        if not np.isfinite(mean_loss) or not _all_finite(trained):
-            what = (
-                f"loss became {mean_loss}"
-                if not np.isfinite(mean_loss)
-                else "parameters became NaN/Inf"
-            )
-            raise TrainingDivergedError(
-                f"{what} in phase {phase.index} ({phase.name}), epoch {epoch + 1}; stopped "
-                "before saving them. Try a lower learning rate."
-            )
-        if phase.train_cnn and cfg.bn_calibration:
-            recalibrate_batch_norm(
-                self.model, images[: cfg.bn_calibration], isp=self.isp if phase.dark_input else None
-            )
-        seen = self.steps_per_epoch() * cfg.batch_size
+        (self.isp, self.model, self.optimizers), loss, train_acc = train_one_epoch(
+            (self.isp, self.model, self.optimizers), phase, images, data.train_labels, cfg,
+            epoch, on_step,
+        )  # fmt: skip
         test_images = data.test_dark if phase.dark_input else data.test_clean
-        test_acc = accuracy(
-            self.model, test_images, data.test_labels, isp=self.isp if phase.dark_input else None
-        )
-        return EpochRecord(
-            phase.index,
-            phase.name,
-            epoch + 1,
-            mean_loss,
-            float(jnp.sum(jnp.stack(corrects))) / seen,
-            test_acc,
-            time.perf_counter() - start,
-        )
+        test_acc = accuracy(self.model, phase.inputs(None, test_images), data.test_labels,
+                            isp=self.isp if phase.use_isp else None)  # fmt: skip
+        return EpochRecord(phase.index, phase.name, epoch + 1, loss, train_acc, test_acc,
+                           time.perf_counter() - start)  # fmt: skip
 
     @property
     def done(self) -> bool:

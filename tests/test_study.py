@@ -1,0 +1,66 @@
+"""Multi-seed study: schema of eval.json/metrics.json, single-point sweeps, headline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffisp.config import TrainConfig
+from diffisp.errors import ConfigError, DataError
+from diffisp.schemas import EVAL, METRICS, validate
+from diffisp.study import headline, run_study
+
+TINY = dict(data="builtin", num_train=64, num_test=32, image_size=16, batch_size=16,
+            epochs_clean=1, epochs_isp=1, epochs_joint=1)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    result = run_study(TrainConfig(**TINY), [0], out, progress=False, log=lambda m: None,
+                       brightness_values=(0.2,), noise_values=(0.05,))  # fmt: skip
+    return out, result
+
+
+def test_eval_json_has_the_documented_schema(study):
+    out, result = study
+    on_disk = json.loads((out / "eval.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    validate(on_disk, EVAL)
+    assert on_disk["schema"] == "diffisp.eval/1" and on_disk["seeds"] == [0]
+    validate(json.loads((out / "seed0" / "metrics.json").read_text()), METRICS)
+
+
+def test_single_point_sweeps(study):
+    out, result = study
+    for kind, value in (("brightness", 0.2), ("noise_sigma", 0.05)):
+        sweep = result["sweeps"][kind]
+        assert sweep["values"] == [value]
+        for curve in sweep["methods"].values():
+            assert len(curve["mean"]) == 1 and curve["std"] == [0.0]
+    assert (out / "figures" / "sweep_brightness.png").stat().st_size > 1000
+    assert len(headline(result)) == 2
+
+
+def test_one_seed_has_zero_std_and_gap_closed_bounds(study):
+    _, result = study
+    rows = result["methods"]
+    assert all(row["std"] == 0.0 and len(row["accuracy"]) == 1 for row in rows.values())
+    if rows["no_isp"]["gap_closed"] is not None:
+        assert rows["no_isp"]["gap_closed"]["mean"] == 0.0
+
+
+def test_study_refuses_to_overwrite_and_bad_seeds(study):
+    out, _ = study
+    with pytest.raises(ConfigError, match="already holds a study"):
+        run_study(TrainConfig(**TINY), [0], out, progress=False)
+    with pytest.raises(ConfigError, match="distinct non-negative"):
+        run_study(TrainConfig(**TINY), [1, 1], out / "other", progress=False)
+
+
+def test_validate_names_the_offending_field():
+    with pytest.raises(DataError, match=r"\$.dataset has no 'name' field"):
+        validate({"dataset": {}}, {"dataset": {"name": str}})
+    with pytest.raises(DataError, match=r"\$.x must be int/float; got str"):
+        validate({"x": "1"}, {"x": (int, float)})
