@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
     apply.add_argument("--out", type=Path, default=Path("isp_out"))
     apply.set_defaults(func=cmd_apply)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or evaluation dir")
+    report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -197,6 +202,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         target = args.out / f"{path.stem}_isp.png"
         atomic_write_bytes(target, buffer.getvalue())
         print(f"{path} -> {target}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from diffisp.report import build_report
+
+    print(f"report: {build_report(args.run_dir, args.out)}")
     return 0
 
 
