@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -247,6 +250,13 @@ def test_cli_writes_the_report_and_exits_2_on_a_missing_directory(eval_dir, tmp_
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "is not a directory" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "diffisp.cli", "report", str(tmp_path / "missing")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "is not a directory" in done.stderr
 
 
 def test_command_lines_paste_back_as_the_same_command():

@@ -230,3 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["ConfigError", "main"]
+
+if __name__ == "__main__":  # `python -m diffisp.cli ...` ran nothing and exited 0 without this
+    sys.exit(main())
