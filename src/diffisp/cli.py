@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
     apply.add_argument("--out", type=Path, default=Path("isp_out"))
     apply.set_defaults(func=cmd_apply)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or evaluation dir")
+    report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -253,6 +258,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from diffisp.report import build_report
+
+    print(f"report: {build_report(args.run_dir, args.out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -271,3 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["ConfigError", "main"]
+
+if __name__ == "__main__":  # `python -m diffisp.cli ...` ran nothing and exited 0 without this
+    sys.exit(main())
