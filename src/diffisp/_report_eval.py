@@ -122,7 +122,7 @@ def summary(stats: Mapping[str, MethodStats], dataset: Mapping[str, Any]) -> Mar
             )
     if n_seeds:
         sentences.append("Values are mean ± standard deviation across seeds.")
-    parts = [tag("p", " ".join(sentences), class_="summary"), phase2_caveat(key)]
+    parts = [tag("p", " ".join(sentences), class_="summary"), phase2_caveat(key, stats)]
     parts.append(sampling_note(head.mean, n_images))
     return join(parts)
 

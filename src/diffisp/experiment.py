@@ -31,7 +31,10 @@ from diffisp.protocol import Method, evaluate_methods, protocol_methods, train_f
 from diffisp.train import PHASES, Trainer, prepare_data
 
 METRICS_SCHEMA = "diffisp.metrics/1"
-PACKAGES = ("diffisp", "jax", "jaxlib", "flax", "optax", "datarax", "orbax-checkpoint", "numpy")
+PACKAGES = (
+    "diffisp", "jax", "jaxlib", "flax", "optax", "datarax", "orbax-checkpoint", "numpy",
+    "scikit-image", "scikit-learn", "pillow", "matplotlib",  # the stand-in data and the figures
+)  # fmt: skip
 
 
 def environment() -> dict[str, Any]:
@@ -136,7 +139,7 @@ def run_experiment(
     figure_paths = write_figures(out_dir / "figures", trainer, dataset, results)
     metrics = {
         "schema": METRICS_SCHEMA,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
         "seed": cfg.seed,
         "dataset": dataset_summary(dataset),

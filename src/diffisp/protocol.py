@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import jax
-import numpy as np
 from flax import nnx
 
 from diffisp import baselines
 from diffisp.degrade import LowLight, _darken
 from diffisp.evaluate import accuracy
+from diffisp.stats import gap_closed
 from diffisp.train import Trainer, finetune_cnn
 
 _SWEEP_KEY = 5
@@ -107,13 +107,6 @@ def evaluate_methods(methods: Sequence[Method], trainer: Trainer) -> dict[str, d
     return rows
 
 
-def gap_closed(acc: float, floor: float, ceiling: float) -> float | None:
-    """Share of the no-ISP -> clean-oracle gap that ``acc`` closes (None if there is no gap)."""
-    if ceiling - floor < 1e-9:
-        return None
-    return (acc - floor) / (ceiling - floor)
-
-
 def sweep(
     methods: Sequence[Method],
     trainer: Trainer,
@@ -141,10 +134,3 @@ def sweep(
         for m in methods:
             out[m.key].append(m.accuracy(dark, data.test_clean, data.test_labels))
     return out
-
-
-def aggregate(per_seed: Sequence[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) of a list of values."""
-    values = np.asarray(per_seed, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return {"mean": float(values.mean()), "std": std}

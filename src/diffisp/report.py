@@ -32,7 +32,6 @@ from diffisp._report_sections import (
     as_dict,
     as_list,
     figures_block,
-    gap_closed,
     header,
     headline_key,
     history_section,
@@ -45,6 +44,7 @@ from diffisp._report_sections import (
     standin_notice,
 )
 from diffisp.errors import DataError
+from diffisp.stats import gap_closed
 
 # The schemas this module understands. Kept here rather than imported from diffisp.experiment,
 # which pulls in JAX: building a report needs no accelerator and should start instantly.
@@ -152,7 +152,8 @@ def _run_summary(metrics: dict[str, Any], results: dict[str, dict]) -> Markup | 
     if as_dict(metrics.get("dataset")).get("is_standin"):
         text += ", on the built-in stand-in data (not CIFAR-10)"
     text += "; the spread across seeds is unknown (a multi-seed evaluation measures it)."
-    return join([tag("p", text, class_="summary"), phase2_caveat(key), sampling_note(accs[key], n)])
+    caveat = phase2_caveat(key, results)
+    return join([tag("p", text, class_="summary"), caveat, sampling_note(accs[key], n)])
 
 
 def _run_results(results: dict[str, dict]) -> Markup | str:

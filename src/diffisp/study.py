@@ -19,7 +19,8 @@ from diffisp._io import atomic_write_json
 from diffisp.config import TrainConfig
 from diffisp.errors import ConfigError
 from diffisp.experiment import environment, run_experiment
-from diffisp.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, aggregate, gap_closed, sweep
+from diffisp.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, sweep
+from diffisp.stats import mean_std
 
 EVAL_SCHEMA = "diffisp.eval/1"
 
@@ -76,7 +77,7 @@ def run_study(
     ]
     study = {
         "schema": EVAL_SCHEMA,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "dataset": runs[0]["dataset"],
@@ -101,9 +102,9 @@ def _aggregate_methods(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "label": first.get("label", key),
             "description": first["description"],
             "accuracy": accs,
-            **aggregate(accs),
+            **mean_std(accs),
             "num_samples": first["num_samples"],
-            "gap_closed": None if any(g is None for g in gaps) else aggregate(gaps),
+            "gap_closed": None if any(g is None for g in gaps) else mean_std(gaps),
         }
     return out
 
@@ -142,4 +143,4 @@ def headline(study: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["EVAL_SCHEMA", "gap_closed", "headline", "run_study"]
+__all__ = ["EVAL_SCHEMA", "headline", "run_study"]
