@@ -8,6 +8,8 @@ the batch into the channel axis and remain a single grouped convolution.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -117,7 +119,9 @@ def _denoise(images: jax.Array, strength: jax.Array, sigma_range: jax.Array, rad
     # (2r+1)^2 shifted views, all elementwise: XLA fuses them into one pass.
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            spatial = float(jnp.exp(-((dy - radius) ** 2 + (dx - radius) ** 2) / (2 * sigma_s**2)))
+            # math.exp, not jnp.exp: a Python float stays concrete under jit (float() of a
+            # jnp value is a tracer there and failed to compile).
+            spatial = math.exp(-((dy - radius) ** 2 + (dx - radius) ** 2) / (2 * sigma_s**2))
             diff = padded_luma[:, dy : dy + h, dx : dx + w] - luma
             weight = spatial * jnp.exp(-(diff**2) * inv_two_sr2)
             num = num + weight * padded[:, dy : dy + h, dx : dx + w]
