@@ -11,10 +11,24 @@ from PIL import Image
 from diffisp.cli import main
 
 TINY_ARGS = [
-    "--data", "builtin", "--num-train", "64", "--num-test", "32", "--image-size", "16",
-    "--batch-size", "16", "--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1",
+    "--data",
+    "builtin",
+    "--num-train",
+    "64",
+    "--num-test",
+    "32",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs-clean",
+    "1",
+    "--epochs-isp",
+    "1",
+    "--epochs-joint",
+    "1",
     "--no-progress",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffisp.models import SmallCNN, count_params, recalibrate_batch_norm
+from diffisp.models import SmallCNN, conv_im2col, count_params, recalibrate_batch_norm
 
 
 def test_reference_parameter_count():
@@ -54,3 +54,13 @@ def test_batch_norm_recalibration_gives_exact_population_statistics():
     np.testing.assert_allclose(model.norms[1].mean[...], second.mean(axis=(0, 1, 2)), atol=1e-4)
     # The caller's modes and momentum are untouched.
     assert model.norms[0].momentum == 0.99
+
+
+def test_im2col_convolution_equals_lax_convolution():
+    model = SmallCNN(rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(2), (3, 17, 32, 3))  # odd size: asymmetric SAME padding
+    for conv in model.convs:
+        want = conv(x)
+        got = conv_im2col(x, conv.kernel[...], conv.bias[...], conv.strides)
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+        x = jax.nn.relu(want)

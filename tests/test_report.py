@@ -20,10 +20,24 @@ from diffisp.errors import DataError
 from diffisp.report import build_report
 
 TINY_ARGS = [
-    "--data", "builtin", "--num-train", "64", "--num-test", "32", "--image-size", "16",
-    "--batch-size", "16", "--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1",
+    "--data",
+    "builtin",
+    "--num-train",
+    "64",
+    "--num-test",
+    "32",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs-clean",
+    "1",
+    "--epochs-isp",
+    "1",
+    "--epochs-joint",
+    "1",
     "--no-progress",
-]  # fmt: skip
+]
 NBSP = "\u00a0"
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}
 
@@ -79,55 +93,99 @@ def run_dir(tmp_path_factory):
 
 def eval_json(**changes):
     methods = {
-        "no_isp": {"label": "No ISP", "description": "dark images, clean CNN",
-                   "accuracy": [0.2, 0.22, 0.214], "mean": 0.2113, "std": 0.0101,
-                   "num_samples": 500, "gap_closed": None},
-        "learned_isp_phase2": {"label": "Learned ISP (phase 2)", "description": "joint",
-                               "accuracy": [0.75, 0.77, 0.76], "mean": 0.76, "std": 0.012,
-                               "num_samples": 500, "gap_closed": {"mean": 0.93, "std": 0.02}},
-        "adaptive": {"label": "Adaptive <gated> ISP", "description": "per-image stages",
-                     "accuracy": [0.7, 0.71, 0.72], "mean": 0.71, "std": 0.01,
-                     "num_samples": 500, "gap_closed": {"mean": 0.85, "std": 0.03},
-                     "active_stages": {"mean": 3.25, "std": 0.5},
-                     "isp_ms_per_image": {"mean": 0.125, "std": 0.01}},
-        "clean_oracle": {"label": "Clean-image oracle", "description": "clean images",
-                         "accuracy": [0.8, 0.81, 0.79], "mean": 0.8, "std": 0.01,
-                         "num_samples": 500, "gap_closed": None},
-    }  # fmt: skip
+        "no_isp": {
+            "label": "No ISP",
+            "description": "dark images, clean CNN",
+            "accuracy": [0.2, 0.22, 0.214],
+            "mean": 0.2113,
+            "std": 0.0101,
+            "num_samples": 500,
+            "gap_closed": None,
+        },
+        "learned_isp_phase2": {
+            "label": "Learned ISP (phase 2)",
+            "description": "joint",
+            "accuracy": [0.75, 0.77, 0.76],
+            "mean": 0.76,
+            "std": 0.012,
+            "num_samples": 500,
+            "gap_closed": {"mean": 0.93, "std": 0.02},
+        },
+        "adaptive": {
+            "label": "Adaptive <gated> ISP",
+            "description": "per-image stages",
+            "accuracy": [0.7, 0.71, 0.72],
+            "mean": 0.71,
+            "std": 0.01,
+            "num_samples": 500,
+            "gap_closed": {"mean": 0.85, "std": 0.03},
+            "active_stages": {"mean": 3.25, "std": 0.5},
+            "isp_ms_per_image": {"mean": 0.125, "std": 0.01},
+        },
+        "clean_oracle": {
+            "label": "Clean-image oracle",
+            "description": "clean images",
+            "accuracy": [0.8, 0.81, 0.79],
+            "mean": 0.8,
+            "std": 0.01,
+            "num_samples": 500,
+            "gap_closed": None,
+        },
+    }
     data = {
         "schema": "diffisp.eval/1",
         "created": "2025-01-02T03:04:05",
         "command": "diffisp evaluate --seeds 0 1 2 --data builtin --out 'my evals/x'",
         "wall_seconds": 754.3,
-        "dataset": {"name": "builtin", "description": "built-in stand-in", "is_standin": True,
-                    "num_train": 2000, "num_test": 500, "num_classes": 10,
-                    "class_names": ["a", "b"], "image_size": 32},
+        "dataset": {
+            "name": "builtin",
+            "description": "built-in stand-in",
+            "is_standin": True,
+            "num_train": 2000,
+            "num_test": 500,
+            "num_classes": 10,
+            "class_names": ["a", "b"],
+            "image_size": 32,
+        },
         "config": {"num_train": 2000, "isp": ["ccm", "gamma"], "brightness": [0.1, 0.3]},
         "seeds": [0, 1, 2],
         "methods": methods,
-        "sweeps": {"brightness": {
-            "parameter": "brightness factor", "values": [0.02, 0.1, 0.2, 0.3, 0.6],
-            "fixed": {"noise_sigma": 0.02}, "trained_range": [0.1, 0.3],
-            "methods": {"no_isp": {"mean": [0.1, 0.2, 0.25, 0.3, 0.35], "std": [0.01] * 5},
-                        "learned_isp_phase2": {"mean": [0.5, 0.7, 0.75, 0.76, 0.6],
-                                               "std": [0.02] * 5}}}},
+        "sweeps": {
+            "brightness": {
+                "parameter": "brightness factor",
+                "values": [0.02, 0.1, 0.2, 0.3, 0.6],
+                "fixed": {"noise_sigma": 0.02},
+                "trained_range": [0.1, 0.3],
+                "methods": {
+                    "no_isp": {"mean": [0.1, 0.2, 0.25, 0.3, 0.35], "std": [0.01] * 5},
+                    "learned_isp_phase2": {"mean": [0.5, 0.7, 0.75, 0.76, 0.6], "std": [0.02] * 5},
+                },
+            }
+        },
         "runs": ["seed0"],
         "figures": ["figures/sweep_brightness.png", "figures/extra.png", "../outside.png"],
-        "environment": {"python": "3.12.1", "platform": "Linux", "devices": ["cpu:0"],
-                        "packages": {"jax": "0.11.1", "datarax": None}},
-    }  # fmt: skip
+        "environment": {
+            "python": "3.12.1",
+            "platform": "Linux",
+            "devices": ["cpu:0"],
+            "packages": {"jax": "0.11.1", "datarax": None},
+        },
+    }
     data.update(changes)
     return data
 
 
 def seed_metrics(seed=0, phase2=0.75):
     return {
-        "schema": "diffisp.metrics/1", "seed": seed,
-        "results": {"no_isp": {"accuracy": 0.2, "num_samples": 500},
-                    "learned_isp_phase2": {"accuracy": phase2, "num_samples": 500}},
+        "schema": "diffisp.metrics/1",
+        "seed": seed,
+        "results": {
+            "no_isp": {"accuracy": 0.2, "num_samples": 500},
+            "learned_isp_phase2": {"accuracy": phase2, "num_samples": 500},
+        },
         "timing": {"train_seconds": 200.0, "total_seconds": 250.5},
         "figures": ["figures/samples.png"],
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -195,9 +253,14 @@ def test_old_or_sparse_files_leave_sections_out(tmp_path):
     assert "<h2>Results</h2>" not in html and "Robustness sweeps" not in html
     assert "NOT CIFAR-10" not in html and "Not recorded" in html
     # methods without summary, gap or sweeps; runs and figures that do not exist
-    sparse = {"schema": "diffisp.eval/1", "methods": {"x": {"accuracy": [0.5, "bad", 0.7]},
-              "y": "not a dict"}, "sweeps": {"s": {"values": [1, 2], "methods": {"x": {}}}},
-              "runs": ["missing", 3], "figures": ["figures/none.png"], "dataset": [1]}  # fmt: skip
+    sparse = {
+        "schema": "diffisp.eval/1",
+        "methods": {"x": {"accuracy": [0.5, "bad", 0.7]}, "y": "not a dict"},
+        "sweeps": {"s": {"values": [1, 2], "methods": {"x": {}}}},
+        "runs": ["missing", 3],
+        "figures": ["figures/none.png"],
+        "dataset": [1],
+    }
     (tmp_path / "eval.json").write_text(json.dumps(sparse))
     text = "".join(parse(build_report(tmp_path).read_text()).text)
     assert f"60.0 ± 14.1{NBSP}%" in text  # recomputed from the valid per-seed values

@@ -14,10 +14,26 @@ import numpy as np
 import pytest
 
 ARGS = [
-    "--data", "builtin", "--num-train", "64", "--num-test", "32", "--image-size", "16",
-    "--batch-size", "16", "--epochs-clean", "3", "--epochs-isp", "3", "--epochs-joint", "2",
-    "--seed", "3", "--no-progress",
-]  # fmt: skip
+    "--data",
+    "builtin",
+    "--num-train",
+    "64",
+    "--num-test",
+    "32",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs-clean",
+    "3",
+    "--epochs-isp",
+    "3",
+    "--epochs-joint",
+    "2",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def diffisp(*args: str, **kwargs) -> subprocess.Popen:

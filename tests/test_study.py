@@ -11,15 +11,30 @@ from diffisp.errors import ConfigError, DataError
 from diffisp.schemas import EVAL, METRICS, validate
 from diffisp.study import headline, run_study
 
-TINY = dict(data="builtin", num_train=64, num_test=32, image_size=16, batch_size=16,
-            epochs_clean=1, epochs_isp=1, epochs_joint=1)  # fmt: skip
+TINY = dict(
+    data="builtin",
+    num_train=64,
+    num_test=32,
+    image_size=16,
+    batch_size=16,
+    epochs_clean=1,
+    epochs_isp=1,
+    epochs_joint=1,
+)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    result = run_study(TrainConfig(**TINY), [0], out, progress=False, log=lambda m: None,
-                       brightness_values=(0.2,), noise_values=(0.05,))  # fmt: skip
+    result = run_study(
+        TrainConfig(**TINY),
+        [0],
+        out,
+        progress=False,
+        log=lambda m: None,
+        brightness_values=(0.2,),
+        noise_values=(0.05,),
+    )
     return out, result
 
 

@@ -15,8 +15,16 @@ from diffisp.errors import CheckpointError, TrainingDivergedError
 from diffisp.protocol import evaluate_methods, protocol_methods, train_finetuned_baselines
 from diffisp.train import Trainer, prepare_data
 
-TINY = dict(num_train=64, num_test=32, image_size=16, batch_size=16, data="builtin",
-            epochs_clean=3, epochs_isp=2, epochs_joint=1)  # fmt: skip
+TINY = dict(
+    num_train=64,
+    num_test=32,
+    image_size=16,
+    batch_size=16,
+    data="builtin",
+    epochs_clean=3,
+    epochs_isp=2,
+    epochs_joint=1,
+)
 
 
 def params_of(module) -> list[np.ndarray]:
@@ -70,9 +78,16 @@ def test_protocol_rows_and_sample_counts(tiny_run):
         protocol_methods(trainer, train_finetuned_baselines(trainer)), trainer
     )
     assert list(results) == [
-        "no_isp", "fixed_gamma", "auto_isp", "histogram_eq", "dark_cnn", "fixed_gamma_cnn",
-        "learned_isp_phase1", "learned_isp_phase2", "clean_oracle",
-    ]  # fmt: skip
+        "no_isp",
+        "fixed_gamma",
+        "auto_isp",
+        "histogram_eq",
+        "dark_cnn",
+        "fixed_gamma_cnn",
+        "learned_isp_phase1",
+        "learned_isp_phase2",
+        "clean_oracle",
+    ]
     for row in results.values():
         assert 0.0 <= row["accuracy"] <= 1.0 and row["num_samples"] == 32
     assert results["no_isp"]["gap_closed"] == 0.0 and results["clean_oracle"]["gap_closed"] == 1.0

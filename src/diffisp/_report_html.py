@@ -143,8 +143,11 @@ def key_value_table(items: Iterable[tuple[Any, Any]], *, caption: Any = None) ->
 
 def grid(items: Iterable[tuple[Any, Any]]) -> Markup:
     """Short key/value pairs (config, package versions) flowed into columns to save height."""
-    return tag("dl", join(tag("div", join([tag("dt", k), tag("dd", v)], "")) for k, v in items),
-               class_="grid")  # fmt: skip
+    return tag(
+        "dl",
+        join(tag("div", join([tag("dt", k), tag("dd", v)], "")) for k, v in items),
+        class_="grid",
+    )
 
 
 def figure(path: Path, caption: Any, base: Path) -> Markup:

@@ -267,8 +267,10 @@ def environment_section(env: Mapping[str, Any]) -> Markup | str:
         ("Processor", env.get("processor")),
         ("Devices", ", ".join(map(str, devices)) if isinstance(devices, list) else devices),
     ]
-    packages = [(k, v if v is not None else "not installed")
-                for k, v in as_dict(env.get("packages")).items()]  # fmt: skip
+    packages = [
+        (k, v if v is not None else "not installed")
+        for k, v in as_dict(env.get("packages")).items()
+    ]
     parts = [tag("h3", "Environment"), key_value_table([(k, v) for k, v in facts if v])]
     if packages:
         parts += [tag("h3", "Package versions"), grid(packages)]

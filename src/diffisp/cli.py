@@ -60,14 +60,29 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 _CONFIG_KEYS = (
-    "data", "data_dir", "num_train", "num_test", "image_size", "batch_size", "epochs_clean",
-    "epochs_isp", "epochs_joint", "lr_clean", "lr_isp", "lr_cnn", "schedule", "isp",
-    "brightness", "noise_sigma", "noise", "seed",
-)  # fmt: skip
+    "data",
+    "data_dir",
+    "num_train",
+    "num_test",
+    "image_size",
+    "batch_size",
+    "epochs_clean",
+    "epochs_isp",
+    "epochs_joint",
+    "lr_clean",
+    "lr_isp",
+    "lr_cnn",
+    "schedule",
+    "isp",
+    "brightness",
+    "noise_sigma",
+    "noise",
+    "seed",
+)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -121,7 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or evaluation dir")
     report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
+    bench.add_argument("--num-train", type=int, default=2048, help="images per epoch")
+    bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
+    bench.add_argument("--out", type=Path, default=Path("bench.json"))
+    bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from diffisp._io import atomic_write_json
+    from diffisp.bench import print_bench, run_bench
+
+    if args.num_train < 64 or args.epochs < 1:
+        raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
+    result = run_bench(num_train=args.num_train, epochs=args.epochs)
+    print_bench(result)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _print_results(metrics: dict[str, Any]) -> None:
@@ -129,8 +162,10 @@ def _print_results(metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
     ds = metrics["dataset"]
-    table = Table(title=f"Test accuracy on {ds['name']} ({ds['num_test']} test images, "
-                        f"seed {metrics['seed']})")  # fmt: skip
+    table = Table(
+        title=f"Test accuracy on {ds['name']} ({ds['num_test']} test images, "
+        f"seed {metrics['seed']})"
+    )
     table.add_column("method")
     table.add_column("accuracy", justify="right")
     table.add_column("gap closed", justify="right")
@@ -147,8 +182,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
     resume = getattr(args, "resume", None)
     if resume is not None:
-        metrics = run_experiment(None, resume, resume=True, command=command,
-                                 progress=not args.no_progress).metrics  # fmt: skip
+        metrics = run_experiment(
+            None, resume, resume=True, command=command, progress=not args.no_progress
+        ).metrics
         out = resume
     else:
         cfg = config_from_args(args)
@@ -156,8 +192,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = run_experiment(cfg, out, command=command, progress=not args.no_progress).metrics
     _print_results(metrics)
     print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
-    print(f"train time {metrics['timing']['train_seconds']:.1f} s, "
-          f"total {metrics['timing']['total_seconds']:.1f} s")  # fmt: skip
+    print(
+        f"train time {metrics['timing']['train_seconds']:.1f} s, "
+        f"total {metrics['timing']['total_seconds']:.1f} s"
+    )
     return 0
 
 
@@ -180,8 +218,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise ConfigError("diffisp eval --seeds needs --out DIR for the study")
     cfg = config_from_args(args)
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
-    study = run_study(cfg, range(args.seeds), args.out, resume=args.resume, command=command,
-                      progress=not args.no_progress)  # fmt: skip
+    study = run_study(
+        cfg,
+        range(args.seeds),
+        args.out,
+        resume=args.resume,
+        command=command,
+        progress=not args.no_progress,
+    )
     _print_study(study)
     for line in headline(study):
         print(line)
@@ -198,14 +242,18 @@ def _print_study(study: dict[str, Any]) -> None:
     from rich.table import Table
 
     ds, n = study["dataset"], len(study["seeds"])
-    table = Table(title=f"{ds['name']}: mean ± std over {n} seed(s), {ds['num_test']} test "
-                        "images per seed")  # fmt: skip
+    table = Table(
+        title=f"{ds['name']}: mean ± std over {n} seed(s), {ds['num_test']} test images per seed"
+    )
     for column in ("method", "accuracy", "gap closed"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in study["methods"].values():
         gap = row["gap_closed"]
-        table.add_row(row["label"], f"{row['mean']:.1%} ± {row['std']:.1%}",
-                      "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}")  # fmt: skip
+        table.add_row(
+            row["label"],
+            f"{row['mean']:.1%} ± {row['std']:.1%}",
+            "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
+        )
     Console().print(table)
 
 
@@ -227,8 +275,10 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     n = int(data.test_labels.shape[0])
     with_isp = accuracy(model, data.test_dark, data.test_labels, isp=isp)
     without = accuracy(model, data.test_dark, data.test_labels)
-    print(f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
-          f"noise sigma {cfg.noise_sigma}")  # fmt: skip
+    print(
+        f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
+        f"noise sigma {cfg.noise_sigma}"
+    )
     print(f"learned ISP + CNN: {with_isp:.1%}")
     print(f"same CNN, no ISP:  {without:.1%}")
     return 0

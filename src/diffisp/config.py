@@ -40,7 +40,7 @@ class TrainConfig:
     lr_cnn: float = 1e-3
     schedule: str = "constant"
     # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
-    bn_calibration: int = 2048
+    bn_calibration: int = 512
     isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
     brightness: tuple[float, float] = (0.1, 0.3)
     noise_sigma: float = 0.02
@@ -121,12 +121,22 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference's QUICK_MODE: 512 train / 128 test, 1 + 1 epochs, plus a short phase 0.
-    "quick": {"num_train": 512, "num_test": 128, "epochs_clean": 5, "epochs_isp": 1,
-              "epochs_joint": 1},
+    "quick": {
+        "num_train": 512,
+        "num_test": 128,
+        "epochs_clean": 5,
+        "epochs_isp": 1,
+        "epochs_joint": 1,
+    },
     # The reference's full run: 2000 / 500, 5 + 10 epochs, plus phase 0.
-    "full": {"num_train": 2000, "num_test": 500, "epochs_clean": 15, "epochs_isp": 5,
-             "epochs_joint": 10},
-}  # fmt: skip
+    "full": {
+        "num_train": 2000,
+        "num_test": 500,
+        "epochs_clean": 15,
+        "epochs_isp": 5,
+        "epochs_joint": 10,
+    },
+}
 
 
 def _positive_int(name: str, value: Any) -> None:

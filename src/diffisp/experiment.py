@@ -32,9 +32,19 @@ from diffisp.train import PHASES, Trainer, prepare_data
 
 METRICS_SCHEMA = "diffisp.metrics/1"
 PACKAGES = (
-    "diffisp", "jax", "jaxlib", "flax", "optax", "datarax", "orbax-checkpoint", "numpy",
-    "scikit-image", "scikit-learn", "pillow", "matplotlib",  # the stand-in data and the figures
-)  # fmt: skip
+    "diffisp",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "datarax",
+    "orbax-checkpoint",
+    "numpy",
+    "scikit-image",
+    "scikit-learn",
+    "pillow",
+    "matplotlib",  # the stand-in data and the figures
+)
 
 
 def environment() -> dict[str, Any]:
@@ -257,8 +267,8 @@ class _progress_bar:
         self.progress.start()
         return self
 
-    def on_step(self, phase, step: int) -> None:
-        self.progress.advance(self.tasks[phase.index])
+    def on_step(self, phase, steps: int) -> None:
+        self.progress.advance(self.tasks[phase.index], steps)
 
     def log(self, message: str) -> None:
         self.progress.console.print(message, highlight=False)

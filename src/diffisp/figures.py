@@ -66,8 +66,13 @@ def training_curves_figure(path: Path, history: Sequence[EpochRecord]) -> Path:
     for ax in (ax_loss, ax_acc):
         for phase in sorted({r.phase for r in history}):
             epochs = [i + 1 for i, r in enumerate(history) if r.phase == phase]
-            ax.axvspan(min(epochs) - 0.5, max(epochs) + 0.5, color=colours[phase], alpha=0.12,
-                       label=names[phase] if ax is ax_loss else None)  # fmt: skip
+            ax.axvspan(
+                min(epochs) - 0.5,
+                max(epochs) + 0.5,
+                color=colours[phase],
+                alpha=0.12,
+                label=names[phase] if ax is ax_loss else None,
+            )
         ax.set_xlabel("epoch (all phases)")
         ax.grid(alpha=0.3)
     ax_loss.set_ylabel("cross-entropy")
@@ -117,8 +122,13 @@ def parameters_figure(path: Path, isp: ISP) -> Path:
         names, vals = zip(*scalars.items(), strict=True)
         bars = ax_bar.barh(names, vals, color="tab:blue")
         for bar, v in zip(bars, vals, strict=True):
-            ax_bar.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}",
-                        va="center", fontsize=8)  # fmt: skip
+            ax_bar.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {v:.3g}",
+                va="center",
+                fontsize=8,
+            )
         ax_bar.axvline(0, color="black", linewidth=0.8)
         ax_bar.invert_yaxis()
     ax_bar.set_title("Scalar parameters (identity: gains/factors 1, strengths 0)")

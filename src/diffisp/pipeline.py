@@ -66,7 +66,9 @@ class ISP(nnx.Module):
         """Run every stage in order. ``images``: ``(N, H, W, 3)`` float in [0, 1]."""
         images = check_images(images)
         for stage in self.stages:
-            images = stage(images)
+            # One fused pass per stage: without the barrier XLA fuses stages into each other and
+            # recomputes expensive producers (tone curve, power) once per consumer read.
+            images = jax.lax.optimization_barrier(stage(images))
         return images
 
     def num_params(self) -> int:

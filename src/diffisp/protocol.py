@@ -49,12 +49,20 @@ def train_finetuned_baselines(trainer: Trainer) -> dict[str, nnx.Module]:
     epochs = cfg.epochs_isp + cfg.epochs_joint
     common = dict(epochs=epochs, lr=cfg.lr_cnn)
     return {
-        "dark_cnn": finetune_cnn(start, data.train_dark, data.train_labels, cfg, name="dark_cnn",
-                                 index=10, **common),
-        "fixed_gamma_cnn": finetune_cnn(start, data.train_dark, data.train_labels, cfg,
-                                        transform=baselines.fixed_gamma, name="fixed_gamma_cnn",
-                                        index=11, **common),
-    }  # fmt: skip
+        "dark_cnn": finetune_cnn(
+            start, data.train_dark, data.train_labels, cfg, name="dark_cnn", index=10, **common
+        ),
+        "fixed_gamma_cnn": finetune_cnn(
+            start,
+            data.train_dark,
+            data.train_labels,
+            cfg,
+            transform=baselines.fixed_gamma,
+            name="fixed_gamma_cnn",
+            index=11,
+            **common,
+        ),
+    }
 
 
 def protocol_methods(trainer: Trainer, finetuned: dict[str, nnx.Module]) -> list[Method]:
@@ -64,28 +72,62 @@ def protocol_methods(trainer: Trainer, finetuned: dict[str, nnx.Module]) -> list
     epochs = trainer.cfg.epochs_isp + trainer.cfg.epochs_joint
     return [
         Method("no_isp", "No ISP", "dark images straight into the clean-trained CNN", cnn_clean),
-        Method("fixed_gamma", "Fixed gamma 0.5", "fixed gamma 0.5, clean-trained CNN", cnn_clean,
-               transform=baselines.fixed_gamma),
-        Method("auto_isp", "Classical auto ISP",
-               "gray-world WB + auto exposure to 18% grey + gamma 1/2.2, clean-trained CNN",
-               cnn_clean, transform=baselines.auto_isp),
-        Method("histogram_eq", "Histogram equalisation",
-               "per-image histogram equalisation (as scikit-image), clean-trained CNN",
-               cnn_clean, transform=baselines.equalize_histogram),
-        Method("dark_cnn", "CNN fine-tuned on dark",
-               f"no ISP; the clean-trained CNN fine-tuned on dark images for {epochs} epochs",
-               finetuned["dark_cnn"]),
-        Method("fixed_gamma_cnn", "Fixed gamma + fine-tuned CNN",
-               f"fixed gamma 0.5; CNN fine-tuned behind it on dark images for {epochs} epochs",
-               finetuned["fixed_gamma_cnn"], transform=baselines.fixed_gamma),
-        Method("learned_isp_phase1", "Learned ISP (phase 1)",
-               "ISP learned in front of the frozen clean-trained CNN", cnn_clean, isp=isp_phase1),
-        Method("learned_isp_phase2", "Learned ISP (phase 2)",
-               "ISP and CNN fine-tuned jointly on dark images", trainer.model, isp=trainer.isp),
-        Method("clean_oracle", "Clean oracle",
-               "clean test images into the clean-trained CNN (upper reference)", cnn_clean,
-               clean_input=True),
-    ]  # fmt: skip
+        Method(
+            "fixed_gamma",
+            "Fixed gamma 0.5",
+            "fixed gamma 0.5, clean-trained CNN",
+            cnn_clean,
+            transform=baselines.fixed_gamma,
+        ),
+        Method(
+            "auto_isp",
+            "Classical auto ISP",
+            "gray-world WB + auto exposure to 18% grey + gamma 1/2.2, clean-trained CNN",
+            cnn_clean,
+            transform=baselines.auto_isp,
+        ),
+        Method(
+            "histogram_eq",
+            "Histogram equalisation",
+            "per-image histogram equalisation (as scikit-image), clean-trained CNN",
+            cnn_clean,
+            transform=baselines.equalize_histogram,
+        ),
+        Method(
+            "dark_cnn",
+            "CNN fine-tuned on dark",
+            f"no ISP; the clean-trained CNN fine-tuned on dark images for {epochs} epochs",
+            finetuned["dark_cnn"],
+        ),
+        Method(
+            "fixed_gamma_cnn",
+            "Fixed gamma + fine-tuned CNN",
+            f"fixed gamma 0.5; CNN fine-tuned behind it on dark images for {epochs} epochs",
+            finetuned["fixed_gamma_cnn"],
+            transform=baselines.fixed_gamma,
+        ),
+        Method(
+            "learned_isp_phase1",
+            "Learned ISP (phase 1)",
+            "ISP learned in front of the frozen clean-trained CNN",
+            cnn_clean,
+            isp=isp_phase1,
+        ),
+        Method(
+            "learned_isp_phase2",
+            "Learned ISP (phase 2)",
+            "ISP and CNN fine-tuned jointly on dark images",
+            trainer.model,
+            isp=trainer.isp,
+        ),
+        Method(
+            "clean_oracle",
+            "Clean oracle",
+            "clean test images into the clean-trained CNN (upper reference)",
+            cnn_clean,
+            clean_input=True,
+        ),
+    ]
 
 
 def evaluate_methods(methods: Sequence[Method], trainer: Trainer) -> dict[str, dict]:

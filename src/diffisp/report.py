@@ -170,8 +170,9 @@ def _run_results(results: dict[str, dict]) -> Markup | str:
             low, high = _wilson(acc, int(n))
             interval = f"{100 * low:.0f}–{100 * high:.0f}\u00a0%"
         gap = gap_closed(acc, floor, ceiling) if key not in REFERENCES else None
-        rows.append([method_cell(key, row), pct(acc), interval, n if n is None else int(n),
-                     pct(gap, 0)])  # fmt: skip
+        rows.append(
+            [method_cell(key, row), pct(acc), interval, n if n is None else int(n), pct(gap, 0)]
+        )
         classes.append("head" if key == headline else ("ref" if key in REFERENCES else None))
     headers = ["Method", "Accuracy", "95 % interval", "Test images", "Gap closed"]
     note = tag(

@@ -51,24 +51,42 @@ def run_study(
         log(f"seed {seed}: {run_dir}")
         seed_cfg = dataclasses.replace(cfg, seed=seed)
         again = resume and (run_dir / "config.json").exists()
-        outcome = run_experiment(None if again else seed_cfg, run_dir, resume=again,
-                                 command=command, log=log, progress=progress)  # fmt: skip
+        outcome = run_experiment(
+            None if again else seed_cfg,
+            run_dir,
+            resume=again,
+            command=command,
+            log=log,
+            progress=progress,
+        )
         runs.append(outcome.metrics)
-        sweeps_per_seed.append({
-            "brightness": sweep(outcome.methods, outcome.trainer, "brightness", brightness_values),
-            "noise_sigma": sweep(outcome.methods, outcome.trainer, "noise_sigma", noise_values),
-        })  # fmt: skip
+        sweeps_per_seed.append(
+            {
+                "brightness": sweep(
+                    outcome.methods, outcome.trainer, "brightness", brightness_values
+                ),
+                "noise_sigma": sweep(outcome.methods, outcome.trainer, "noise_sigma", noise_values),
+            }
+        )
     methods = _aggregate_methods(runs)
     sweeps = {
         "brightness": _aggregate_sweep(
-            sweeps_per_seed, "brightness", "brightness factor", brightness_values,
-            fixed={"noise_sigma": cfg.noise_sigma}, trained=list(cfg.brightness),
+            sweeps_per_seed,
+            "brightness",
+            "brightness factor",
+            brightness_values,
+            fixed={"noise_sigma": cfg.noise_sigma},
+            trained=list(cfg.brightness),
         ),
         "noise_sigma": _aggregate_sweep(
-            sweeps_per_seed, "noise_sigma", "noise sigma", noise_values,
-            fixed={"brightness": list(cfg.brightness)}, trained=[cfg.noise_sigma] * 2,
+            sweeps_per_seed,
+            "noise_sigma",
+            "noise sigma",
+            noise_values,
+            fixed={"brightness": list(cfg.brightness)},
+            trained=[cfg.noise_sigma] * 2,
         ),
-    }  # fmt: skip
+    }
     from diffisp.figures import sweep_figure
 
     figures = [

@@ -138,6 +138,24 @@ def _train_step(graphdef, state, images, labels, perm, step, *, phase: Phase, ba
     return nnx.state((isp, model, isp_opt, cnn_opt)), loss, correct
 
 
+@partial(
+    jax.jit,
+    static_argnames=("graphdef", "phase", "batch_size", "steps"),
+    donate_argnames=("state",),
+)
+def _train_epoch(graphdef, state, images, labels, perm, *, phase, batch_size, steps):
+    """``steps`` training steps as one XLA call (``lax.scan``): ~10 % faster than dispatching
+    each step from Python on this CPU (measured by ``diffisp bench``), same maths."""
+
+    def body(state, step):
+        state, loss, correct = _train_step.__wrapped__(
+            graphdef, state, images, labels, perm, step, phase=phase, batch_size=batch_size
+        )
+        return state, (loss, correct)
+
+    return jax.lax.scan(body, state, jnp.arange(steps))
+
+
 def epoch_permutation(seed: int, phase: Phase, epoch: int, n: int) -> jax.Array:
     """The order of the training images in one epoch: a function of (seed, phase, epoch) only."""
     key = jax.random.fold_in(jax.random.key(seed), _SHUFFLE)
@@ -170,16 +188,13 @@ def train_one_epoch(
     graphdef, state = nnx.split((isp, model, *optimizers))
     perm = epoch_permutation(cfg.seed, phase, epoch, images.shape[0])
     steps = images.shape[0] // cfg.batch_size
-    losses, corrects = [], []
-    for step in range(steps):
-        state, loss, correct = _train_step(graphdef, state, images, labels, perm, step,
-                                           phase=phase, batch_size=cfg.batch_size)  # fmt: skip
-        losses.append(loss)
-        corrects.append(correct)
-        if on_step is not None:
-            on_step(phase, step)
+    state, (losses, corrects) = _train_epoch(
+        graphdef, state, images, labels, perm, phase=phase, batch_size=cfg.batch_size, steps=steps
+    )
     isp, model, *opts = nnx.merge(graphdef, state)
-    mean_loss = float(jnp.mean(jnp.stack(losses)))
+    mean_loss = float(jnp.mean(losses))
+    if on_step is not None:
+        on_step(phase, steps)
     trained = [m for m, on in ((isp, phase.train_isp), (model, phase.train_cnn)) if on]
     if not np.isfinite(mean_loss) or not _all_finite(trained):
         what = (
@@ -195,7 +210,7 @@ def train_one_epoch(
         calibration = phase.inputs(None, images[: cfg.bn_calibration])
         recalibrate_batch_norm(model, calibration, isp=isp if phase.use_isp else None)
     model.eval()
-    train_acc = float(jnp.sum(jnp.stack(corrects))) / (steps * cfg.batch_size)
+    train_acc = float(jnp.sum(corrects)) / (steps * cfg.batch_size)
     return (isp, model, tuple(opts)), mean_loss, train_acc
 
 
@@ -215,8 +230,15 @@ def finetune_cnn(
 
     ``index`` keeps the epoch permutations of different baselines distinct from the protocol's.
     """
-    phase = Phase(index, name, dark_input=True, train_isp=False, train_cnn=True, use_isp=False,
-                  transform=transform)  # fmt: skip
+    phase = Phase(
+        index,
+        name,
+        dark_input=True,
+        train_isp=False,
+        train_cnn=True,
+        use_isp=False,
+        transform=transform,
+    )
     model = detached_copy(model)
     steps = images.shape[0] // cfg.batch_size * epochs
     optimizer = nnx.Optimizer(model, make_optimizer(lr, steps, cfg.schedule), wrt=nnx.Param)
@@ -288,7 +310,8 @@ class Trainer:
         """Run every remaining epoch of every phase, from ``position`` on.
 
         ``on_epoch`` is called after each epoch (and after a phase ends, with its snapshot
-        taken), which is where a caller checkpoints; ``on_step`` after each step (progress).
+        taken), which is where a caller checkpoints; ``on_step(phase, steps)`` after each epoch
+        with the number of steps it ran (progress).
         """
         while not self.done:
             phase_index, epoch = self.position
@@ -320,14 +343,30 @@ class Trainer:
         start = time.perf_counter()
         images = data.train_dark if phase.dark_input else data.train_clean
         (self.isp, self.model, self.optimizers), loss, train_acc = train_one_epoch(
-            (self.isp, self.model, self.optimizers), phase, images, data.train_labels, cfg,
-            epoch, on_step,
-        )  # fmt: skip
+            (self.isp, self.model, self.optimizers),
+            phase,
+            images,
+            data.train_labels,
+            cfg,
+            epoch,
+            on_step,
+        )
         test_images = data.test_dark if phase.dark_input else data.test_clean
-        test_acc = accuracy(self.model, phase.inputs(None, test_images), data.test_labels,
-                            isp=self.isp if phase.use_isp else None)  # fmt: skip
-        return EpochRecord(phase.index, phase.name, epoch + 1, loss, train_acc, test_acc,
-                           time.perf_counter() - start)  # fmt: skip
+        test_acc = accuracy(
+            self.model,
+            phase.inputs(None, test_images),
+            data.test_labels,
+            isp=self.isp if phase.use_isp else None,
+        )
+        return EpochRecord(
+            phase.index,
+            phase.name,
+            epoch + 1,
+            loss,
+            train_acc,
+            test_acc,
+            time.perf_counter() - start,
+        )
 
     @property
     def done(self) -> bool:

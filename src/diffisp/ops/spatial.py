@@ -2,8 +2,8 @@
 
 Contract: images are ``(N, H, W, 3)`` float RGB in [0, 1]. Borders are handled by edge
 replication (no dark frame around the image, which zero padding would add). Every filter runs
-on the whole batch at once: a shared kernel is one depthwise convolution; per-image kernels fold
-the batch into the channel axis and remain a single grouped convolution.
+on the whole batch at once as shifted multiply-adds over an edge-padded copy, which XLA fuses
+into a single pass; kernels and strengths may be shared or given per image.
 """
 
 from __future__ import annotations
@@ -35,24 +35,22 @@ def blur3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _blur3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:
-    n, h, w, c = images.shape
+    # The 3x3 correlation of the whole batch written as nine shifted multiply-adds: XLA fuses them
+    # into one elementwise pass (forward and backward). On CPU this is ~30x faster than
+    # lax.conv_general_dilated with feature_group_count=C, which XLA lowers to a slow generic
+    # depthwise convolution, and it takes a shared (3, 3) or per-image (N, 3, 3) kernel alike.
+    _, h, w, _ = images.shape
+    # Materialise the input once: otherwise XLA fuses whatever produced it (a whole chain of
+    # earlier stages) into each of the nine taps and computes it nine times over.
+    images = jax.lax.optimization_barrier(images)
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     kernel = kernel.astype(images.dtype)
-    if kernel.ndim == 2:
-        # Depthwise: feature_group_count=C applies the same 3x3 filter to each channel.
-        rhs = jnp.broadcast_to(kernel[:, :, None, None], (3, 3, 1, c))
-        return jax.lax.conv_general_dilated(
-            padded, rhs, (1, 1), "VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
-        )  # fmt: skip
-    # Per-image kernels: move the batch into channels, (1, H, W, N*C), one group per (n, c).
-    lhs = jnp.transpose(padded, (1, 2, 0, 3)).reshape(1, h + 2, w + 2, n * c)
-    rhs = jnp.repeat(jnp.transpose(kernel, (1, 2, 0)), c, axis=-1)[:, :, None, :]
-    out = jax.lax.conv_general_dilated(
-        lhs, rhs, (1, 1), "VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=n * c,
-    )  # fmt: skip
-    return jnp.transpose(out.reshape(h, w, n, c), (2, 0, 1, 3))
+    out = jnp.zeros_like(images)
+    for dy in range(3):
+        for dx in range(3):
+            tap = per_image(kernel[..., dy, dx])
+            out = out + tap * padded[:, dy : dy + h, dx : dx + w]
+    return out
 
 
 def sharpen(

@@ -58,19 +58,17 @@ def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
     g = per_image(gamma)
     t = GAMMA_TOE
     x = jnp.clip(images, 0.0, 1.0)
-    # Both branches are evaluated under jnp.where, so the power only ever sees inputs >= t.
-    power = jnp.power(jnp.maximum(x, t), g)
-    toe = x * jnp.power(t, g - 1.0)
-    return jnp.where(x >= t, power, toe)
+    # max(x, t)**g * min(x / t, 1) is x**g above the toe and x * t**(g - 1) below it, in one
+    # branch-free expression whose power never sees an input under t.
+    return jnp.power(jnp.maximum(x, t), g) * jnp.minimum(x * (1.0 / t), 1.0)
 
 
 def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
     """Piecewise-linear tone curve through ``K`` knots at inputs ``0, 1/(K-1), ..., 1``.
 
-    Evaluated as a sum of ramps, ``y0 + sum_k (y_k - y_{k-1}) * clip((K-1) x - (k-1), 0, 1)``,
-    which is elementwise (no gather), fuses into one loop, and takes per-image curves for free.
-    The curve is monotone exactly when the knots are non-decreasing; learnable stages build them
-    that way (see :func:`diffisp.params.monotone_knots`).
+    Each value is mapped by linear interpolation between the two knots around it (inputs are
+    clamped to [0, 1] first). The curve is monotone exactly when the knots are non-decreasing;
+    learnable stages build them that way (see :func:`diffisp.params.monotone_knots`).
 
     Args:
       images: ``(N, H, W, 3)`` RGB in [0, 1].
@@ -88,15 +86,18 @@ def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
 
 
 def _tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
-    # An unrolled sum of K-1 elementwise terms: XLA fuses it into a single pass over the pixels,
-    # with no (N, H, W, 3, K-1) intermediate and no gather.
+    # Look up each value's segment and interpolate. One gather forward and one scatter-add
+    # backward: on CPU ~3x cheaper (forward + backward) than an unrolled sum of K-1 ramps,
+    # whose backward needs K-1 separate reductions.
     num_segments = knots.shape[-1] - 1
-    scaled = images * num_segments
-    out = per_image(knots[..., 0])
-    for k in range(num_segments):
-        step = per_image(knots[..., k + 1] - knots[..., k])
-        out = out + step * jnp.clip(scaled - k, 0.0, 1.0)
-    return jnp.clip(out, 0.0, 1.0)
+    scaled = jnp.clip(images, 0.0, 1.0) * num_segments
+    segment = jnp.clip(jnp.floor(scaled), 0, num_segments - 1).astype(jnp.int32)
+    frac = scaled - segment
+    flat = knots.reshape(-1)
+    if knots.ndim == 2:  # per-image curves: offset into the flattened (N, K) table
+        segment = segment + (knots.shape[-1] * jnp.arange(images.shape[0]))[:, None, None, None]
+    low, high = flat[segment], flat[segment + 1]
+    return jnp.clip(low + frac * (high - low), 0.0, 1.0)
 
 
 def adjust_contrast(images: jax.Array, factor: jax.Array, *, clip: bool = True) -> jax.Array:
