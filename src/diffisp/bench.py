@@ -227,6 +227,7 @@ def step_flops(trainer: Trainer, phase: Phase, batch_size: int) -> float:
         data.train_dark,
         data.train_labels,
         jnp.arange(data.num_train),
+        jax.random.key(0),
         0,
         phase=phase,
         batch_size=batch_size,

@@ -17,10 +17,11 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from diffisp.config import TrainConfig
 from diffisp.errors import CheckpointError
 from diffisp.models import SmallCNN
 from diffisp.pipeline import ISP
-from diffisp.train import PHASES, EpochRecord, Trainer
+from diffisp.train import PHASES, EpochRecord, Trainer, build_isp
 
 FORMAT_VERSION = 1
 
@@ -99,7 +100,7 @@ class TrainingCheckpoints:
         if "cnn_clean" in meta["modules"]:
             trainer.snapshots["cnn_clean"] = SmallCNN(trainer.data.num_classes, rngs=nnx.Rngs(0))
         if "isp_phase1" in meta["modules"]:
-            trainer.snapshots["isp_phase1"] = ISP(trainer.cfg.isp)
+            trainer.snapshots["isp_phase1"] = build_isp(trainer.cfg)
         modules = _training_modules(trainer)
         if sorted(modules) != meta["modules"]:
             raise CheckpointError(
@@ -120,7 +121,9 @@ class TrainingCheckpoints:
         trainer.model.train() if (epoch > 0 and phase.train_cnn) else trainer.model.eval()
 
 
-def save_model(directory: str | Path, isp: ISP, model: SmallCNN, meta: dict[str, Any]) -> Path:
+def save_model(
+    directory: str | Path, isp: nnx.Module, model: SmallCNN, meta: dict[str, Any]
+) -> Path:
     """Save a trained ISP and CNN (and what is needed to rebuild them) for eval/apply."""
     directory = Path(directory).absolute()
     layout = {
@@ -140,7 +143,7 @@ def save_model(directory: str | Path, isp: ISP, model: SmallCNN, meta: dict[str,
     return directory
 
 
-def load_model(directory: str | Path) -> tuple[ISP, SmallCNN, dict[str, Any]]:
+def load_model(directory: str | Path) -> tuple[nnx.Module, SmallCNN, dict[str, Any]]:
     """Rebuild the ISP and CNN saved by :func:`save_model`.
 
     Raises:
@@ -158,7 +161,10 @@ def load_model(directory: str | Path) -> tuple[ISP, SmallCNN, dict[str, Any]]:
         raise CheckpointError(f"{directory} holds no finished diffisp checkpoint")
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        isp = ISP(meta["isp_stages"])
+        if "config" in meta:
+            isp = build_isp(TrainConfig.from_dict(meta["config"]))
+        else:
+            isp = ISP(meta["isp_stages"])
         model = SmallCNN(int(meta["num_classes"]), rngs=nnx.Rngs(0))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{directory} has no valid diffisp model metadata: {exc}") from exc

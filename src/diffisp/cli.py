@@ -47,8 +47,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--lr-clean", type=float, help="phase 0 CNN learning rate")
     p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
     p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
-    p.add_argument("--schedule", choices=("constant", "cosine"))
-    p.add_argument("--isp", help="stages: seed | full | comma list, e.g. exposure,wb,tone,gamma")
+    p.add_argument("--schedule", choices=("constant", "cosine"), help="CNN learning-rate schedule")
+    p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
+    p.add_argument(
+        "--isp",
+        help="seed | full | a comma list of stages (global ISP), or 'adaptive' (per-image "
+        "parameters and stage gates; stages from --stages, default full)",
+    )
+    p.add_argument("--stages", help="stages of the ISP: seed | full | comma list")
+    p.add_argument("--cost-weight", type=float, help="adaptive ISP: lambda of the cost penalty")
+    p.add_argument("--no-gates", action="store_true", help="adaptive ISP without stage gates")
+    p.add_argument(
+        "--variants",
+        help="other ISPs to train against the same CNN and compare: "
+        "comma list of global-full, adaptive, adaptive:LAMBDA, adaptive-params",
+    )
     p.add_argument(
         "--brightness",
         type=float,
@@ -77,11 +90,14 @@ _CONFIG_KEYS = (
     "lr_isp",
     "lr_cnn",
     "schedule",
+    "isp_schedule",
     "isp",
     "brightness",
     "noise_sigma",
     "noise",
     "seed",
+    "cost_weight",
+    "variants",
 )
 
 
@@ -89,6 +105,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from diffisp.config import TrainConfig
 
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k, None) is not None}
+    if overrides.get("isp", "").strip().lower() == "adaptive":
+        overrides["adaptive"] = True
+        overrides["isp"] = args.stages or "full"
+    elif args.stages is not None:
+        overrides["isp"] = args.stages
+    if args.no_gates:
+        overrides["gates"] = False
     if args.config is not None:
         base = TrainConfig.load(args.config).to_dict()
         base.update(overrides)

@@ -12,6 +12,7 @@ from typing import Any
 from diffisp.degrade import LowLight
 from diffisp.errors import ConfigError
 from diffisp.pipeline import parse_stage_list
+from diffisp.variants import parse_variant
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,19 @@ class TrainConfig:
     lr_clean: float = 1e-3
     lr_isp: float = 1e-2
     lr_cnn: float = 1e-3
+    # Learning-rate schedule of the CNN's optimiser in each phase, and of the ISP's.
     schedule: str = "constant"
+    isp_schedule: str = "constant"
     # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
     bn_calibration: int = 512
     isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
+    # Adaptive ISP (per-image parameters from a small CNN, optional per-image stage gates with
+    # a cost penalty cost_weight * expected share of the chain's measured run time).
+    adaptive: bool = False
+    gates: bool = True
+    cost_weight: float = 0.0
+    # Other ISPs trained (phases 1-2) against the same clean-trained CNN and compared.
+    variants: tuple[str, ...] = ()
     brightness: tuple[float, float] = (0.1, 0.3)
     noise_sigma: float = 0.02
     noise: str = "gaussian"
@@ -66,8 +76,25 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a number; got {value!r}")
             if not (math.isfinite(value) and 0 < value <= 10):
                 raise ConfigError(f"{name} must be a learning rate in (0, 10]; got {value!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        if not isinstance(self.adaptive, bool) or not isinstance(self.gates, bool):
+            raise ConfigError("adaptive and gates must be true or false")
+        if isinstance(self.cost_weight, bool) or not isinstance(self.cost_weight, (int, float)):
+            raise ConfigError(f"cost_weight must be a number; got {self.cost_weight!r}")
+        if not (math.isfinite(self.cost_weight) and 0 <= self.cost_weight <= 100):
+            raise ConfigError(f"cost_weight must be in [0, 100]; got {self.cost_weight!r}")
+        if self.cost_weight and not (self.adaptive and self.gates):
+            raise ConfigError("cost_weight needs the adaptive ISP with gates (--isp adaptive)")
+        if isinstance(self.variants, str):
+            object.__setattr__(self, "variants", tuple(v for v in self.variants.split(",") if v))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        keys = [parse_variant(v)[0] for v in self.variants]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"ISP variants must differ; got {list(self.variants)}")
+        for name in ("schedule", "isp_schedule"):
+            if getattr(self, name) not in ("constant", "cosine"):
+                raise ConfigError(
+                    f"{name} must be 'constant' or 'cosine'; got {getattr(self, name)!r}"
+                )
         object.__setattr__(self, "isp", parse_stage_list(self.isp))
         self.low_light()  # validates brightness, noise_sigma and noise
 
@@ -89,6 +116,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["isp"] = list(self.isp)
         out["brightness"] = list(self.brightness)
+        out["variants"] = list(self.variants)
         return out
 
     @classmethod
@@ -103,7 +131,7 @@ class TrainConfig:
                 f"valid keys: {', '.join(sorted(known))}"
             )
         values = dict(values)
-        for key in ("isp", "brightness"):
+        for key in ("isp", "brightness", "variants"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -27,8 +27,16 @@ from diffisp.checkpoint import TrainingCheckpoints, save_model
 from diffisp.config import TrainConfig
 from diffisp.data import Dataset, load_dataset
 from diffisp.errors import ConfigError
-from diffisp.protocol import Method, evaluate_methods, protocol_methods, train_finetuned_baselines
+from diffisp.pipeline import ISP
+from diffisp.protocol import (
+    Method,
+    evaluate_methods,
+    protocol_methods,
+    train_finetuned_baselines,
+    variant_methods,
+)
 from diffisp.train import PHASES, Trainer, prepare_data
+from diffisp.usage import parameter_summary
 
 METRICS_SCHEMA = "diffisp.metrics/1"
 PACKAGES = (
@@ -144,6 +152,10 @@ def run_experiment(
 
     log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
     methods = protocol_methods(trainer, train_finetuned_baselines(trainer))
+    if cfg.variants:
+        log(f"training ISP variants against the same CNN: {', '.join(cfg.variants)}")
+        clean = methods.pop()  # keep the clean oracle last
+        methods += [*variant_methods(trainer, cfg.variants), clean]
     results = evaluate_methods(methods, trainer)
     save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
     figure_paths = write_figures(out_dir / "figures", trainer, dataset, results)
@@ -155,10 +167,7 @@ def run_experiment(
         "dataset": dataset_summary(dataset),
         "config": cfg.to_dict(),
         "results": results,
-        "learned_parameters": {
-            stage: {k: np.asarray(v).tolist() for k, v in values.items()}
-            for stage, values in trainer.isp.values().items()
-        },
+        "learned_parameters": parameter_summary(trainer.isp, trainer.data.test_dark),
         "timing": {
             "train_seconds": round(train_seconds, 2),
             "total_seconds": round(time.perf_counter() - started, 2),
@@ -224,7 +233,11 @@ def write_figures(
             directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
         ),
         figures.training_curves_figure(directory / "training_curves.png", trainer.history),
-        figures.parameters_figure(directory / "learned_parameters.png", trainer.isp),
+        figures.parameters_figure(directory / "learned_parameters.png", trainer.isp)
+        if isinstance(trainer.isp, ISP)
+        else figures.adaptive_decisions_figure(
+            directory / "adaptive_decisions.png", trainer.isp, dark[:6], labels[:6], names
+        ),
         figures.before_after_figure(
             directory / "before_after.png",
             dark,

@@ -216,3 +216,51 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
     ax.set_title(f"Accuracy vs {data['parameter']} (ISP trained once on the shaded range)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def adaptive_decisions_figure(path: Path, isp, dark: np.ndarray, labels, class_names) -> Path:
+    """AdaptiveISP-style: per test image, the stages that ran and the image after each of them."""
+    decisions = isp.decisions(dark)
+    names = list(decisions["stage_names"])
+    active = np.asarray(decisions["active"], dtype=bool)
+    values = [decisions["values"][name] for name in names]
+    rows, cols = len(dark), len(names) + 2
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
+    for r in range(rows):
+        x = dark[r : r + 1]
+        axes[r, 0].imshow(np.clip(x[0] * 4, 0, 1), interpolation="nearest")
+        axes[r, 0].set_ylabel(class_names[int(labels[r])], fontsize=8)
+        for s, name in enumerate(names):
+            ax = axes[r, s + 1]
+            if active[r, s]:
+                from diffisp.stages import STAGES
+
+                per_image = {k: v[r : r + 1] for k, v in values[s].items()}
+                x = np.asarray(STAGES[name].process(x, per_image))
+                ax.imshow(np.clip(x[0], 0, 1), interpolation="nearest")
+                ax.set_title(_short_value(name, per_image), fontsize=6)
+            else:
+                ax.set_facecolor("#eeeeee")
+                ax.text(0.5, 0.5, "skipped", ha="center", va="center", fontsize=7, color="grey",
+                        transform=ax.transAxes)  # fmt: skip
+        axes[r, -1].imshow(np.clip(x[0], 0, 1), interpolation="nearest")
+        axes[r, -1].set_title(f"{int(active[r].sum())} stages", fontsize=7)
+    for c, title in enumerate(["input x4", *names, "output"]):
+        axes[0, c].set_xlabel(title, fontsize=7)
+        axes[0, c].xaxis.set_label_position("top")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Adaptive ISP: stages run per image (grey: skipped) and the image after each")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _short_value(stage: str, values: dict) -> str:
+    """One number that says what a stage did to one image, for figure titles."""
+    first = {"exposure": "ev", "gamma": "gamma", "contrast": "factor", "saturation": "factor",
+             "desaturation": "strength", "sharpen": "strength", "denoise": "strength"}  # fmt: skip
+    key = first.get(stage)
+    if key is None:
+        return ""
+    return f"{key} {float(np.asarray(values[key]).ravel()[0]):.2f}"

@@ -71,6 +71,11 @@ class ISP(nnx.Module):
             images = jax.lax.optimization_barrier(stage(images))
         return images
 
+    def forward_train(self, images: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """Training forward pass (the adaptive ISP's interface): no randomness, no penalty."""
+        del key
+        return self(images), {"penalty": jnp.zeros((), images.dtype)}
+
     def num_params(self) -> int:
         return sum(stage.num_params() for stage in self.stages)
 

@@ -124,6 +124,9 @@ def _aggregate_methods(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "num_samples": first["num_samples"],
             "gap_closed": None if any(g is None for g in gaps) else mean_std(gaps),
         }
+        for extra in ("active_stages", "isp_ms_per_image"):
+            if all(extra in run["results"][key] for run in runs):
+                out[key][extra] = mean_std([run["results"][key][extra] for run in runs])
     return out
 
 

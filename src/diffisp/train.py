@@ -116,14 +116,20 @@ def make_optimizer(lr: float, steps: int, schedule: str) -> optax.GradientTransf
 
 
 @partial(jax.jit, static_argnames=("graphdef", "phase", "batch_size"), donate_argnames=("state",))
-def _train_step(graphdef, state, images, labels, perm, step, *, phase: Phase, batch_size: int):
+def _train_step(graphdef, state, images, labels, perm, key, step, *, phase: Phase, batch_size: int):
     isp, model, isp_opt, cnn_opt = nnx.merge(graphdef, state)
     idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
     x, y = images[idx], labels[idx]
 
     def loss_fn(isp, model):
-        logits = model(phase.inputs(isp, x))
-        return cross_entropy(logits, y), logits
+        if phase.train_isp:  # sampled gates and the cost penalty of an adaptive ISP
+            x_in = x if phase.transform is None else phase.transform(x)
+            processed, aux = isp.forward_train(x_in, jax.random.fold_in(key, step))
+            penalty = aux["penalty"]
+        else:
+            processed, penalty = phase.inputs(isp, x), 0.0
+        logits = model(processed)
+        return cross_entropy(logits, y) + penalty, logits
 
     argnums = (0, 1) if phase.train_isp and phase.train_cnn else (0 if phase.train_isp else 1)
     (loss, logits), grads = nnx.value_and_grad(loss_fn, argnums=argnums, has_aux=True)(isp, model)
@@ -143,23 +149,38 @@ def _train_step(graphdef, state, images, labels, perm, step, *, phase: Phase, ba
     static_argnames=("graphdef", "phase", "batch_size", "steps"),
     donate_argnames=("state",),
 )
-def _train_epoch(graphdef, state, images, labels, perm, *, phase, batch_size, steps):
+def _train_epoch(graphdef, state, images, labels, perm, key, *, phase, batch_size, steps):
     """``steps`` training steps as one XLA call (``lax.scan``): ~10 % faster than dispatching
     each step from Python on this CPU (measured by ``diffisp bench``), same maths."""
 
     def body(state, step):
         state, loss, correct = _train_step.__wrapped__(
-            graphdef, state, images, labels, perm, step, phase=phase, batch_size=batch_size
+            graphdef, state, images, labels, perm, key, step, phase=phase, batch_size=batch_size
         )
         return state, (loss, correct)
 
     return jax.lax.scan(body, state, jnp.arange(steps))
 
 
-def epoch_permutation(seed: int, phase: Phase, epoch: int, n: int) -> jax.Array:
-    """The order of the training images in one epoch: a function of (seed, phase, epoch) only."""
+def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> nnx.Module:
+    """The ISP a config asks for: the global :class:`ISP`, or the per-image ``AdaptiveISP``."""
+    if not cfg.adaptive:
+        return ISP(cfg.isp)
+    from diffisp.adaptive import AdaptiveISP
+
+    rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), _INIT + 1 + seed_offset))
+    return AdaptiveISP(cfg.isp, gates=cfg.gates, cost_weight=cfg.cost_weight, rngs=rngs)
+
+
+def epoch_key(seed: int, phase: Phase, epoch: int) -> jax.Array:
+    """The key of one epoch's random draws: a function of (seed, phase, epoch) only."""
     key = jax.random.fold_in(jax.random.key(seed), _SHUFFLE)
-    return jax.random.permutation(jax.random.fold_in(key, phase.index * 100_000 + epoch), n)
+    return jax.random.fold_in(key, phase.index * 100_000 + epoch)
+
+
+def epoch_permutation(seed: int, phase: Phase, epoch: int, n: int) -> jax.Array:
+    """The order of the training images in one epoch."""
+    return jax.random.permutation(epoch_key(seed, phase, epoch), n)
 
 
 def train_one_epoch(
@@ -188,8 +209,17 @@ def train_one_epoch(
     graphdef, state = nnx.split((isp, model, *optimizers))
     perm = epoch_permutation(cfg.seed, phase, epoch, images.shape[0])
     steps = images.shape[0] // cfg.batch_size
+    gate_key = jax.random.fold_in(epoch_key(cfg.seed, phase, epoch), 1)
     state, (losses, corrects) = _train_epoch(
-        graphdef, state, images, labels, perm, phase=phase, batch_size=cfg.batch_size, steps=steps
+        graphdef,
+        state,
+        images,
+        labels,
+        perm,
+        gate_key,
+        phase=phase,
+        batch_size=cfg.batch_size,
+        steps=steps,
     )
     isp, model, *opts = nnx.merge(graphdef, state)
     mean_loss = float(jnp.mean(losses))
@@ -278,7 +308,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(self.cfg.seed), _INIT))
-        self.isp = ISP(self.cfg.isp)
+        self.isp = build_isp(self.cfg)
         self.model = SmallCNN(self.data.num_classes, rngs=rngs)
 
     def epochs_in(self, phase: Phase) -> int:
@@ -294,7 +324,7 @@ class Trainer:
         isp_opt = cnn_opt = None
         if phase.train_isp:
             isp_opt = nnx.Optimizer(
-                self.isp, make_optimizer(cfg.lr_isp, steps, cfg.schedule), wrt=nnx.Param
+                self.isp, make_optimizer(cfg.lr_isp, steps, cfg.isp_schedule), wrt=nnx.Param
             )
         if phase.train_cnn:
             cnn_opt = nnx.Optimizer(
