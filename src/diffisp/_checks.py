@@ -105,10 +105,11 @@ def check_param(
         raise InputTypeError(f"{name} must be a number or an array, not a bool")
     try:
         arr = jax.numpy.asarray(value)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # strings, ragged lists, objects
         raise InputTypeError(f"{name} must be a number or an array; got {type(value)}") from exc
-    if not np.issubdtype(np.dtype(arr.dtype), np.number):
-        raise InputTypeError(f"{name} must be numeric; got dtype {arr.dtype}")
+    dtype = np.dtype(arr.dtype)
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise InputTypeError(f"{name} must be real-valued; got dtype {arr.dtype}")
     if arr.shape not in (shape, (batch, *shape)):
         per_image = (batch, *shape)
         raise InputError(

@@ -71,37 +71,37 @@ class TrainConfig:
                 f"({self.num_train}); lower --batch-size or raise --num-train"
             )
         for name in ("lr_clean", "lr_isp", "lr_cnn"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number; got {value!r}")
-            if not (math.isfinite(value) and 0 < value <= 10):
+            value = _number(name, getattr(self, name))
+            if not 0 < value <= 10:
                 raise ConfigError(f"{name} must be a learning rate in (0, 10]; got {value!r}")
-        if not isinstance(self.adaptive, bool) or not isinstance(self.gates, bool):
-            raise ConfigError("adaptive and gates must be true or false")
-        if isinstance(self.cost_weight, bool) or not isinstance(self.cost_weight, (int, float)):
-            raise ConfigError(f"cost_weight must be a number; got {self.cost_weight!r}")
-        if not (math.isfinite(self.cost_weight) and 0 <= self.cost_weight <= 100):
+        for name in ("data", "preset"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string; got {getattr(self, name)!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
+        for name in ("adaptive", "gates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if not 0 <= _number("cost_weight", self.cost_weight) <= 100:
             raise ConfigError(f"cost_weight must be in [0, 100]; got {self.cost_weight!r}")
         if self.cost_weight and not (self.adaptive and self.gates):
             raise ConfigError("cost_weight needs the adaptive ISP with gates (--isp adaptive)")
-        if isinstance(self.variants, str):
-            object.__setattr__(self, "variants", tuple(v for v in self.variants.split(",") if v))
-        object.__setattr__(self, "variants", tuple(self.variants))
-        keys = [parse_variant(v)[0] for v in self.variants]
+        variants = _names("variants", self.variants)
+        object.__setattr__(self, "variants", variants)
+        keys = [parse_variant(v)[0] for v in variants]
         if len(set(keys)) != len(keys):
-            raise ConfigError(f"ISP variants must differ; got {list(self.variants)}")
+            raise ConfigError(f"ISP variants must differ; got {list(variants)}")
         for name in ("schedule", "isp_schedule"):
             if getattr(self, name) not in ("constant", "cosine"):
                 raise ConfigError(
                     f"{name} must be 'constant' or 'cosine'; got {getattr(self, name)!r}"
                 )
-        object.__setattr__(self, "isp", parse_stage_list(self.isp))
-        self.low_light()  # validates brightness, noise_sigma and noise
+        object.__setattr__(self, "isp", parse_stage_list(_names("isp", self.isp, preset=True)))
+        # LowLight validates brightness, noise_sigma and noise; keep its normalised pair.
+        object.__setattr__(self, "brightness", self.low_light().brightness)
 
     def low_light(self) -> LowLight:
-        return LowLight(
-            brightness=tuple(self.brightness), noise_sigma=self.noise_sigma, noise=self.noise
-        )
+        return LowLight(brightness=self.brightness, noise_sigma=self.noise_sigma, noise=self.noise)
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -165,6 +165,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs_joint": 10,
     },
 }
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any, *, preset: bool = False) -> Any:
+    """A comma-separated string or a sequence of strings (a preset name when ``preset``)."""
+    if isinstance(value, str):
+        return value if preset else tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{name} must be a comma list or a list of names; got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -43,27 +43,33 @@ class LowLight:
     full_well: float = 1000.0
 
     def __post_init__(self) -> None:
-        try:
-            low, high = (float(v) for v in self.brightness)
-        except (TypeError, ValueError):
+        pair = self.brightness
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ConfigError(f"brightness must be a (low, high) pair; got {pair!r}")
+        low, high = _real(pair[0]), _real(pair[1])
+        if low is None or high is None or not 0.0 < low <= high <= 1.0:
             raise ConfigError(
-                f"brightness must be a (low, high) pair; got {self.brightness!r}"
-            ) from None
-        if not (math.isfinite(low) and math.isfinite(high) and 0.0 < low <= high <= 1.0):
-            raise ConfigError(
-                f"brightness range must satisfy 0 < low <= high <= 1; got ({low}, {high})"
+                f"brightness range must satisfy 0 < low <= high <= 1; got {tuple(pair)}"
             )
         object.__setattr__(self, "brightness", (low, high))
-        sigma = float(self.noise_sigma)
-        if not (math.isfinite(sigma) and 0.0 <= sigma <= 1.0):
+        sigma = _real(self.noise_sigma)
+        if sigma is None or not 0.0 <= sigma <= 1.0:
             raise ConfigError(f"noise_sigma must be in [0, 1]; got {self.noise_sigma!r}")
         if self.noise not in ("gaussian", "poisson_gaussian"):
             raise ConfigError(f"noise must be 'gaussian' or 'poisson_gaussian'; got {self.noise!r}")
-        if not (math.isfinite(float(self.full_well)) and float(self.full_well) > 0):
+        full_well = _real(self.full_well)
+        if full_well is None or full_well <= 0:
             raise ConfigError(f"full_well must be a positive number; got {self.full_well!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _real(value: object) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def darken(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,9 +139,11 @@ def run_experiment(
             f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
             f"test acc {record.test_acc:.1%} ({record.seconds:.1f} s)"
         )
+        if interrupt.requested:  # the checkpoint of this epoch is on disk: stop here
+            raise KeyboardInterrupt
 
     train_started = time.perf_counter()
-    with _progress_bar(trainer, enabled=progress) as bar:
+    with _progress_bar(trainer, enabled=progress) as bar, _DeferredInterrupt(log) as interrupt:
         on_step = bar.on_step if bar else None
         if bar:
             log = bar.log
@@ -247,6 +251,32 @@ def write_figures(
             accuracies=(results["no_isp"]["accuracy"], results["learned_isp_phase2"]["accuracy"]),
         ),
     ]
+
+
+class _DeferredInterrupt:
+    """Ctrl-C during training finishes the current epoch and its checkpoint, then stops.
+
+    Interrupting in the middle of a checkpoint write would leave orbax's writer threads half
+    done; a second Ctrl-C still stops at once.
+    """
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.requested, self.previous = log, False, None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("interrupt: finishing this epoch and its checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class _progress_bar:
