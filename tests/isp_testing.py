@@ -59,3 +59,11 @@ def toy_dataset(
         description="toy stripes for tests",
         is_standin=True,
     )
+
+
+# A tiny but complete run for command-line tests (about 20 s).
+TINY_CLI_ARGS = [
+    "--data", "builtin", "--num-train", "64", "--num-test", "32", "--image-size", "16",
+    "--batch-size", "16", "--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1",
+    "--no-progress",
+]  # fmt: skip

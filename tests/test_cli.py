@@ -6,29 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from isp_testing import TINY_CLI_ARGS
 from PIL import Image
 
 from diffisp.cli import main
 
-TINY_ARGS = [
-    "--data",
-    "builtin",
-    "--num-train",
-    "64",
-    "--num-test",
-    "32",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--epochs-clean",
-    "1",
-    "--epochs-isp",
-    "1",
-    "--epochs-joint",
-    "1",
-    "--no-progress",
-]
+TINY_ARGS = TINY_CLI_ARGS
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+from isp_testing import TINY_CLI_ARGS
 from PIL import Image
 
 from diffisp._report_html import wilson_interval
@@ -19,25 +20,7 @@ from diffisp.cli import main
 from diffisp.errors import DataError
 from diffisp.report import build_report
 
-TINY_ARGS = [
-    "--data",
-    "builtin",
-    "--num-train",
-    "64",
-    "--num-test",
-    "32",
-    "--image-size",
-    "16",
-    "--batch-size",
-    "16",
-    "--epochs-clean",
-    "1",
-    "--epochs-isp",
-    "1",
-    "--epochs-joint",
-    "1",
-    "--no-progress",
-]
+TINY_ARGS = TINY_CLI_ARGS
 NBSP = "\u00a0"
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}
 

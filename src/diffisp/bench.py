@@ -49,17 +49,9 @@ from diffisp.train import (
     cross_entropy,
     train_one_epoch,
 )
+from diffisp.usage import best_seconds
 
 BENCH_SCHEMA = "diffisp.bench/1"
-
-
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -68,7 +60,7 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()
-    return 2 * n**3 / _best_seconds(lambda: matmul(a, b), repeats) / 1e9
+    return 2 * n**3 / best_seconds(lambda: matmul(a, b), repeats) / 1e9
 
 
 def synthetic_data(num_train: int, num_test: int, image_size: int = 32, seed: int = 0) -> RunData:
@@ -268,11 +260,11 @@ def bench_inference(data: RunData, repeats: int = 5) -> dict[str, float]:
     images = data.test_dark
     n = images.shape[0]
     predict(model, images, isp=isp)
-    evaluate_s = _best_seconds(lambda: predict(model, images, isp=isp), repeats)
+    evaluate_s = best_seconds(lambda: predict(model, images, isp=isp), repeats)
     graphdef, state = nnx.split(isp)
     isp_only = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
     isp_only(state, images).block_until_ready()
-    isp_s = _best_seconds(lambda: isp_only(state, images), repeats)
+    isp_s = best_seconds(lambda: isp_only(state, images), repeats)
     return {"eval_images_per_s": n / evaluate_s, "isp_only_images_per_s": n / isp_s}
 
 

@@ -47,6 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--lr-clean", type=float, help="phase 0 CNN learning rate")
     p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
     p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
+    p.add_argument("--lr-predictor", type=float, help="adaptive ISP predictor learning rate")
     p.add_argument("--schedule", choices=("constant", "cosine"), help="CNN learning-rate schedule")
     p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
     p.add_argument(
@@ -89,6 +90,7 @@ _CONFIG_KEYS = (
     "lr_clean",
     "lr_isp",
     "lr_cnn",
+    "lr_predictor",
     "schedule",
     "isp_schedule",
     "isp",

@@ -38,9 +38,14 @@ class TrainConfig:
     epochs_joint: int = 1
     lr_clean: float = 1e-3
     lr_isp: float = 1e-2
+    # The adaptive ISP's parameter predictor is a neural network: it needs a smaller step than
+    # the global ISP's handful of parameters (at 1e-2 it drove exposure to +8 EV, all white).
+    lr_predictor: float = 2e-3
     lr_cnn: float = 1e-3
-    # Learning-rate schedule of the CNN's optimiser in each phase, and of the ISP's.
-    schedule: str = "constant"
+    # Learning-rate schedules. The CNN's decays (cosine) within each phase, which settles its
+    # weights; the ISP's stays constant, since it has to travel far from the identity (measured:
+    # docs/experiments.md).
+    schedule: str = "cosine"
     isp_schedule: str = "constant"
     # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
     bn_calibration: int = 512
@@ -70,7 +75,7 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) is larger than the training set "
                 f"({self.num_train}); lower --batch-size or raise --num-train"
             )
-        for name in ("lr_clean", "lr_isp", "lr_cnn"):
+        for name in ("lr_clean", "lr_isp", "lr_cnn", "lr_predictor"):
             value = _number(name, getattr(self, name))
             if not 0 < value <= 10:
                 raise ConfigError(f"{name} must be a learning rate in (0, 10]; got {value!r}")

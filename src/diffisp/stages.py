@@ -112,7 +112,7 @@ class Exposure(Stage):
 
     @staticmethod
     def process(images, values):
-        return ops.adjust_exposure(images, values["ev"])
+        return ops.adjust_exposure(images, values["ev"], saturation_gradient=True)
 
 
 class WhiteBalance(Stage):

@@ -108,11 +108,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_optimizer(lr: float, steps: int, schedule: str) -> optax.GradientTransformation:
-    """Adam at ``lr``, constant or cosine-decayed to zero over ``steps``."""
-    if schedule == "cosine":
-        return optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1)))
-    return optax.adam(lr)
+def make_optimizer(
+    lr: float, steps: int, schedule: str, clip_norm: float | None = None
+) -> optax.GradientTransformation:
+    """Adam at ``lr``, constant or cosine-decayed to zero over ``steps``, optionally after
+    clipping the gradient's global norm."""
+    rate = optax.cosine_decay_schedule(lr, max(steps, 1)) if schedule == "cosine" else lr
+    adam = optax.adam(rate)
+    return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
 
 
 @partial(jax.jit, static_argnames=("graphdef", "phase", "batch_size"), donate_argnames=("state",))
@@ -323,9 +326,11 @@ class Trainer:
         lr_cnn = cfg.lr_clean if phase.index == 0 else cfg.lr_cnn
         isp_opt = cnn_opt = None
         if phase.train_isp:
-            isp_opt = nnx.Optimizer(
-                self.isp, make_optimizer(cfg.lr_isp, steps, cfg.isp_schedule), wrt=nnx.Param
-            )
+            if cfg.adaptive:  # a network: smaller steps, clipped against rare gradient spikes
+                tx = make_optimizer(cfg.lr_predictor, steps, cfg.isp_schedule, clip_norm=1.0)
+            else:
+                tx = make_optimizer(cfg.lr_isp, steps, cfg.isp_schedule)
+            isp_opt = nnx.Optimizer(self.isp, tx, wrt=nnx.Param)
         if phase.train_cnn:
             cnn_opt = nnx.Optimizer(
                 self.model, make_optimizer(lr_cnn, steps, cfg.schedule), wrt=nnx.Param

@@ -9,6 +9,7 @@ stages).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,7 +19,8 @@ from flax import nnx
 from diffisp.pipeline import ISP
 
 
-def _timed_best(fn, repeats: int) -> float:
+def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Wall time of the fastest of ``repeats`` calls of ``fn`` (its result awaited)."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -37,13 +39,13 @@ def isp_usage(isp: nnx.Module, images: jax.Array, *, repeats: int = 3) -> dict[s
         graphdef, state = nnx.split(isp)
         run = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
         run(state, images).block_until_ready()
-        seconds = _timed_best(lambda: run(state, images), repeats)
+        seconds = best_seconds(lambda: run(state, images), repeats)
         rates = dict.fromkeys(isp.stage_names, 1.0)
     else:
         from diffisp.adaptive import run_hard
 
         run_hard(isp, images)  # compiles the chains of the gate patterns that occur
-        seconds = _timed_best(lambda: run_hard(isp, images)[0], repeats)
+        seconds = best_seconds(lambda: run_hard(isp, images)[0], repeats)
         active = np.asarray(isp.decisions(images)["active"], dtype=bool)
         rates = {name: float(active[:, s].mean()) for s, name in enumerate(isp.stage_names)}
     return {

@@ -21,13 +21,18 @@ from diffisp.ops.color import _luma
 GAMMA_TOE = 1e-3
 
 
-def adjust_exposure(images: jax.Array, ev: jax.Array, *, clip: bool = True) -> jax.Array:
+def adjust_exposure(
+    images: jax.Array, ev: jax.Array, *, clip: bool = True, saturation_gradient: bool = False
+) -> jax.Array:
     """Digital gain in photographic stops: ``out = rgb * 2**ev``.
 
     Args:
       images: ``(N, H, W, 3)`` RGB in [0, 1].
       ev: exposure compensation in stops, scalar or ``(N,)``; 0 is identity, +1 doubles.
       clip: clip the result to [0, 1] (highlights saturate, as on a sensor).
+      saturation_gradient: let gradients pass the clip as if it were not there (the values are
+        still clipped). A learned gain that overexposes an image to all-white otherwise gets
+        exactly zero gradient from it and can never come back; with this it is told to.
 
     Returns:
       ``(N, H, W, 3)``, in [0, 1] when ``clip``.
@@ -35,7 +40,11 @@ def adjust_exposure(images: jax.Array, ev: jax.Array, *, clip: bool = True) -> j
     images = check_images(images)
     ev = check_param(ev, name="ev", batch=images.shape[0])
     out = images * jnp.exp2(per_image(ev))
-    return jnp.clip(out, 0.0, 1.0) if clip else out
+    if not clip:
+        return out
+    if saturation_gradient:
+        return out + jax.lax.stop_gradient(jnp.clip(out, 0.0, 1.0) - out)
+    return jnp.clip(out, 0.0, 1.0)
 
 
 def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
