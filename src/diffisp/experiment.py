@@ -139,6 +139,8 @@ def run_experiment(
             f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
             f"test acc {record.test_acc:.1%} ({record.seconds:.1f} s)"
         )
+        if bar:
+            bar.show(record)
         if interrupt.requested:  # the checkpoint of this epoch is on disk: stop here
             raise KeyboardInterrupt
 
@@ -312,6 +314,14 @@ class _progress_bar:
 
     def on_step(self, phase, steps: int) -> None:
         self.progress.advance(self.tasks[phase.index], steps)
+
+    def show(self, record) -> None:
+        """Put the last epoch's loss and accuracies into its phase's bar."""
+        self.progress.update(
+            self.tasks[record.phase],
+            description=f"phase {record.phase} ({record.phase_name}) loss {record.loss:.3f} "
+            f"train {record.train_acc:.0%} test {record.test_acc:.0%}",
+        )
 
     def log(self, message: str) -> None:
         self.progress.console.print(message, highlight=False)

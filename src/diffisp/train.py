@@ -326,8 +326,8 @@ class Trainer:
         lr_cnn = cfg.lr_clean if phase.index == 0 else cfg.lr_cnn
         isp_opt = cnn_opt = None
         if phase.train_isp:
-            if cfg.adaptive:  # a network: smaller steps, clipped against rare gradient spikes
-                tx = make_optimizer(cfg.lr_predictor, steps, cfg.isp_schedule, clip_norm=1.0)
+            if cfg.adaptive:  # a network: smaller, decaying steps, clipped against spikes
+                tx = make_optimizer(cfg.lr_predictor, steps, "cosine", clip_norm=1.0)
             else:
                 tx = make_optimizer(cfg.lr_isp, steps, cfg.isp_schedule)
             isp_opt = nnx.Optimizer(self.isp, tx, wrt=nnx.Param)
