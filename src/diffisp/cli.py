@@ -37,6 +37,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--config", type=Path, help="JSON config file (command-line options override)")
     p.add_argument("--data", help="auto | cifar10 | builtin | folder:PATH (default: auto)")
     p.add_argument("--data-dir", help="directory holding cifar-10-batches-py")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 (MD5-checked) into --data-dir or the cache first",
+    )
     p.add_argument("--num-train", type=int)
     p.add_argument("--num-test", type=int)
     p.add_argument("--image-size", type=int)
@@ -105,6 +110,11 @@ _CONFIG_KEYS = (
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from diffisp.config import TrainConfig
+
+    if getattr(args, "download", False):
+        from diffisp.data import download_cifar10
+
+        print(f"CIFAR-10 is in {download_cifar10(args.data_dir)}")
 
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k, None) is not None}
     if overrides.get("isp", "").strip().lower() == "adaptive":

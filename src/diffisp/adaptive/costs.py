@@ -8,8 +8,8 @@ reports the real end-to-end times.
 
 The predictor is paid for every image whatever the gates say, so it is not in the penalty;
 :func:`measure_predictor_cost` reports it. Same machine and settings as the table below: 20,599
-parameters, 0.27 MFLOP and about 24 us per image, against 6.4 MFLOP and about 150 us for the
-reference SmallCNN, and about 300 us for the ten stages together.
+parameters, 0.27 MFLOP and about 12 us per image, against 7.6 MFLOP for the reference SmallCNN's
+forward pass, and about 90 us for the ten stages together.
 """
 
 from __future__ import annotations
@@ -29,25 +29,24 @@ from diffisp.pipeline import parse_stage_list
 from diffisp.stages import STAGES
 
 # Microseconds per 32x32 image, jitted, batch 256, per-image parameters, XLA CPU on the
-# development machine (2 cores shared with other jobs, so +-50 % run to run): the median over
-# three runs of the median of 30 repeats, rounded to 2 significant digits. Measured with:
-#   PYTHONPATH=src python -c "from diffisp.adaptive import measure_stage_costs as m; \
+# development machine (2-core AMD EPYC): the median of three runs of the median of 30 repeats,
+# rounded to 2 significant digits. Measured with:
+#   python -c "from diffisp.adaptive import measure_stage_costs as m; \
 #       print({k: round(v * 1e6, 2) for k, v in m('full', repeats=30).items()})"
-# The spatial filters dominate (denoise: 25 taps; sharpen: per-image kernels become a grouped
-# convolution with N*3 groups), and the per-image 3x3 colour matrix is a batched matmul that
-# XLA CPU runs far slower than the elementwise white balance. Only ratios matter (the penalty
-# normalises them); on other hardware, measure and pass AdaptiveISP(costs=...).
+# Denoising (25 taps, each with an exp) dominates; gamma is a power per pixel; the others are a
+# few fused multiply-adds per pixel. Only ratios matter (the penalty normalises them); on other
+# hardware, measure and pass AdaptiveISP(costs=...).
 DEFAULT_STAGE_COSTS_US: dict[str, float] = {
-    "exposure": 0.68,
-    "white_balance": 0.71,
-    "ccm": 21.0,
-    "denoise": 130.0,
-    "sharpen": 110.0,
-    "tone_curve": 8.9,
-    "gamma": 15.0,
-    "contrast": 2.2,
-    "saturation": 1.9,
-    "desaturation": 1.8,
+    "exposure": 0.87,
+    "white_balance": 0.73,
+    "ccm": 2.0,
+    "denoise": 68.0,
+    "sharpen": 3.7,
+    "tone_curve": 2.7,
+    "gamma": 8.4,
+    "contrast": 1.8,
+    "saturation": 1.0,
+    "desaturation": 0.98,
 }
 
 

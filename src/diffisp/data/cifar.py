@@ -83,7 +83,8 @@ def missing_message(data_dir: str | Path | None) -> str:
     cache = default_cache_dir()
     return (
         f"CIFAR-10 not found (looked in {', '.join(str(p) for p in looked)}). To get it: pass "
-        f"download=True to fetch it into {cache}, or download {CIFAR10_URL} (MD5 {CIFAR10_MD5})"
+        f"download=True (command line: --download) to fetch it into {cache}, or download "
+        f"{CIFAR10_URL} (MD5 {CIFAR10_MD5})"
         f" yourself and put the .tar.gz (or its extracted {BATCHES_DIR}/ directory) into {cache}"
         f" or into data_dir. Set ${CACHE_ENV} to use another cache directory; "
         'spec="builtin" gives an offline stand-in data set.'
