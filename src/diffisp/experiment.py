@@ -164,7 +164,7 @@ def run_experiment(
         methods += [*variant_methods(trainer, cfg.variants), clean]
     results = evaluate_methods(methods, trainer)
     save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
-    figure_paths = write_figures(out_dir / "figures", trainer, dataset, results)
+    figure_paths = write_figures(out_dir / "figures", trainer, dataset, results, methods)
     metrics = {
         "schema": METRICS_SCHEMA,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -226,7 +226,11 @@ def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
 
 
 def write_figures(
-    directory: Path, trainer: Trainer, dataset: Dataset, results: dict[str, dict]
+    directory: Path,
+    trainer: Trainer,
+    dataset: Dataset,
+    results: dict[str, dict],
+    methods: list[Method] = (),
 ) -> list[Path]:
     data = trainer.data
     n = 8
@@ -234,6 +238,19 @@ def write_figures(
     processed = np.asarray(trainer.isp(data.test_dark[:n]))
     labels = np.asarray(data.test_labels[:n])
     names = dataset.class_names
+    # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
+    variants = [
+        figures.adaptive_decisions_figure(
+            directory / f"adaptive_decisions_{m.key}.png",
+            m.isp,
+            dark[:6],
+            labels[:6],
+            names,
+            title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
+        )
+        for m in methods
+        if m.isp is not None and not isinstance(m.isp, ISP) and m.isp is not trainer.isp
+    ]
     return [
         figures.samples_figure(
             directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
@@ -252,6 +269,7 @@ def write_figures(
             names,
             accuracies=(results["no_isp"]["accuracy"], results["learned_isp_phase2"]["accuracy"]),
         ),
+        *variants,
     ]
 
 

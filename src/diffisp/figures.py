@@ -218,7 +218,15 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
     return _save(fig, path)
 
 
-def adaptive_decisions_figure(path: Path, isp, dark: np.ndarray, labels, class_names) -> Path:
+def adaptive_decisions_figure(
+    path: Path,
+    isp,
+    dark: np.ndarray,
+    labels,
+    class_names,
+    *,
+    title: str = "Adaptive ISP: stages run per image (grey: skipped) and the image after each",
+) -> Path:
     """AdaptiveISP-style: per test image, the stages that ran and the image after each of them."""
     decisions = isp.decisions(dark)
     names = list(decisions["stage_names"])
@@ -241,8 +249,16 @@ def adaptive_decisions_figure(path: Path, isp, dark: np.ndarray, labels, class_n
                 ax.set_title(_short_value(name, per_image), fontsize=6)
             else:
                 ax.set_facecolor("#eeeeee")
-                ax.text(0.5, 0.5, "skipped", ha="center", va="center", fontsize=7, color="grey",
-                        transform=ax.transAxes)  # fmt: skip
+                ax.text(
+                    0.5,
+                    0.5,
+                    "skipped",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="grey",
+                    transform=ax.transAxes,
+                )
         axes[r, -1].imshow(np.clip(x[0], 0, 1), interpolation="nearest")
         axes[r, -1].set_title(f"{int(active[r].sum())} stages", fontsize=7)
     for c, title in enumerate(["input x4", *names, "output"]):
@@ -251,15 +267,22 @@ def adaptive_decisions_figure(path: Path, isp, dark: np.ndarray, labels, class_n
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Adaptive ISP: stages run per image (grey: skipped) and the image after each")
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def _short_value(stage: str, values: dict) -> str:
     """One number that says what a stage did to one image, for figure titles."""
-    first = {"exposure": "ev", "gamma": "gamma", "contrast": "factor", "saturation": "factor",
-             "desaturation": "strength", "sharpen": "strength", "denoise": "strength"}  # fmt: skip
+    first = {
+        "exposure": "ev",
+        "gamma": "gamma",
+        "contrast": "factor",
+        "saturation": "factor",
+        "desaturation": "strength",
+        "sharpen": "strength",
+        "denoise": "strength",
+    }
     key = first.get(stage)
     if key is None:
         return ""
