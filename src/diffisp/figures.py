@@ -13,6 +13,7 @@ import numpy as np
 
 from diffisp._io import atomic_savefig
 from diffisp.pipeline import ISP
+from diffisp.stages import STAGES
 from diffisp.train import EpochRecord
 
 DPI = 120
@@ -241,8 +242,6 @@ def adaptive_decisions_figure(
         for s, name in enumerate(names):
             ax = axes[r, s + 1]
             if active[r, s]:
-                from diffisp.stages import STAGES
-
                 per_image = {k: v[r : r + 1] for k, v in values[s].items()}
                 x = np.asarray(STAGES[name].process(x, per_image))
                 ax.imshow(np.clip(x[0], 0, 1), interpolation="nearest")
@@ -261,8 +260,8 @@ def adaptive_decisions_figure(
                 )
         axes[r, -1].imshow(np.clip(x[0], 0, 1), interpolation="nearest")
         axes[r, -1].set_title(f"{int(active[r].sum())} stages", fontsize=7)
-    for c, title in enumerate(["input x4", *names, "output"]):
-        axes[0, c].set_xlabel(title, fontsize=7)
+    for c, column in enumerate(["input x4", *names, "output"]):
+        axes[0, c].set_xlabel(column, fontsize=7)
         axes[0, c].xaxis.set_label_position("top")
     for ax in axes.ravel():
         ax.set_xticks([])
