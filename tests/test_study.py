@@ -79,3 +79,29 @@ def test_validate_names_the_offending_field():
         validate({"dataset": {}}, {"dataset": {"name": str}})
     with pytest.raises(DataError, match=r"\$.x must be int/float; got str"):
         validate({"x": "1"}, {"x": (int, float)})
+
+
+def test_sweep_figure_gives_every_curve_its_own_colour_and_band(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgb
+
+    from diffisp import figures
+
+    saved = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
+    keys = [*figures._SWEEP_STYLE, "global_full", "adaptive_params", "adaptive_l0", "adaptive_l2"]
+    curve = {"mean": [0.2, 0.5], "std": [0.01, 0.02]}
+    data = {
+        "parameter": "brightness factor",
+        "values": [0.1, 0.3],
+        "fixed": {"noise_sigma": 0.02},
+        "trained_range": [0.1, 0.3],
+        "methods": {key: curve for key in keys},
+    }
+    figures.sweep_figure(tmp_path / "s.png", data, {})
+    ax = saved["fig"].axes[0]
+    line_colours = [to_rgb(line.get_color()) for line in ax.get_lines()]
+    assert len(line_colours) == len(keys) and len(set(line_colours)) == len(keys)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    band_colours = [tuple(b.get_facecolor()[0][:3]) for b in bands[-len(keys) :]]
+    assert band_colours == line_colours

@@ -186,6 +186,7 @@ _SWEEP_STYLE = {
     "learned_isp_phase2": ("tab:red", "-"),
     "clean_oracle": ("black", "-."),
 }
+_VARIANT_COLOURS = ("tab:green", "tab:purple", "navy", "magenta", "darkgoldenrod", "lime", "teal")
 
 
 def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
@@ -198,12 +199,19 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
         ax.axvspan(low, high, color="gold", alpha=0.2, label="training range")
     else:
         ax.axvline(low, color="goldenrod", linewidth=6, alpha=0.3, label="training value")
+    variant_colours = iter(_VARIANT_COLOURS)
     for key, curve in data["methods"].items():
-        colour, style = _SWEEP_STYLE.get(key, (None, "-"))
+        # ISP variants (global-full, adaptive...) get colours no fixed row uses, and square
+        # markers, so that no two curves look alike.
+        if key in _SWEEP_STYLE:
+            (colour, style), marker = _SWEEP_STYLE[key], "o"
+        else:
+            colour, style, marker = next(variant_colours, None), "-", "s"
         mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
         label = methods.get(key, {}).get("label", key)
-        ax.plot(xs, mean, style, marker="o", markersize=3, color=colour, label=label)
-        ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+        (line,) = ax.plot(xs, mean, style, marker=marker, markersize=3, color=colour, label=label)
+        band = line.get_color()  # the band matches its line even when the colour was automatic
+        ax.fill_between(xs, mean - std, mean + std, color=band, alpha=0.12, linewidth=0)
     if log_x:
         ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
