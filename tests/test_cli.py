@@ -71,8 +71,26 @@ def test_existing_run_dir_is_not_overwritten(run_dir, capsys):
         (["eval", "--checkpoint", "/nonexistent/run"], "not found"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path):
+def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a default run directory would go
     assert main([*args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # a run that cannot start leaves nothing behind
+
+
+def test_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
+    from diffisp.cli import build_parser, config_from_args
+
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps({"schedule": "constant", "num_test": 300}))
+
+    def cfg(*args):
+        return config_from_args(build_parser().parse_args(["train", "--config", str(path), *args]))
+
+    full = cfg("--full")  # the preset's sizes where the file is silent
+    assert (full.num_train, full.num_test, full.epochs_joint) == (2000, 300, 10)
+    assert full.schedule == "constant"
+    assert cfg("--quick").num_train == 512
+    assert cfg("--quick", "--num-test", "64").num_test == 64  # the command line wins

@@ -124,11 +124,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["isp"] = args.stages
     if args.no_gates:
         overrides["gates"] = False
-    if args.config is not None:
-        base = TrainConfig.load(args.config).to_dict()
-        base.update(overrides)
-        return TrainConfig.from_dict(base)
-    return TrainConfig.preset_config(args.preset, **overrides)
+    if args.config is None:
+        return TrainConfig.preset_config(args.preset, **overrides)
+    # The preset's sizes, then what the file sets, then the options given on the command line.
+    file_values = TrainConfig.load_dict(args.config)
+    return TrainConfig.preset_config(args.preset, **{**file_values, **overrides})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,13 +145,19 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(cls.load_dict(path))
+
+    @classmethod
+    def load_dict(cls, path: str | Path) -> dict[str, Any]:
+        """The values of a JSON config file, checked for unknown keys and bad values."""
         try:
             values = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(values)
+        cls.from_dict(values)  # raises on unknown keys and bad values, naming them
+        return values
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -1,6 +1,7 @@
 """One run of the experiment: data -> three-phase training -> baselines -> figures, metrics, model.
 
-A run directory holds ``config.json`` (written first, so ``--resume`` knows what to continue),
+A run directory holds ``config.json`` (written once the data are loaded, before any training, so
+``--resume`` knows what to continue; a run that cannot start leaves no directory),
 ``checkpoints/`` (orbax, one per epoch), ``model/`` (final ISP + CNN for ``eval``/``apply``),
 ``metrics.json``, ``history.json`` and ``figures/``.
 """
@@ -126,6 +127,8 @@ def run_experiment(
         log(f"note: {dataset.description}")
     data = prepare_data(dataset, cfg)
     trainer = Trainer(cfg, data)
+    if not resume:  # only now: a run that cannot start leaves no directory behind
+        atomic_write_json(out_dir / "config.json", cfg.to_dict())
     checkpoints = TrainingCheckpoints(out_dir)
     if resume and checkpoints.latest_step() is not None:
         checkpoints.restore_into(trainer)
@@ -199,7 +202,6 @@ def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> Tra
         raise ConfigError(
             f"{out_dir} already holds a run; use --resume to continue it or choose another --out"
         )
-    atomic_write_json(config_path, cfg.to_dict())
     return cfg
 
 
