@@ -34,7 +34,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="the reference's full sizes: 2000 train / 500 test, 5+10 epochs",
     )
     p.set_defaults(preset=default_preset)
-    p.add_argument("--config", type=Path, help="JSON config file (command-line options override)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON config file: replaces the preset's values; command-line options win over both",
+    )
     p.add_argument("--data", help="auto | cifar10 | builtin | folder:PATH (default: auto)")
     p.add_argument("--data-dir", help="directory holding cifar-10-batches-py")
     p.add_argument(
