@@ -214,7 +214,7 @@ def test_eval_report_tables_sweeps_and_seed_runs(eval_dir):
     assert f"Learned ISP (phase 2): 76.0 ± 1.2{NBSP}% vs no ISP 21.1 ± 1.0{NBSP}%" in text
     assert "over 3 seeds, 500 test images each" in text
     assert f"93 ± 2{NBSP}%" in text  # gap closed
-    assert "Active stages" in text and "3.2 ± 0.5" in text and f"0.125 ± 0.01{NBSP}ms" in text
+    assert "Active stages" in text and "3.2 ± 0.5" in text and f"125 ± 10{NBSP}µs" in text
     assert text.count("(trained)") == 3  # 0.1, 0.2, 0.3 lie in the trained range
     assert 'href="seed0/metrics.json"' in html
     assert "&lt;gated&gt;" in html and "<gated>" not in html  # escaped label

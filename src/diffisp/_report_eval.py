@@ -37,10 +37,11 @@ from diffisp._report_sections import (
 
 # Keys of a method row that are not extra {"mean", "std"} columns.
 _CORE_KEYS = {"label", "description", "accuracy", "mean", "std", "num_samples", "gap_closed"}
-# Known extra columns: (header, number format, unit). Unknown ones get a header from their key.
+# Known extra columns: (header, number format, unit, scale). Unknown ones get a header from their
+# key.
 _EXTRA_COLUMNS = {
-    "active_stages": ("Active stages", ".1f", ""),
-    "isp_ms_per_image": ("ISP time / image", ".3g", "ms"),
+    "active_stages": ("Active stages", ".1f", "", 1.0),
+    "isp_ms_per_image": ("ISP time / image", ".0f", "µs", 1000.0),  # stored in ms
 }
 
 
@@ -150,8 +151,8 @@ def results_section(stats: Mapping[str, MethodStats], headline: str | None) -> M
             pct_pm(gap.get("mean"), gap.get("std"), 0),
         ]
         for k in extras:
-            _, spec, unit = _EXTRA_COLUMNS.get(k, ("", ".3g", ""))
-            row.append(value_pm(s.row.get(k), spec, unit))
+            _, spec, unit, scale = _EXTRA_COLUMNS.get(k, ("", ".3g", "", 1.0))
+            row.append(value_pm(s.row.get(k), spec, unit, scale))
         rows.append(row)
         classes.append("head" if key == headline else ("ref" if key in REFERENCES else None))
     note = tag(

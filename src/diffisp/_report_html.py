@@ -77,11 +77,12 @@ def pct_pm(mean: Any, std: Any, digits: int = 1) -> str:
     return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}\u00a0%"
 
 
-def value_pm(stat: Any, spec: str = ".2f", unit: str = "") -> str:
-    """A ``{"mean": m, "std": s}`` column as ``'m ± s unit'``."""
+def value_pm(stat: Any, spec: str = ".2f", unit: str = "", scale: float = 1.0) -> str:
+    """A ``{"mean": m, "std": s}`` column as ``'m ± s unit'`` (values times ``scale``)."""
     if not isinstance(stat, dict) or number(stat.get("mean")) is None:
         return DASH
-    m, s = number(stat.get("mean")), number(stat.get("std"))
+    m, s = number(stat.get("mean")) * scale, number(stat.get("std"))
+    s = None if s is None else s * scale
     text = format(m, spec) if s is None else f"{m:{spec}} ± {s:{spec}}"
     return f"{text}\u00a0{unit}" if unit else text
 
