@@ -269,18 +269,16 @@ def test_bad_training_temperature_is_a_config_error():
         isp.forward_train(dark_batch(2), jax.random.key(0), temperature=0.0)
 
 
-def test_decisions_figure_marks_skipped_stages_and_keeps_its_title(tmp_path, monkeypatch):
+def test_decisions_figure_marks_skipped_stages_and_keeps_its_title(tmp_path, saved_figures):
     from diffisp import figures
 
-    saved = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
     stages = ("exposure", "tone_curve", "gamma")
     isp = AdaptiveISP(stages, rngs=nnx.Rngs(0))
     set_gates(isp, [5.0, -5.0, 5.0])  # tone curve skipped on every image
     figures.adaptive_decisions_figure(
         tmp_path / "d.png", isp, np.asarray(dark_batch(3)), [0, 1, 2], "abc", title="λ=2 run"
     )
-    fig = saved["fig"]
+    (fig,) = saved_figures
     assert fig._suptitle.get_text() == "λ=2 run"
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("skipped") == 3

@@ -81,14 +81,12 @@ def test_validate_names_the_offending_field():
         validate({"x": "1"}, {"x": (int, float)})
 
 
-def test_sweep_figure_gives_every_curve_its_own_colour_and_band(tmp_path, monkeypatch):
+def test_sweep_figure_gives_every_curve_its_own_colour_and_band(tmp_path, saved_figures):
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import to_rgb
 
     from diffisp import figures
 
-    saved = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
     keys = [*figures._SWEEP_STYLE, "global_full", "adaptive_params", "adaptive_l0", "adaptive_l2"]
     curve = {"mean": [0.2, 0.5], "std": [0.01, 0.02]}
     data = {
@@ -99,7 +97,8 @@ def test_sweep_figure_gives_every_curve_its_own_colour_and_band(tmp_path, monkey
         "methods": {key: curve for key in keys},
     }
     figures.sweep_figure(tmp_path / "s.png", data, {})
-    ax = saved["fig"].axes[0]
+    (fig,) = saved_figures
+    ax = fig.axes[0]
     line_colours = [to_rgb(line.get_color()) for line in ax.get_lines()]
     assert len(line_colours) == len(keys) and len(set(line_colours)) == len(keys)
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]

@@ -145,19 +145,23 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(cls.load_dict(path))
+        return cls.from_dict(_read_json(path))
 
     @classmethod
     def load_dict(cls, path: str | Path) -> dict[str, Any]:
         """The values of a JSON config file, checked for unknown keys and bad values."""
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        values = _read_json(path)
         cls.from_dict(values)  # raises on unknown keys and bad values, naming them
         return values
+
+
+def _read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
