@@ -15,8 +15,8 @@ def images() -> jax.Array:
 
 @pytest.fixture
 def saved_figures(monkeypatch) -> list:
-    """The matplotlib figures that ``diffisp.figures`` would have written, kept open to inspect."""
-    from diffisp import figures
+    """The matplotlib figures :mod:`diffisp.report.figures` would have written, kept open."""
+    from diffisp.report import figures
 
     kept = []
 

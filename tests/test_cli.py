@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from isp_testing import TINY_CLI_ARGS
+from helpers import TINY_CLI_ARGS
 from PIL import Image
 
 from diffisp.cli import main

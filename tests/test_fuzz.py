@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffisp import ops
-from diffisp.config import TrainConfig
 from diffisp.data import load_dataset, load_image
-from diffisp.degrade import LowLight, darken
+from diffisp.data.degrade import LowLight, darken
 from diffisp.errors import DiffispError
-from diffisp.pipeline import ISP
+from diffisp.isp.chain import ISP
+from diffisp.training.config import TrainConfig
 
 DTYPES = [np.float32, np.float64, np.float16, np.uint8, np.int32, np.bool_, np.complex64, object]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -10,15 +10,15 @@ import sys
 import time
 
 import pytest
-from isp_testing import toy_dataset
+from helpers import toy_dataset
 
-from diffisp.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.cli import main
-from diffisp.config import TrainConfig
 from diffisp.errors import CheckpointError, ConfigError
-from diffisp.models import SmallCNN
-from diffisp.pipeline import ISP
-from diffisp.train import Trainer, prepare_data
+from diffisp.isp.chain import ISP
+from diffisp.models.classifier import SmallCNN
+from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
+from diffisp.training.config import TrainConfig
+from diffisp.training.loop import Trainer, prepare_data
 
 TINY = dict(
     num_train=32,

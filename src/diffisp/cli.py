@@ -113,7 +113,7 @@ _CONFIG_KEYS = (
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from diffisp.config import TrainConfig
+    from diffisp.training.config import TrainConfig
 
     if getattr(args, "download", False):
         from diffisp.data import download_cifar10
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from diffisp._io import atomic_write_json
-    from diffisp.bench import print_bench, run_bench
+    from diffisp.experiments.bench import print_bench, run_bench
+    from diffisp.util.io import atomic_write_json
 
     if args.num_train < 64 or args.epochs < 1:
         raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
@@ -216,19 +216,27 @@ def _print_results(metrics: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from diffisp.experiment import default_run_dir, run_experiment
+    from diffisp.experiments.run import default_run_dir, run_experiment
+    from diffisp.report.figures import FIGURES
 
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
     resume = getattr(args, "resume", None)
     if resume is not None:
         metrics = run_experiment(
-            None, resume, resume=True, command=command, progress=not args.no_progress
+            None,
+            resume,
+            resume=True,
+            command=command,
+            progress=not args.no_progress,
+            figures=FIGURES,
         ).metrics
         out = resume
     else:
         cfg = config_from_args(args)
         out = args.out or default_run_dir()
-        metrics = run_experiment(cfg, out, command=command, progress=not args.no_progress).metrics
+        metrics = run_experiment(
+            cfg, out, command=command, progress=not args.no_progress, figures=FIGURES
+        ).metrics
     _print_results(metrics)
     print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
     print(
@@ -249,7 +257,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from diffisp.study import headline, run_study
+    from diffisp.experiments.study import headline, run_study
+    from diffisp.report.figures import FIGURES
 
     if args.seeds is None or args.seeds < 1:
         raise ConfigError("diffisp eval needs --seeds N (N >= 1) or --checkpoint RUN_DIR")
@@ -264,14 +273,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         resume=args.resume,
         command=command,
         progress=not args.no_progress,
+        figures=FIGURES,
     )
     _print_study(study)
     for line in headline(study):
         print(line)
-    try:
-        from diffisp.report import build_report
-    except ImportError:  # the report module is optional for the study itself
-        return 0
+    from diffisp.report.build import build_report
+
     print(f"report: {build_report(args.out)}")
     return 0
 
@@ -297,11 +305,11 @@ def _print_study(study: dict[str, Any]) -> None:
 
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
-    from diffisp.checkpoint import load_model
-    from diffisp.config import TrainConfig
-    from diffisp.evaluate import accuracy
-    from diffisp.experiment import load_run_data
-    from diffisp.train import prepare_data
+    from diffisp.experiments.run import load_run_data
+    from diffisp.models.evaluate import accuracy
+    from diffisp.training.checkpoint import load_model
+    from diffisp.training.config import TrainConfig
+    from diffisp.training.loop import prepare_data
 
     isp, model, meta = load_model(_model_dir(args.checkpoint))
     values = dict(meta["config"])
@@ -328,9 +336,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from diffisp._io import atomic_write_bytes
-    from diffisp.checkpoint import load_model
     from diffisp.data import load_image
+    from diffisp.training.checkpoint import load_model
+    from diffisp.util.io import atomic_write_bytes
 
     isp, _, _ = load_model(_model_dir(args.checkpoint))
     for path in args.images:
@@ -348,7 +356,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from diffisp.report import build_report
+    from diffisp.report.build import build_report
 
     print(f"report: {build_report(args.run_dir, args.out)}")
     return 0

@@ -1,4 +1,6 @@
-"""Data sets for training and evaluating an ISP + classifier.
+"""Data: data sets (CIFAR-10, built-in, folders) and capture simulation (low light).
+
+May import :mod:`diffisp.ops`, :mod:`diffisp.util` and :mod:`diffisp.errors`.
 
 All loaders return a :class:`Dataset` of ``(N, S, S, 3)`` float32 RGB images in [0, 1] (NHWC,
 the contract of :mod:`diffisp.ops`) with int32 labels:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffisp._checks import check_images, check_param
 from diffisp.ops._broadcast import per_image, per_image_channels
+from diffisp.util.checks import check_images, check_param
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
 

@@ -13,9 +13,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from diffisp._checks import check_images, check_param
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.color import _luma
+from diffisp.util.checks import check_images, check_param
 
 
 def blur3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:

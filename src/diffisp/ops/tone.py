@@ -10,10 +10,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffisp._checks import check_images, check_param
 from diffisp.errors import InputError
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.color import _luma
+from diffisp.util.checks import check_images, check_param
 
 # Below this input the gamma curve continues as a straight line through 0 (a "linear toe", as in
 # sRGB): the slope at 0 is then t**(gamma-1) (at most ~500 for gamma >= 0.1) instead of infinite,
@@ -77,7 +77,7 @@ def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
 
     Each value is mapped by linear interpolation between the two knots around it (inputs are
     clamped to [0, 1] first). The curve is monotone exactly when the knots are non-decreasing;
-    learnable stages build them that way (see :func:`diffisp.params.monotone_knots`).
+    learnable stages build them that way (see :func:`diffisp.isp.params.monotone_knots`).
 
     Args:
       images: ``(N, H, W, 3)`` RGB in [0, 1].

@@ -1,0 +1,104 @@
+"""Low-light capture simulation: darkening plus sensor noise.
+
+The reference model (kept as the default): each image is scaled by its own brightness factor drawn
+uniformly from ``[0.1, 0.3]``, Gaussian noise with sigma 0.02 is added, and the result is clipped to
+[0, 1]. Real sensors are better described by Poisson-Gaussian noise (photon shot noise, whose
+variance grows with the signal, plus signal-independent read noise); that model is available with
+``noise="poisson_gaussian"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from diffisp.errors import ConfigError
+from diffisp.util.checks import check_images
+
+NoiseModel = Literal["gaussian", "poisson_gaussian"]
+
+
+@dataclass(frozen=True)
+class LowLight:
+    """Parameters of the low-light simulation.
+
+    Attributes:
+      brightness: ``(low, high)`` range of the per-image brightness factor,
+        ``0 < low <= high <= 1``. Use ``(b, b)`` for a fixed darkening (e.g. in a sweep).
+      noise_sigma: standard deviation of the additive Gaussian (read) noise, >= 0, in [0, 1] units.
+      noise: ``"gaussian"`` (the reference model) or ``"poisson_gaussian"`` (shot + read noise).
+      full_well: photo-electrons that a full-scale (1.0) pixel collects; only for
+        ``"poisson_gaussian"``: the darkened signal ``s`` becomes
+        ``Poisson(s * full_well) / full_well``, so shot noise has standard deviation
+        ``sqrt(s / full_well)``.
+    """
+
+    brightness: tuple[float, float] = (0.1, 0.3)
+    noise_sigma: float = 0.02
+    noise: NoiseModel = "gaussian"
+    full_well: float = 1000.0
+
+    def __post_init__(self) -> None:
+        pair = self.brightness
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ConfigError(f"brightness must be a (low, high) pair; got {pair!r}")
+        low, high = _real(pair[0]), _real(pair[1])
+        if low is None or high is None or not 0.0 < low <= high <= 1.0:
+            raise ConfigError(
+                f"brightness range must satisfy 0 < low <= high <= 1; got {tuple(pair)}"
+            )
+        object.__setattr__(self, "brightness", (low, high))
+        sigma = _real(self.noise_sigma)
+        if sigma is None or not 0.0 <= sigma <= 1.0:
+            raise ConfigError(f"noise_sigma must be in [0, 1]; got {self.noise_sigma!r}")
+        if self.noise not in ("gaussian", "poisson_gaussian"):
+            raise ConfigError(f"noise must be 'gaussian' or 'poisson_gaussian'; got {self.noise!r}")
+        full_well = _real(self.full_well)
+        if full_well is None or full_well <= 0:
+            raise ConfigError(f"full_well must be a positive number; got {self.full_well!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _real(value: object) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def darken(
+    key: jax.Array, images: jax.Array, config: LowLight = LowLight()
+) -> tuple[jax.Array, jax.Array]:
+    """Simulate a low-light capture of clean images.
+
+    Deterministic for a given ``key``: the same key, images and config give the same output.
+
+    Args:
+      key: a JAX PRNG key.
+      images: ``(N, H, W, 3)`` clean images in [0, 1].
+      config: the darkening and noise model.
+
+    Returns:
+      ``(dark, factors)``: dark images ``(N, H, W, 3)`` in [0, 1] and the brightness factor of
+      each image ``(N,)``.
+    """
+    images = check_images(images)
+    return _darken(key, images, config)
+
+
+def _darken(key: jax.Array, images: jax.Array, config: LowLight) -> tuple[jax.Array, jax.Array]:
+    factor_key, shot_key, read_key = jax.random.split(key, 3)
+    low, high = config.brightness
+    factors = jax.random.uniform(factor_key, (images.shape[0],), minval=low, maxval=high)
+    signal = images * factors[:, None, None, None]
+    if config.noise == "poisson_gaussian":
+        electrons = jax.random.poisson(shot_key, signal * config.full_well)
+        signal = electrons.astype(images.dtype) / config.full_well
+    noisy = signal + config.noise_sigma * jax.random.normal(read_key, images.shape, images.dtype)
+    return jnp.clip(noisy, 0.0, 1.0), factors

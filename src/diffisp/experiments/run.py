@@ -1,0 +1,323 @@
+"""One run of the experiment: data -> three-phase training -> baselines -> figures, metrics, model.
+
+A run directory holds ``config.json`` (written once the data are loaded, before any training, so
+``--resume`` knows what to continue; a run that cannot start leaves no directory),
+``checkpoints/`` (orbax, one per epoch), ``model/`` (final ISP + CNN for ``eval``/``apply``),
+``metrics.json``, ``history.json`` and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+
+from diffisp.data import Dataset, load_dataset
+from diffisp.errors import ConfigError
+from diffisp.experiments.protocol import (
+    Method,
+    evaluate_methods,
+    protocol_methods,
+    train_finetuned_baselines,
+    variant_methods,
+)
+from diffisp.experiments.usage import parameter_summary
+from diffisp.training.checkpoint import TrainingCheckpoints, save_model
+from diffisp.training.config import TrainConfig
+from diffisp.training.loop import PHASES, Trainer, prepare_data
+from diffisp.util.io import atomic_write_json
+
+METRICS_SCHEMA = "diffisp.metrics/1"
+PACKAGES = (
+    "diffisp",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "datarax",
+    "orbax-checkpoint",
+    "numpy",
+    "scikit-image",
+    "scikit-learn",
+    "pillow",
+    "matplotlib",  # the stand-in data and the figures
+)
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and the machine, recorded in every run directory."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "devices": [str(d) for d in jax.devices()],
+        "packages": versions,
+    }
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{stamp}-{suffix}"
+    return path
+
+
+def load_run_data(cfg: TrainConfig) -> Dataset:
+    return load_dataset(
+        cfg.data,
+        num_train=cfg.num_train,
+        num_test=cfg.num_test,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+        data_dir=cfg.data_dir,
+    )
+
+
+class FigureWriter(Protocol):
+    """Draws figures for runs and studies; implemented by the report layer, which sits above."""
+
+    def run(
+        self,
+        directory: Path,
+        trainer: Trainer,
+        dataset: Dataset,
+        results: dict[str, dict],
+        methods: list[Method],
+    ) -> list[Path]: ...
+
+    def sweeps(
+        self, directory: Path, sweeps: dict[str, Any], methods: dict[str, Any]
+    ) -> list[Path]: ...
+
+
+@dataclass
+class RunOutcome:
+    """What a run leaves in memory: its metrics and the trained methods (for sweeps)."""
+
+    metrics: dict[str, Any]
+    trainer: Trainer
+    methods: list[Method]
+
+
+def run_experiment(
+    cfg: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    figures: FigureWriter | None = None,
+) -> RunOutcome:
+    """Train, evaluate and write everything for one run.
+
+    With ``resume=True`` the config is read from ``out_dir/config.json`` (``cfg`` must be None or
+    equal) and training continues from the last finished epoch. ``figures`` draws the run's
+    figures (the report layer's :data:`diffisp.report.figures.FIGURES`; ``None``: no figures).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    cfg = _resolve_config(cfg, out_dir, resume)
+    dataset = load_run_data(cfg)
+    if dataset.is_standin:
+        log(f"note: {dataset.description}")
+    data = prepare_data(dataset, cfg)
+    trainer = Trainer(cfg, data)
+    if not resume:  # only now: a run that cannot start leaves no directory behind
+        atomic_write_json(out_dir / "config.json", cfg.to_dict())
+    checkpoints = TrainingCheckpoints(out_dir)
+    if resume and checkpoints.latest_step() is not None:
+        checkpoints.restore_into(trainer)
+        log(f"resuming {out_dir} at phase {trainer.position[0]}, epoch {trainer.position[1] + 1}")
+    atomic_write_json(out_dir / "environment.json", environment())
+
+    def on_epoch(trainer: Trainer, record) -> None:
+        checkpoints.save(trainer)
+        log(
+            f"phase {record.phase} ({record.phase_name}) epoch {record.epoch}: "
+            f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
+            f"test acc {record.test_acc:.1%} ({record.seconds:.1f} s)"
+        )
+        if bar:
+            bar.show(record)
+        if interrupt.requested:  # the checkpoint of this epoch is on disk: stop here
+            raise KeyboardInterrupt
+
+    train_started = time.perf_counter()
+    with _progress_bar(trainer, enabled=progress) as bar, _DeferredInterrupt(log) as interrupt:
+        on_step = bar.on_step if bar else None
+        if bar:
+            log = bar.log
+        try:
+            trainer.run(on_epoch=on_epoch, on_step=on_step)
+        except KeyboardInterrupt:
+            log(f"interrupted; resume with: diffisp train --resume {out_dir}")
+            raise
+    train_seconds = time.perf_counter() - train_started
+
+    log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
+    methods = protocol_methods(trainer, train_finetuned_baselines(trainer))
+    if cfg.variants:
+        log(f"training ISP variants against the same CNN: {', '.join(cfg.variants)}")
+        clean = methods.pop()  # keep the clean oracle last
+        methods += [*variant_methods(trainer, cfg.variants), clean]
+    results = evaluate_methods(methods, trainer)
+    save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
+    figure_paths = (
+        []
+        if figures is None
+        else figures.run(out_dir / "figures", trainer, dataset, results, methods)
+    )
+    metrics = {
+        "schema": METRICS_SCHEMA,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "seed": cfg.seed,
+        "dataset": dataset_summary(dataset),
+        "config": cfg.to_dict(),
+        "results": results,
+        "learned_parameters": parameter_summary(trainer.isp, trainer.data.test_dark),
+        "timing": {
+            "train_seconds": round(train_seconds, 2),
+            "total_seconds": round(time.perf_counter() - started, 2),
+        },
+        "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
+        "environment": environment(),
+    }
+    atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in trainer.history])
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return RunOutcome(metrics, trainer, methods)
+
+
+def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
+    config_path = out_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise ConfigError(f"cannot resume: {config_path} does not exist")
+        saved = TrainConfig.load(config_path)
+        if cfg is not None and cfg != saved:
+            raise ConfigError(f"--resume continues the run as configured in {config_path}")
+        return saved
+    if config_path.exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run; use --resume to continue it or choose another --out"
+        )
+    return cfg
+
+
+def dataset_summary(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "description": dataset.description,
+        "is_standin": dataset.is_standin,
+        "num_train": len(dataset.train_labels),
+        "num_test": len(dataset.test_labels),
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
+        "image_size": int(dataset.train_images.shape[1]),
+    }
+
+
+def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    return {
+        "image_size": cfg.image_size,
+        "class_names": list(dataset.class_names),
+        "dataset": dataset.name,
+        "config": cfg.to_dict(),
+    }
+
+
+class _DeferredInterrupt:
+    """Ctrl-C during training finishes the current epoch and its checkpoint, then stops.
+
+    Interrupting in the middle of a checkpoint write would leave orbax's writer threads half
+    done; a second Ctrl-C still stops at once.
+    """
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log, self.requested, self.previous = log, False, None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("interrupt: finishing this epoch and its checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class _progress_bar:
+    """A rich progress bar per phase, advanced once per step (no device sync per step)."""
+
+    def __init__(self, trainer: Trainer, enabled: bool) -> None:
+        self.trainer, self.enabled, self.progress, self.tasks = trainer, enabled, None, {}
+
+    def __enter__(self) -> _progress_bar | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        steps = self.trainer.steps_per_epoch()
+        current, epoch = self.trainer.position
+        for phase in PHASES:
+            total = steps * self.trainer.epochs_in(phase)
+            done = (
+                total if phase.index < current else (epoch * steps if phase.index == current else 0)
+            )
+            self.tasks[phase.index] = self.progress.add_task(
+                f"phase {phase.index} ({phase.name})", total=total, completed=done
+            )
+        self.progress.start()
+        return self
+
+    def on_step(self, phase, steps: int) -> None:
+        self.progress.advance(self.tasks[phase.index], steps)
+
+    def show(self, record) -> None:
+        """Put the last epoch's loss and accuracies into its phase's bar."""
+        self.progress.update(
+            self.tasks[record.phase],
+            description=f"phase {record.phase} ({record.phase_name}) loss {record.loss:.3f} "
+            f"train {record.train_acc:.0%} test {record.test_acc:.0%}",
+        )
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,111 @@
+"""datarax views of ISP stages: each stage as a ``ModalityOperator``.
+
+The maths lives once, in :mod:`diffisp.ops`; an operator only moves the image field in and out of
+a datarax record and calls the stage, which it shares (same ``nnx.Param`` objects) with the
+:class:`~diffisp.isp.chain.ISP` it came from. So a datarax ``Pipeline`` or a
+``CompositeOperatorModule`` built from an ISP trains and evaluates that very ISP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from datarax import Pipeline
+from datarax.core.modality import ModalityOperator, ModalityOperatorConfig
+from datarax.operators.composite_operator import (
+    CompositeOperatorConfig,
+    CompositeOperatorModule,
+    CompositionStrategy,
+)
+from datarax.sources.memory_source import MemorySource, MemorySourceConfig
+from flax import nnx
+
+from diffisp.errors import DataError
+from diffisp.isp.chain import ISP
+from diffisp.isp.stages import Stage
+
+
+class StageOperator(ModalityOperator):
+    """A learnable ISP stage as a deterministic datarax ``ModalityOperator``.
+
+    ``apply`` handles one record (``(H, W, 3)``, as datarax's composites call it); whole batches
+    skip datarax's per-record ``vmap`` and go through the stage's batched op in one call.
+    """
+
+    def __init__(self, stage: Stage, *, field_key: str = "image", target_key: str | None = None):
+        config = ModalityOperatorConfig(field_key=field_key, target_key=target_key)
+        super().__init__(config, rngs=None, name=stage.name)
+        self.stage = stage
+
+    def apply(
+        self,
+        data: Any,
+        state: Any,
+        metadata: dict[str, Any] | None,
+        key: jax.Array | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
+        image = self._extract_field(data, self.config.field_key)
+        return self._remap_field(data, self.stage(image[None])[0]), state, metadata
+
+    def _vmap_apply(self, batch_data, batch_states, stats=None, record_indices=None, epoch=None):
+        # datarax's default vmaps `apply` over records; the stage is already batched, so one call
+        # on the whole batch is the same maths without the per-record trace.
+        images = self._extract_field(batch_data, self.config.field_key)
+        return self._remap_field(batch_data, self.stage(images)), batch_states
+
+
+def isp_operators(isp: ISP, *, field_key: str = "image") -> list[StageOperator]:
+    """One datarax operator per stage of ``isp``, sharing its parameters."""
+    return [StageOperator(stage, field_key=field_key) for stage in isp.stages]
+
+
+def isp_composite(isp: ISP, *, field_key: str = "image") -> CompositeOperatorModule:
+    """``isp`` as a ``CompositeOperatorModule(SEQUENTIAL)``, for ``nnx.value_and_grad``."""
+    config = CompositeOperatorConfig(
+        strategy=CompositionStrategy.SEQUENTIAL,
+        operators=isp_operators(isp, field_key=field_key),
+    )
+    return CompositeOperatorModule(config)
+
+
+def apply_composite(composite: CompositeOperatorModule, images: jax.Array, field_key="image"):
+    """Run a composite on a batch of images: ``(N, H, W, 3)`` -> ``(N, H, W, 3)``."""
+    data, _ = composite._apply_on_raw({field_key: images}, {})
+    return data[field_key]
+
+
+def isp_pipeline(
+    isp: ISP,
+    data: dict[str, Any],
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    field_key: str = "image",
+) -> Pipeline:
+    """A datarax ``Pipeline`` serving ``data`` (arrays of one common length) through ``isp``.
+
+    Raises:
+      DataError: ``data`` is empty or its arrays disagree in length.
+    """
+    lengths = {k: len(v) for k, v in data.items()}
+    if not lengths or 0 in lengths.values():
+        raise DataError(f"cannot build a pipeline over an empty data set: {lengths}")
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"arrays in data must have the same length; got {lengths}")
+    if field_key not in data:
+        raise DataError(f"data has no {field_key!r} field; it has {sorted(data)}")
+    source = MemorySource(
+        MemorySourceConfig(shuffle=shuffle),
+        {k: np.asarray(v) for k, v in data.items()},
+        rngs=nnx.Rngs(seed),
+    )
+    return Pipeline(
+        source=source,
+        stages=isp_operators(isp, field_key=field_key),
+        batch_size=batch_size,
+        rngs=nnx.Rngs(seed),
+    )

@@ -1,0 +1,363 @@
+"""The run's figures (matplotlib, Agg backend, PNG, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from diffisp.isp.chain import ISP
+from diffisp.isp.stages import STAGES
+from diffisp.training.loop import EpochRecord
+from diffisp.util.io import atomic_savefig
+
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def _image_rows(rows: Sequence[tuple[str, np.ndarray]], titles: Sequence[str], suptitle: str):
+    cols = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(np.clip(images[c], 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def samples_figure(
+    path: Path, clean: np.ndarray, dark: np.ndarray, labels: np.ndarray, class_names, *, n: int = 8
+) -> Path:
+    """Clean / dark / dark x4 for the first ``n`` images."""
+    n = min(n, len(labels))
+    titles = [class_names[int(label)] for label in labels[:n]]
+    rows = [("clean", clean[:n]), ("dark", dark[:n]), ("dark x4", np.clip(dark[:n] * 4, 0, 1))]
+    mean = float(np.mean(dark)) / max(float(np.mean(clean)), 1e-8)
+    fig = _image_rows(rows, titles, f"Low-light simulation (dark/clean mean ratio {mean:.2f})")
+    return _save(fig, path)
+
+
+def training_curves_figure(path: Path, history: Sequence[EpochRecord]) -> Path:
+    """Loss and accuracy per epoch across the phases, with the phase boundaries marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, len(history) + 1)
+    loss = [r.loss for r in history]
+    ax_loss.plot(x, loss, "o-", color="tab:blue", label="train loss")
+    ax_acc.plot(x, [r.train_acc for r in history], "o-", color="tab:orange", label="train (batch)")
+    ax_acc.plot(x, [r.test_acc for r in history], "s--", color="tab:green", label="test")
+    names = {0: "phase 0: CNN on clean", 1: "phase 1: ISP only, dark", 2: "phase 2: joint, dark"}
+    colours = {0: "tab:gray", 1: "tab:purple", 2: "tab:olive"}
+    for ax in (ax_loss, ax_acc):
+        for phase in sorted({r.phase for r in history}):
+            epochs = [i + 1 for i, r in enumerate(history) if r.phase == phase]
+            ax.axvspan(
+                min(epochs) - 0.5,
+                max(epochs) + 0.5,
+                color=colours[phase],
+                alpha=0.12,
+                label=names[phase] if ax is ax_loss else None,
+            )
+        ax.set_xlabel("epoch (all phases)")
+        ax.grid(alpha=0.3)
+    ax_loss.set_ylabel("cross-entropy")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Training curves (test accuracy: test images in the phase's condition)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def parameters_figure(path: Path, isp: ISP) -> Path:
+    """Tone curve vs identity, CCM heatmap, and every scalar parameter of the learned ISP."""
+    values = {stage: {k: np.asarray(v) for k, v in p.items()} for stage, p in isp.values().items()}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax_tone, ax_ccm, ax_bar = axes
+    if "tone_curve" in values:
+        knots = values["tone_curve"]["knots"]
+        xs = np.linspace(0, 1, len(knots))
+        ax_tone.plot([0, 1], [0, 1], "k--", alpha=0.4, label="identity")
+        ax_tone.plot(xs, np.clip(knots, 0, 1), "o-", color="crimson", label="learned")
+        ax_tone.set_xlim(0, 1)
+        ax_tone.set_ylim(0, 1.02)
+        ax_tone.legend()
+        ax_tone.set_xlabel("input")
+        ax_tone.set_ylabel("output")
+        ax_tone.grid(alpha=0.3)
+    else:
+        ax_tone.axis("off")
+    ax_tone.set_title("Tone curve")
+    if "ccm" in values:
+        m = values["ccm"]["matrix"]
+        limit = max(1.0, float(np.abs(m).max()))
+        im = ax_ccm.imshow(m, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for r in range(3):
+            for c in range(3):
+                ax_ccm.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=11)
+        ax_ccm.set_xticks(range(3), ["R in", "G in", "B in"])
+        ax_ccm.set_yticks(range(3), ["R out", "G out", "B out"])
+        fig.colorbar(im, ax=ax_ccm, shrink=0.8)
+    else:
+        ax_ccm.axis("off")
+    ax_ccm.set_title("Colour correction matrix")
+    scalars = scalar_parameters(values)
+    if scalars:
+        names, vals = zip(*scalars.items(), strict=True)
+        bars = ax_bar.barh(names, vals, color="tab:blue")
+        for bar, v in zip(bars, vals, strict=True):
+            ax_bar.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {v:.3g}",
+                va="center",
+                fontsize=8,
+            )
+        ax_bar.axvline(0, color="black", linewidth=0.8)
+        ax_bar.invert_yaxis()
+    ax_bar.set_title("Scalar parameters (identity: gains/factors 1, strengths 0)")
+    fig.suptitle("Learned ISP parameters")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def scalar_parameters(values: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Every scalar (and per-channel gain) parameter as ``"stage.name": value``."""
+    out: dict[str, float] = {}
+    for stage, params in values.items():
+        for name, v in params.items():
+            if v.ndim == 0:
+                out[f"{stage}.{name}"] = float(v)
+            elif stage == "white_balance":
+                for channel, g in zip("RGB", v, strict=True):
+                    out[f"wb.{channel}"] = float(g)
+    return out
+
+
+def before_after_figure(
+    path: Path,
+    dark: np.ndarray,
+    processed: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    *,
+    accuracies: tuple[float, float] | None = None,
+    n: int = 8,
+) -> Path:
+    """Dark input, dark x4 and the learned ISP's output for ``n`` test images."""
+    n = min(n, len(labels))
+    titles = [class_names[int(label)] for label in labels[:n]]
+    rows = [
+        ("dark", dark[:n]),
+        ("dark x4", np.clip(dark[:n] * 4, 0, 1)),
+        ("learned ISP", processed[:n]),
+    ]
+    title = "Before / after the learned ISP"
+    if accuracies is not None:
+        title += f" (test accuracy: no ISP {accuracies[0]:.1%} -> learned {accuracies[1]:.1%})"
+    return _save(_image_rows(rows, titles, title), path)
+
+
+_SWEEP_STYLE = {
+    "no_isp": ("tab:gray", ":"),
+    "fixed_gamma": ("tab:brown", ":"),
+    "auto_isp": ("tab:pink", ":"),
+    "histogram_eq": ("tab:olive", ":"),
+    "dark_cnn": ("tab:blue", "--"),
+    "fixed_gamma_cnn": ("tab:cyan", "--"),
+    "learned_isp_phase1": ("tab:orange", "-"),
+    "learned_isp_phase2": ("tab:red", "-"),
+    "clean_oracle": ("black", "-."),
+}
+_VARIANT_COLOURS = ("tab:green", "tab:purple", "navy", "magenta", "darkgoldenrod", "lime", "teal")
+
+
+def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
+    """Accuracy (mean +- std over seeds) of every method along one sweep; trained range shaded."""
+    xs = np.asarray(data["values"], dtype=float)
+    log_x = data["parameter"].startswith("brightness")
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    low, high = data["trained_range"]
+    if high > low:
+        ax.axvspan(low, high, color="gold", alpha=0.2, label="training range")
+    else:
+        ax.axvline(low, color="goldenrod", linewidth=6, alpha=0.3, label="training value")
+    variant_colours = iter(_VARIANT_COLOURS)
+    for key, curve in data["methods"].items():
+        # ISP variants (global-full, adaptive...) get colours no fixed row uses, and square
+        # markers, so that no two curves look alike.
+        if key in _SWEEP_STYLE:
+            (colour, style), marker = _SWEEP_STYLE[key], "o"
+        else:
+            colour, style, marker = next(variant_colours, None), "-", "s"
+        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+        label = methods.get(key, {}).get("label", key)
+        (line,) = ax.plot(xs, mean, style, marker=marker, markersize=3, color=colour, label=label)
+        band = line.get_color()  # the band matches its line even when the colour was automatic
+        ax.fill_between(xs, mean - std, mean + std, color=band, alpha=0.12, linewidth=0)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel(
+        data["parameter"] + "  (" + ", ".join(f"{k} {v}" for k, v in data["fixed"].items()) + ")"
+    )
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"Accuracy vs {data['parameter']} (ISP trained once on the shaded range)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def adaptive_decisions_figure(
+    path: Path,
+    isp,
+    dark: np.ndarray,
+    labels,
+    class_names,
+    *,
+    title: str = "Adaptive ISP: stages run per image (grey: skipped) and the image after each",
+) -> Path:
+    """AdaptiveISP-style: per test image, the stages that ran and the image after each of them."""
+    decisions = isp.decisions(dark)
+    names = list(decisions["stage_names"])
+    active = np.asarray(decisions["active"], dtype=bool)
+    values = [decisions["values"][name] for name in names]
+    rows, cols = len(dark), len(names) + 2
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
+    for r in range(rows):
+        x = dark[r : r + 1]
+        axes[r, 0].imshow(np.clip(x[0] * 4, 0, 1), interpolation="nearest")
+        axes[r, 0].set_ylabel(class_names[int(labels[r])], fontsize=8)
+        for s, name in enumerate(names):
+            ax = axes[r, s + 1]
+            if active[r, s]:
+                per_image = {k: v[r : r + 1] for k, v in values[s].items()}
+                x = np.asarray(STAGES[name].process(x, per_image))
+                ax.imshow(np.clip(x[0], 0, 1), interpolation="nearest")
+                ax.set_title(_short_value(name, per_image), fontsize=6)
+            else:
+                ax.set_facecolor("#eeeeee")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "skipped",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="grey",
+                    transform=ax.transAxes,
+                )
+        axes[r, -1].imshow(np.clip(x[0], 0, 1), interpolation="nearest")
+        axes[r, -1].set_title(f"{int(active[r].sum())} stages", fontsize=7)
+    for c, column in enumerate(["input x4", *names, "output"]):
+        axes[0, c].set_xlabel(column, fontsize=7)
+        axes[0, c].xaxis.set_label_position("top")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _short_value(stage: str, values: dict) -> str:
+    """One number that says what a stage did to one image, for figure titles."""
+    first = {
+        "exposure": "ev",
+        "gamma": "gamma",
+        "contrast": "factor",
+        "saturation": "factor",
+        "desaturation": "strength",
+        "sharpen": "strength",
+        "denoise": "strength",
+    }
+    key = first.get(stage)
+    if key is None:
+        return ""
+    return f"{key} {float(np.asarray(values[key]).ravel()[0]):.2f}"
+
+
+class ReportFigures:
+    """The figures of a run and of a study, drawn for the run layer (``diffisp train``/``eval``)."""
+
+    def run(
+        self,
+        directory: Path,
+        trainer: Any,
+        dataset: Any,
+        results: dict[str, dict],
+        methods: Sequence[Any] = (),
+    ) -> list[Path]:
+        data = trainer.data
+        n = 8
+        dark = np.asarray(data.test_dark[:n])
+        processed = np.asarray(trainer.isp(data.test_dark[:n]))
+        labels = np.asarray(data.test_labels[:n])
+        names = dataset.class_names
+        # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
+        variants = [
+            adaptive_decisions_figure(
+                directory / f"adaptive_decisions_{m.key}.png",
+                m.isp,
+                dark[:6],
+                labels[:6],
+                names,
+                title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
+            )
+            for m in methods
+            if m.isp is not None and not isinstance(m.isp, ISP) and m.isp is not trainer.isp
+        ]
+        return [
+            samples_figure(
+                directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
+            ),
+            training_curves_figure(directory / "training_curves.png", trainer.history),
+            parameters_figure(directory / "learned_parameters.png", trainer.isp)
+            if isinstance(trainer.isp, ISP)
+            else adaptive_decisions_figure(
+                directory / "adaptive_decisions.png", trainer.isp, dark[:6], labels[:6], names
+            ),
+            before_after_figure(
+                directory / "before_after.png",
+                dark,
+                processed,
+                labels,
+                names,
+                accuracies=(
+                    results["no_isp"]["accuracy"],
+                    results["learned_isp_phase2"]["accuracy"],
+                ),
+            ),
+            *variants,
+        ]
+
+    def sweeps(
+        self, directory: Path, sweeps: dict[str, Any], methods: dict[str, Any]
+    ) -> list[Path]:
+        return [
+            sweep_figure(directory / "sweep_brightness.png", sweeps["brightness"], methods),
+            sweep_figure(directory / "sweep_noise.png", sweeps["noise_sigma"], methods),
+        ]
+
+
+FIGURES = ReportFigures()

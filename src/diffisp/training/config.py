@@ -1,0 +1,209 @@
+"""Run configuration: one validated dataclass, presets, and a strict JSON round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffisp.data.degrade import LowLight
+from diffisp.errors import ConfigError
+from diffisp.isp.chain import parse_stage_list
+from diffisp.training.variants import parse_variant
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run. Validated on construction (``ConfigError``).
+
+    The protocol (a fair version of the reference's):
+
+    * phase 0: train the CNN on clean images (``epochs_clean``, ``lr_clean``);
+    * phase 1: CNN frozen in eval mode, optimise only the ISP on dark images (``epochs_isp``,
+      ``lr_isp``);
+    * phase 2: joint fine-tuning, ISP at ``lr_isp`` and CNN at ``lr_cnn`` (``epochs_joint``).
+    """
+
+    data: str = "auto"
+    data_dir: str | None = None
+    num_train: int = 512
+    num_test: int = 128
+    image_size: int = 32
+    batch_size: int = 32
+    epochs_clean: int = 5
+    epochs_isp: int = 1
+    epochs_joint: int = 1
+    lr_clean: float = 1e-3
+    lr_isp: float = 1e-2
+    # The adaptive ISP's parameter predictor is a neural network: it takes smaller, decaying
+    # steps than the global ISP's handful of parameters (cosine schedule, clipped gradients).
+    # At 1e-2, or 2e-3 without decay, its outputs ran to the bounds of every parameter in some
+    # runs (exposure +8 EV, gamma 0.1), where the bounded maps are flat and training stalls.
+    lr_predictor: float = 1e-3
+    lr_cnn: float = 1e-3
+    # Learning-rate schedules. The CNN's decays (cosine) within each phase, which settles its
+    # weights; the ISP's stays constant, since it has to travel far from the identity (measured:
+    # docs/experiments.md).
+    schedule: str = "cosine"
+    isp_schedule: str = "constant"
+    # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
+    bn_calibration: int = 512
+    isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
+    # Adaptive ISP (per-image parameters from a small CNN, optional per-image stage gates with
+    # a cost penalty cost_weight * expected share of the chain's measured run time).
+    adaptive: bool = False
+    gates: bool = True
+    cost_weight: float = 0.0
+    # Other ISPs trained (phases 1-2) against the same clean-trained CNN and compared.
+    variants: tuple[str, ...] = ()
+    brightness: tuple[float, float] = (0.1, 0.3)
+    noise_sigma: float = 0.02
+    noise: str = "gaussian"
+    seed: int = 0
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_test", "image_size", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("epochs_clean", "epochs_isp", "epochs_joint", "seed", "bn_calibration"):
+            _non_negative_int(name, getattr(self, name))
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be >= 8 pixels; got {self.image_size}")
+        if self.batch_size > self.num_train:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) is larger than the training set "
+                f"({self.num_train}); lower --batch-size or raise --num-train"
+            )
+        for name in ("lr_clean", "lr_isp", "lr_cnn", "lr_predictor"):
+            value = _number(name, getattr(self, name))
+            if not 0 < value <= 10:
+                raise ConfigError(f"{name} must be a learning rate in (0, 10]; got {value!r}")
+        for name in ("data", "preset"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string; got {getattr(self, name)!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
+        for name in ("adaptive", "gates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if not 0 <= _number("cost_weight", self.cost_weight) <= 100:
+            raise ConfigError(f"cost_weight must be in [0, 100]; got {self.cost_weight!r}")
+        if self.cost_weight and not (self.adaptive and self.gates):
+            raise ConfigError("cost_weight needs the adaptive ISP with gates (--isp adaptive)")
+        variants = _names("variants", self.variants)
+        object.__setattr__(self, "variants", variants)
+        keys = [parse_variant(v)[0] for v in variants]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"ISP variants must differ; got {list(variants)}")
+        for name in ("schedule", "isp_schedule"):
+            if getattr(self, name) not in ("constant", "cosine"):
+                raise ConfigError(
+                    f"{name} must be 'constant' or 'cosine'; got {getattr(self, name)!r}"
+                )
+        object.__setattr__(self, "isp", parse_stage_list(_names("isp", self.isp, preset=True)))
+        # LowLight validates brightness, noise_sigma and noise; keep its normalised pair.
+        object.__setattr__(self, "brightness", self.low_light().brightness)
+
+    def low_light(self) -> LowLight:
+        return LowLight(brightness=self.brightness, noise_sigma=self.noise_sigma, noise=self.noise)
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
+        """``quick`` (the reference's QUICK_MODE sizes) or ``full`` (its full sizes)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        values = {**PRESETS[name], "preset": name}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["isp"] = list(self.isp)
+        out["brightness"] = list(self.brightness)
+        out["variants"] = list(self.variants)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config must be a JSON object; got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s): {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(known))}"
+            )
+        values = dict(values)
+        for key in ("isp", "brightness", "variants"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(_read_json(path))
+
+    @classmethod
+    def load_dict(cls, path: str | Path) -> dict[str, Any]:
+        """The values of a JSON config file, checked for unknown keys and bad values."""
+        values = _read_json(path)
+        cls.from_dict(values)  # raises on unknown keys and bad values, naming them
+        return values
+
+
+def _read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference's QUICK_MODE: 512 train / 128 test, 1 + 1 epochs, plus a short phase 0.
+    "quick": {
+        "num_train": 512,
+        "num_test": 128,
+        "epochs_clean": 5,
+        "epochs_isp": 1,
+        "epochs_joint": 1,
+    },
+    # The reference's full run: 2000 / 500, 5 + 10 epochs, plus phase 0.
+    "full": {
+        "num_train": 2000,
+        "num_test": 500,
+        "epochs_clean": 15,
+        "epochs_isp": 5,
+        "epochs_joint": 10,
+    },
+}
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any, *, preset: bool = False) -> Any:
+    """A comma-separated string or a sequence of strings (a preset name when ``preset``)."""
+    if isinstance(value, str):
+        return value if preset else tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{name} must be a comma list or a list of names; got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _non_negative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer; got {value!r}")
