@@ -18,7 +18,9 @@ from diffisp.isp.chain import ISP
 from diffisp.models.classifier import SmallCNN
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import Trainer, prepare_data
+from diffisp.training.data import prepare_data
+from diffisp.training.loop import train
+from diffisp.training.state import TrainState
 
 TINY = dict(
     num_train=32,
@@ -80,12 +82,12 @@ def test_checkpoint_of_another_isp_layout_is_refused(tmp_path):
 
 def test_resume_with_a_changed_config_is_refused(tmp_path):
     cfg = TrainConfig(**TINY)
-    trainer = Trainer(cfg, prepare_data(toy_dataset(), cfg))
+    data = prepare_data(toy_dataset(), cfg)
     checkpoints = TrainingCheckpoints(tmp_path)
-    trainer.run(on_epoch=lambda t, r: checkpoints.save(t))
+    train(TrainState.create(cfg, data.num_classes), data, on_epoch=lambda t, r: checkpoints.save(t))
     other = TrainConfig(**{**TINY, "isp": ("exposure", "gamma")})
     with pytest.raises(CheckpointError, match="different config"):
-        checkpoints.restore_into(Trainer(other, prepare_data(toy_dataset(), other)))
+        checkpoints.restore_into(TrainState.create(other, data.num_classes), data.num_train)
 
 
 @pytest.mark.slow

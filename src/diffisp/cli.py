@@ -309,7 +309,7 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     from diffisp.models.evaluate import accuracy
     from diffisp.training.checkpoint import load_model
     from diffisp.training.config import TrainConfig
-    from diffisp.training.loop import prepare_data
+    from diffisp.training.data import prepare_data
 
     isp, model, meta = load_model(_model_dir(args.checkpoint))
     values = dict(meta["config"])

@@ -12,7 +12,9 @@ from diffisp.experiments.usage import isp_usage, parameter_summary
 from diffisp.isp.adaptive import AdaptiveISP
 from diffisp.training.checkpoint import load_model, save_model
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import Trainer, prepare_data
+from diffisp.training.data import prepare_data
+from diffisp.training.loop import train
+from diffisp.training.state import TrainState
 from diffisp.training.variants import parse_variant
 
 TINY = dict(
@@ -32,14 +34,15 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def trained():
     cfg = TrainConfig(**TINY)
-    trainer = Trainer(cfg, prepare_data(toy_dataset(), cfg))
+    data = prepare_data(toy_dataset(), cfg)
+    trainer = TrainState.create(cfg, data.num_classes)
     before = [np.asarray(p).copy() for p in jax.tree.leaves(nnx.state(trainer.isp, nnx.Param))]
-    trainer.run()
-    return trainer, before
+    train(trainer, data)
+    return trainer, before, data
 
 
 def test_adaptive_isp_trains_in_the_protocol(trained):
-    trainer, before = trained
+    trainer, before, _ = trained
     assert isinstance(trainer.isp, AdaptiveISP)
     after = jax.tree.leaves(nnx.state(trainer.isp, nnx.Param))
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
@@ -47,21 +50,21 @@ def test_adaptive_isp_trains_in_the_protocol(trained):
 
 
 def test_usage_and_parameter_summary(trained):
-    trainer, _ = trained
-    usage = isp_usage(trainer.isp, trainer.data.test_dark, repeats=1)
+    trainer, _, data = trained
+    usage = isp_usage(trainer.isp, data.test_dark, repeats=1)
     assert 0 <= usage["active_stages"] <= 3 and usage["isp_ms_per_image"] > 0
     assert set(usage["stage_rates"]) == {"exposure", "gamma", "tone_curve"}
-    summary = parameter_summary(trainer.isp, trainer.data.test_dark)
+    summary = parameter_summary(trainer.isp, data.test_dark)
     assert 0 <= summary["exposure"]["active_rate"] <= 1
     assert set(summary["exposure"]["ev"]) == {"mean", "std"}
 
 
 def test_saved_adaptive_model_reloads_identically(trained, tmp_path):
-    trainer, _ = trained
+    trainer, _, data = trained
     save_model(tmp_path / "m", trainer.isp, trainer.model, {"config": trainer.cfg.to_dict()})
     isp, _, _ = load_model(tmp_path / "m")
     assert isinstance(isp, AdaptiveISP)
-    x = trainer.data.test_dark[:4]
+    x = data.test_dark[:4]
     np.testing.assert_allclose(isp(x), trainer.isp(x), atol=1e-6)
 
 

@@ -17,7 +17,9 @@ from diffisp.experiments.protocol import (
 )
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import Trainer, prepare_data
+from diffisp.training.data import prepare_data
+from diffisp.training.loop import train
+from diffisp.training.state import TrainState
 
 TINY = dict(
     num_train=64,
@@ -40,15 +42,20 @@ def changed(before, after) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
+def tiny_data():
+    return prepare_data(toy_dataset(), TrainConfig(**TINY))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data):
     cfg = TrainConfig(**TINY)
-    trainer = Trainer(cfg, prepare_data(toy_dataset(), cfg))
+    trainer = TrainState.create(cfg, tiny_data.num_classes)
     snapshots = {"start": (params_of(trainer.isp), params_of(trainer.model))}
 
     def on_epoch(t, record):
         snapshots[(record.phase, record.epoch)] = (params_of(t.isp), params_of(t.model))
 
-    trainer.run(on_epoch=on_epoch)
+    train(trainer, tiny_data, on_epoch=on_epoch)
     return trainer, snapshots
 
 
@@ -76,10 +83,10 @@ def test_phase2_moves_both(tiny_run):
     assert changed(isp_a, isp_b) and changed(cnn_a, cnn_b)
 
 
-def test_protocol_rows_and_sample_counts(tiny_run):
+def test_protocol_rows_and_sample_counts(tiny_run, tiny_data):
     trainer, _ = tiny_run
     results = evaluate_methods(
-        protocol_methods(trainer, train_finetuned_baselines(trainer)), trainer
+        protocol_methods(trainer, train_finetuned_baselines(trainer, tiny_data)), tiny_data
     )
     assert list(results) == [
         "no_isp",
@@ -102,19 +109,19 @@ def test_protocol_rows_and_sample_counts(tiny_run):
 def test_same_seed_same_result(tiny_run):
     trainer, _ = tiny_run
     cfg = TrainConfig(**TINY)
-    again = Trainer(cfg, prepare_data(toy_dataset(), cfg))
-    again.run()
+    data = prepare_data(toy_dataset(), cfg)
+    again = train(TrainState.create(cfg, data.num_classes), data)
     for a, b in zip(params_of(trainer.isp), params_of(again.isp), strict=True):
         np.testing.assert_array_equal(a, b)
     assert [r.loss for r in again.history] == [r.loss for r in trainer.history]
 
 
-def test_model_checkpoint_round_trip(tiny_run, tmp_path):
+def test_model_checkpoint_round_trip(tiny_run, tiny_data, tmp_path):
     trainer, _ = tiny_run
     save_model(tmp_path / "model", trainer.isp, trainer.model, {"image_size": 16})
     isp, model, meta = load_model(tmp_path / "model")
     assert meta["isp_stages"] == list(trainer.isp.stage_names) and meta["image_size"] == 16
-    x = trainer.data.test_dark[:4]
+    x = tiny_data.test_dark[:4]
     np.testing.assert_allclose(isp(x), trainer.isp(x), atol=1e-6)
     trainer.model.eval()
     np.testing.assert_allclose(model(isp(x)), trainer.model(trainer.isp(x)), atol=1e-5)
@@ -133,7 +140,7 @@ def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
     cfg = TrainConfig(**TINY)
     data = prepare_data(toy_dataset(), cfg)
     checkpoints = TrainingCheckpoints(tmp_path)
-    first = Trainer(cfg, data)
+    first = TrainState.create(cfg, data.num_classes)
 
     class Stop(Exception):
         pass
@@ -144,11 +151,11 @@ def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        first.run(on_epoch=stop_mid_phase1)
-    resumed = Trainer(cfg, data)
-    TrainingCheckpoints(tmp_path).restore_into(resumed)
+        train(first, data, on_epoch=stop_mid_phase1)
+    resumed = TrainState.create(cfg, data.num_classes)
+    TrainingCheckpoints(tmp_path).restore_into(resumed, data.num_train)
     assert resumed.position == (1, 1)
-    resumed.run()
+    train(resumed, data)
     for a, b in zip(params_of(trainer.isp), params_of(resumed.isp), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     for a, b in zip(params_of(trainer.model), params_of(resumed.model), strict=True):
@@ -158,10 +165,11 @@ def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
 
 def test_nan_loss_stops_training_before_writing_parameters():
     cfg = TrainConfig(**{**TINY, "epochs_clean": 1})
-    trainer = Trainer(cfg, prepare_data(toy_dataset(), cfg))
+    data = prepare_data(toy_dataset(), cfg)
+    trainer = TrainState.create(cfg, data.num_classes)
     trainer.isp.stage("gamma").gamma_raw[...] = jnp.float32(jnp.nan)  # poisons phase 1
     saved = []
     with pytest.raises(TrainingDivergedError, match=r"loss became nan in phase 1 \(isp\)"):
-        trainer.run(on_epoch=lambda t, r: saved.append(r))
+        train(trainer, data, on_epoch=lambda t, r: saved.append(r))
     # Phase 0 finished and was handed to the checkpoint callback; the diverged epoch never was.
     assert [r.phase for r in saved] == [0]

@@ -41,17 +41,11 @@ from diffisp.isp.operators import isp_composite
 from diffisp.models.classifier import SmallCNN
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import (
-    PHASES,
-    Phase,
-    RunData,
-    Trainer,
-    _train_step,
-    cross_entropy,
-    train_one_epoch,
-)
+from diffisp.training.data import RunData
+from diffisp.training.state import PHASES, Phase, TrainState
+from diffisp.training.step import train_one_epoch, train_step
 
-BENCH_SCHEMA = "diffisp.experiments.bench/1"
+BENCH_SCHEMA = "diffisp.bench/1"
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -135,6 +129,10 @@ def reference_formulation(isp: ISP) -> ISP:
 # ---------------------------------------------------------------- the reference-style loop
 
 
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
 def _composite_images(composite, images):
     return composite(Batch.from_parts({"image": images}, {})).data["image"]
 
@@ -142,7 +140,7 @@ def _composite_images(composite, images):
 @nnx.jit
 def _reference_isp_step(composite, detector, isp_opt, images, labels):
     def loss_fn(composite):
-        return cross_entropy(detector(_composite_images(composite, images)), labels)
+        return _cross_entropy(detector(_composite_images(composite, images)), labels)
 
     loss, grads = nnx.value_and_grad(loss_fn)(composite)
     isp_opt.update(composite, grads)
@@ -152,7 +150,7 @@ def _reference_isp_step(composite, detector, isp_opt, images, labels):
 @nnx.jit
 def _reference_joint_step(composite, detector, isp_opt, det_opt, images, labels):
     def loss_fn(composite, detector):
-        return cross_entropy(detector(_composite_images(composite, images)), labels)
+        return _cross_entropy(detector(_composite_images(composite, images)), labels)
 
     loss, (g_isp, g_det) = nnx.value_and_grad(loss_fn, argnums=(0, 1))(composite, detector)
     isp_opt.update(composite, g_isp)
@@ -209,20 +207,22 @@ def bench_reference(data: RunData, epochs: int, *, reference_ops: bool) -> dict[
 # ---------------------------------------------------------------- the fast path
 
 
-def step_flops(trainer: Trainer, phase: Phase, batch_size: int) -> float:
+def step_flops(state: TrainState, data: RunData, phase: Phase) -> float:
     """FLOPs of one compiled training step, from XLA's cost analysis."""
-    graphdef, state = nnx.split((trainer.isp, trainer.model, *trainer.new_optimizers(phase)))
-    data = trainer.data
-    lowered = _train_step.lower(
+    optimizer = state.new_optimizer(phase, data.num_train)
+    graphdef, train_state = nnx.split((state.learner, optimizer))
+    step = jax.jit(train_step, static_argnames=("graphdef", "phase", "task", "batch_size"))
+    lowered = step.lower(
         graphdef,
-        state,
+        train_state,
         data.train_dark,
         data.train_labels,
         jnp.arange(data.num_train),
         jax.random.key(0),
         0,
         phase=phase,
-        batch_size=batch_size,
+        task=state.task,
+        batch_size=state.cfg.batch_size,
     )
     cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -230,22 +230,34 @@ def step_flops(trainer: Trainer, phase: Phase, batch_size: int) -> float:
 
 
 def bench_fast(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any]:
-    trainer = Trainer(cfg, data)
+    state = TrainState.create(cfg, data.num_classes)
     out = {}
+
+    def epoch_of(phase: Phase, epoch: int) -> None:
+        state.learner, state.optimizer, _, _ = train_one_epoch(
+            state.learner,
+            state.optimizer,
+            phase,
+            data.train_dark,
+            data.train_labels,
+            task=state.task,
+            seed=cfg.seed,
+            epoch=epoch,
+            batch_size=cfg.batch_size,
+            bn_calibration=cfg.bn_calibration,
+        )
+
     for phase in PHASES[1:]:
-        modules = (trainer.isp, trainer.model, trainer.new_optimizers(phase))
+        state.optimizer = state.new_optimizer(phase, data.num_train)
         start = time.perf_counter()
-        modules, _, _ = train_one_epoch(modules, phase, data.train_dark, data.train_labels, cfg, 0)
+        epoch_of(phase, 0)
         first = time.perf_counter() - start
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):
-            modules, _, _ = train_one_epoch(
-                modules, phase, data.train_dark, data.train_labels, cfg, epoch
-            )
+            epoch_of(phase, epoch)
         elapsed = time.perf_counter() - start
-        trainer.isp, trainer.model = modules[0], modules[1]
         steps = epochs * (data.num_train // cfg.batch_size)
-        flops = step_flops(trainer, phase, cfg.batch_size)
+        flops = step_flops(state, data, phase)
         out[f"phase{phase.index}"] = {
             "images_per_s": steps * cfg.batch_size / elapsed,
             "compile_s": max(first - elapsed / epochs, 0.0),

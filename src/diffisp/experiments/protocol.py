@@ -17,11 +17,14 @@ from typing import Any
 import jax
 from flax import nnx
 
-from diffisp.data.degrade import LowLight, _darken
+from diffisp.data.degrade import LowLight, darken
 from diffisp.experiments.usage import isp_usage
 from diffisp.isp import baselines
-from diffisp.models.evaluate import accuracy
-from diffisp.training.loop import Trainer, detached_copy, finetune_cnn
+from diffisp.models.evaluate import evaluate
+from diffisp.models.task import CLASSIFY, Task
+from diffisp.training.data import RunData
+from diffisp.training.loop import finetune_model, train
+from diffisp.training.state import TrainState, detached_copy
 from diffisp.training.variants import parse_variant
 from diffisp.util.stats import gap_closed
 
@@ -41,26 +44,29 @@ class Method:
     transform: Callable[[jax.Array], jax.Array] | None = None
     clean_input: bool = False
 
-    def accuracy(self, dark: jax.Array, clean: jax.Array, labels: jax.Array) -> float:
+    def metrics(
+        self, dark: jax.Array, clean: jax.Array, targets: Any, task: Task = CLASSIFY
+    ) -> dict[str, float]:
         images = clean if self.clean_input else dark
-        return accuracy(self.model, images, labels, isp=self.isp, transform=self.transform)
+        return evaluate(
+            self.model, images, targets, isp=self.isp, transform=self.transform, task=task
+        )
 
 
-def train_finetuned_baselines(trainer: Trainer) -> dict[str, nnx.Module]:
+def train_finetuned_baselines(state: TrainState, data: RunData) -> dict[str, nnx.Module]:
     """CNNs trained on from the clean-trained one with the learned ISP's budget after phase 0.
 
     On dark images (no ISP; behind a fixed gamma), and on clean images: the last is the clean
     oracle, so that the ceiling had as many epochs as everything it is compared with.
     """
-    cfg, data = trainer.cfg, trainer.data
-    start = trainer.snapshots.get("cnn_clean", trainer.model)
+    cfg, start = state.cfg, state.model_after_phase0
     epochs = cfg.epochs_isp + cfg.epochs_joint
-    common = dict(epochs=epochs, lr=cfg.lr_cnn)
+    common = dict(epochs=epochs, lr=cfg.lr_cnn, task=state.task)
     return {
-        "dark_cnn": finetune_cnn(
+        "dark_cnn": finetune_model(
             start, data.train_dark, data.train_labels, cfg, name="dark_cnn", index=10, **common
         ),
-        "fixed_gamma_cnn": finetune_cnn(
+        "fixed_gamma_cnn": finetune_model(
             start,
             data.train_dark,
             data.train_labels,
@@ -70,17 +76,16 @@ def train_finetuned_baselines(trainer: Trainer) -> dict[str, nnx.Module]:
             index=11,
             **common,
         ),
-        "clean_cnn": finetune_cnn(
+        "clean_cnn": finetune_model(
             start, data.train_clean, data.train_labels, cfg, name="clean_cnn", index=12, **common
         ),
     }
 
 
-def protocol_methods(trainer: Trainer, finetuned: dict[str, nnx.Module]) -> list[Method]:
+def protocol_methods(state: TrainState, finetuned: dict[str, nnx.Module]) -> list[Method]:
     """Every row of the comparison, in table order."""
-    cnn_clean = trainer.snapshots.get("cnn_clean", trainer.model)
-    isp_phase1 = trainer.snapshots.get("isp_phase1", trainer.isp)
-    epochs = trainer.cfg.epochs_isp + trainer.cfg.epochs_joint
+    cnn_clean, isp_phase1 = state.model_after_phase0, state.isp_after_phase1
+    epochs = state.cfg.epochs_isp + state.cfg.epochs_joint
     return [
         Method("no_isp", "No ISP", "dark images straight into the clean-trained CNN", cnn_clean),
         Method(
@@ -128,8 +133,8 @@ def protocol_methods(trainer: Trainer, finetuned: dict[str, nnx.Module]) -> list
             "learned_isp_phase2",
             "Learned ISP (phase 2)",
             "ISP and CNN fine-tuned jointly on dark images",
-            trainer.model,
-            isp=trainer.isp,
+            state.model,
+            isp=state.isp,
         ),
         Method(
             "clean_oracle",
@@ -142,22 +147,19 @@ def protocol_methods(trainer: Trainer, finetuned: dict[str, nnx.Module]) -> list
     ]
 
 
-def evaluate_methods(methods: Sequence[Method], trainer: Trainer) -> dict[str, dict]:
-    """Accuracy of every method on the run's test set, plus the share of the gap each closes."""
-    data = trainer.data
-    n = int(data.test_labels.shape[0])
-    rows = {
-        m.key: {
-            "label": m.label,
-            "accuracy": m.accuracy(data.test_dark, data.test_clean, data.test_labels),
-            "num_samples": n,
-            "description": m.description,
-        }
-        for m in methods
-    }
-    floor, ceiling = rows["no_isp"]["accuracy"], rows["clean_oracle"]["accuracy"]
+def evaluate_methods(
+    methods: Sequence[Method], data: RunData, task: Task = CLASSIFY
+) -> dict[str, dict]:
+    """The task's metrics for every method on the run's test set, and the share of the gap
+    (no ISP -> clean oracle) each closes in the task's headline metric."""
+    rows = {}
+    for m in methods:
+        metrics = m.metrics(data.test_dark, data.test_clean, data.test_labels, task)
+        rows[m.key] = {"label": m.label, **metrics, "description": m.description}
+    key = task.headline
+    floor, ceiling = rows["no_isp"][key], rows["clean_oracle"][key]
     for row in rows.values():
-        row["gap_closed"] = gap_closed(row["accuracy"], floor, ceiling)
+        row["gap_closed"] = gap_closed(row[key], floor, ceiling)
     for m in methods:
         if m.isp is not None:
             usage = isp_usage(m.isp, data.test_dark)
@@ -169,17 +171,19 @@ def evaluate_methods(methods: Sequence[Method], trainer: Trainer) -> dict[str, d
 
 def sweep(
     methods: Sequence[Method],
-    trainer: Trainer,
+    data: RunData,
+    cfg: Any,
     kind: str,
     values: Sequence[float],
+    task: Task = CLASSIFY,
 ) -> dict[str, list[float]]:
     """Accuracy of each method as the darkening or the noise changes (ISP trained once).
 
     ``kind="brightness"``: a fixed brightness factor per point, the run's noise sigma.
     ``kind="noise_sigma"``: the run's brightness range, a given noise sigma per point.
-    Every method sees the same darkened test images at each point.
+    Every method sees the same darkened test images at each point; values are the task's
+    headline metric.
     """
-    cfg, data = trainer.cfg, trainer.data
     if kind not in ("brightness", "noise_sigma"):
         raise ValueError(f"unknown sweep {kind!r}")
     out: dict[str, list[float]] = {m.key: [] for m in methods}
@@ -190,33 +194,32 @@ def sweep(
         else:
             low_light = LowLight(tuple(cfg.brightness), value, cfg.noise)
         point_key = jax.random.fold_in(jax.random.fold_in(key, 0 if kind == "brightness" else 1), i)
-        dark, _ = _darken(point_key, data.test_clean, low_light)
+        dark, _ = darken(point_key, data.test_clean, low_light)
         for m in methods:
-            out[m.key].append(m.accuracy(dark, data.test_clean, data.test_labels))
+            metrics = m.metrics(dark, data.test_clean, data.test_labels, task)
+            out[m.key].append(metrics[task.headline])
     return out
 
 
 # ---------------------------------------------------------------- ISP variants (issue: adaptive)
 
 
-def train_variant(trainer: Trainer, overrides: dict[str, Any]) -> Trainer:
-    """Phases 1 and 2 with another ISP, starting from the same clean-trained CNN."""
-    cfg = dataclasses.replace(trainer.cfg, **overrides)
-    cnn_clean = trainer.snapshots.get("cnn_clean", trainer.model)
-    variant = Trainer(cfg, trainer.data)
-    variant.model = detached_copy(cnn_clean)
-    variant.snapshots["cnn_clean"] = cnn_clean
+def train_variant(state: TrainState, data: RunData, overrides: dict[str, Any]) -> TrainState:
+    """Phases 1 and 2 with another ISP, starting from the same clean-trained model."""
+    cfg = dataclasses.replace(state.cfg, **overrides)
+    variant = TrainState.create(cfg, state.num_classes, state.task)
+    variant.learner.model = detached_copy(state.model_after_phase0)
+    variant.snapshots["cnn_clean"] = state.model_after_phase0
     variant.position = (1, 0)
-    variant.run()
-    return variant
+    return train(variant, data)
 
 
-def variant_methods(trainer: Trainer, specs: Sequence[str]) -> list[Method]:
+def variant_methods(state: TrainState, data: RunData, specs: Sequence[str]) -> list[Method]:
     """Train each ISP variant and return its phase-2 method (with usage fields filled later)."""
     methods = []
     for spec in specs:
         key, label, overrides = parse_variant(spec)
-        variant = train_variant(trainer, overrides)
+        variant = train_variant(state, data, overrides)
         description = (
             f"{label}: {', '.join(variant.cfg.isp)}; phases 1-2 from the same clean-trained CNN"
         )

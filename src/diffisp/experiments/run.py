@@ -35,7 +35,9 @@ from diffisp.experiments.protocol import (
 from diffisp.experiments.usage import parameter_summary
 from diffisp.training.checkpoint import TrainingCheckpoints, save_model
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import PHASES, Trainer, prepare_data
+from diffisp.training.data import RunData, prepare_data
+from diffisp.training.loop import train
+from diffisp.training.state import PHASES, TrainState
 from diffisp.util.io import atomic_write_json
 
 METRICS_SCHEMA = "diffisp.metrics/1"
@@ -99,10 +101,9 @@ class FigureWriter(Protocol):
     def run(
         self,
         directory: Path,
-        trainer: Trainer,
+        outcome: RunOutcome,
         dataset: Dataset,
         results: dict[str, dict],
-        methods: list[Method],
     ) -> list[Path]: ...
 
     def sweeps(
@@ -112,10 +113,11 @@ class FigureWriter(Protocol):
 
 @dataclass
 class RunOutcome:
-    """What a run leaves in memory: its metrics and the trained methods (for sweeps)."""
+    """What a run leaves in memory: its metrics, final state, data and methods (for sweeps)."""
 
     metrics: dict[str, Any]
-    trainer: Trainer
+    state: TrainState
+    data: RunData
     methods: list[Method]
 
 
@@ -142,17 +144,17 @@ def run_experiment(
     if dataset.is_standin:
         log(f"note: {dataset.description}")
     data = prepare_data(dataset, cfg)
-    trainer = Trainer(cfg, data)
+    state = TrainState.create(cfg, data.num_classes)
     if not resume:  # only now: a run that cannot start leaves no directory behind
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
     checkpoints = TrainingCheckpoints(out_dir)
     if resume and checkpoints.latest_step() is not None:
-        checkpoints.restore_into(trainer)
-        log(f"resuming {out_dir} at phase {trainer.position[0]}, epoch {trainer.position[1] + 1}")
+        checkpoints.restore_into(state, data.num_train)
+        log(f"resuming {out_dir} at phase {state.position[0]}, epoch {state.position[1] + 1}")
     atomic_write_json(out_dir / "environment.json", environment())
 
-    def on_epoch(trainer: Trainer, record) -> None:
-        checkpoints.save(trainer)
+    def on_epoch(state: TrainState, record) -> None:
+        checkpoints.save(state)
         log(
             f"phase {record.phase} ({record.phase_name}) epoch {record.epoch}: "
             f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
@@ -164,29 +166,31 @@ def run_experiment(
             raise KeyboardInterrupt
 
     train_started = time.perf_counter()
-    with _progress_bar(trainer, enabled=progress) as bar, _DeferredInterrupt(log) as interrupt:
+    with (
+        _progress_bar(state, data.num_train, enabled=progress) as bar,
+        _DeferredInterrupt(log) as interrupt,
+    ):
         on_step = bar.on_step if bar else None
         if bar:
             log = bar.log
         try:
-            trainer.run(on_epoch=on_epoch, on_step=on_step)
+            train(state, data, on_epoch=on_epoch, on_step=on_step)
         except KeyboardInterrupt:
             log(f"interrupted; resume with: diffisp train --resume {out_dir}")
             raise
     train_seconds = time.perf_counter() - train_started
 
     log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
-    methods = protocol_methods(trainer, train_finetuned_baselines(trainer))
+    methods = protocol_methods(state, train_finetuned_baselines(state, data))
     if cfg.variants:
         log(f"training ISP variants against the same CNN: {', '.join(cfg.variants)}")
         clean = methods.pop()  # keep the clean oracle last
-        methods += [*variant_methods(trainer, cfg.variants), clean]
-    results = evaluate_methods(methods, trainer)
-    save_model(out_dir / "model", trainer.isp, trainer.model, _model_meta(cfg, dataset))
+        methods += [*variant_methods(state, data, cfg.variants), clean]
+    results = evaluate_methods(methods, data, state.task)
+    save_model(out_dir / "model", state.isp, state.model, _model_meta(cfg, dataset))
+    outcome = RunOutcome({}, state, data, methods)
     figure_paths = (
-        []
-        if figures is None
-        else figures.run(out_dir / "figures", trainer, dataset, results, methods)
+        [] if figures is None else figures.run(out_dir / "figures", outcome, dataset, results)
     )
     metrics = {
         "schema": METRICS_SCHEMA,
@@ -196,7 +200,7 @@ def run_experiment(
         "dataset": dataset_summary(dataset),
         "config": cfg.to_dict(),
         "results": results,
-        "learned_parameters": parameter_summary(trainer.isp, trainer.data.test_dark),
+        "learned_parameters": parameter_summary(state.isp, data.test_dark),
         "timing": {
             "train_seconds": round(train_seconds, 2),
             "total_seconds": round(time.perf_counter() - started, 2),
@@ -204,9 +208,10 @@ def run_experiment(
         "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
         "environment": environment(),
     }
-    atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in trainer.history])
+    atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in state.history])
     atomic_write_json(out_dir / "metrics.json", metrics)
-    return RunOutcome(metrics, trainer, methods)
+    outcome.metrics = metrics
+    return outcome
 
 
 def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
@@ -276,8 +281,9 @@ class _DeferredInterrupt:
 class _progress_bar:
     """A rich progress bar per phase, advanced once per step (no device sync per step)."""
 
-    def __init__(self, trainer: Trainer, enabled: bool) -> None:
-        self.trainer, self.enabled, self.progress, self.tasks = trainer, enabled, None, {}
+    def __init__(self, state: TrainState, num_train: int, enabled: bool) -> None:
+        self.state, self.num_train, self.enabled = state, num_train, enabled
+        self.progress, self.tasks = None, {}
 
     def __enter__(self) -> _progress_bar | None:
         if not self.enabled:
@@ -291,10 +297,10 @@ class _progress_bar:
             TimeElapsedColumn(),
             transient=False,
         )
-        steps = self.trainer.steps_per_epoch()
-        current, epoch = self.trainer.position
+        steps = self.state.steps_per_epoch(self.num_train)
+        current, epoch = self.state.position
         for phase in PHASES:
-            total = steps * self.trainer.epochs_in(phase)
+            total = steps * self.state.epochs_in(phase)
             done = (
                 total if phase.index < current else (epoch * steps if phase.index == current else 0)
             )

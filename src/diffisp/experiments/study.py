@@ -68,9 +68,15 @@ def run_study(
         sweeps_per_seed.append(
             {
                 "brightness": sweep(
-                    outcome.methods, outcome.trainer, "brightness", brightness_values
+                    outcome.methods,
+                    outcome.data,
+                    outcome.state.cfg,
+                    "brightness",
+                    brightness_values,
                 ),
-                "noise_sigma": sweep(outcome.methods, outcome.trainer, "noise_sigma", noise_values),
+                "noise_sigma": sweep(
+                    outcome.methods, outcome.data, outcome.state.cfg, "noise_sigma", noise_values
+                ),
             }
         )
     methods = _aggregate_methods(runs)

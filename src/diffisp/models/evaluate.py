@@ -1,25 +1,28 @@
-"""Accuracy of a classifier behind an ISP, computed in compiled, padded chunks."""
+"""Predictions and metrics of a task model behind an ISP, computed in compiled, padded chunks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diffisp.models.task import CLASSIFY, Task
+
 Transform = Callable[[jax.Array], jax.Array]
 
 
-@partial(jax.jit, static_argnames=("graphdef", "transform"))
-def _predict(graphdef, state, images, transform):
+@partial(jax.jit, static_argnames=("graphdef", "transform", "task"))
+def _predict(graphdef, state, images, transform, task):
     model, isp = nnx.merge(graphdef, state)
     model.eval()  # on the traced copy only: the caller's module keeps its mode
     x = images if transform is None else transform(images)
     x = x if isp is None else isp(x)
-    return jnp.argmax(model(x), axis=-1)
+    return task.predict(model, x)
 
 
 def predict(
@@ -28,9 +31,10 @@ def predict(
     *,
     isp: nnx.Module | None = None,
     transform: Transform | None = None,
+    task: Task = CLASSIFY,
     chunk: int = 500,
-) -> np.ndarray:
-    """Predicted classes for ``(N, H, W, 3)`` images, eval-mode batch norm.
+) -> Any:
+    """The task's predictions for ``(N, H, W, 3)`` images, eval-mode batch norm, on the host.
 
     The images go through ``transform`` (a fixed function, e.g. a fixed gamma), then ``isp``
     (a learnable ISP), then ``model``. Chunks are padded to one size so there is one compilation.
@@ -44,8 +48,23 @@ def predict(
         short = size - part.shape[0]
         if short:
             part = jnp.concatenate([part, jnp.zeros((short, *part.shape[1:]), part.dtype)])
-        preds.append(_predict(graphdef, state, part, transform)[: size - short])
-    return np.asarray(jnp.concatenate(preds))
+        out = _predict(graphdef, state, part, transform, task)
+        preds.append(jax.tree.map(lambda p, keep=size - short: p[:keep], out))
+    return jax.tree.map(lambda *parts: np.asarray(jnp.concatenate(parts)), *preds)
+
+
+def evaluate(
+    model: nnx.Module,
+    images: jax.Array,
+    targets: Any,
+    *,
+    isp: nnx.Module | None = None,
+    transform: Transform | None = None,
+    task: Task = CLASSIFY,
+) -> dict[str, float]:
+    """The task's metrics for ``model`` behind ``transform`` and ``isp`` on ``images``."""
+    predictions = predict(model, images, isp=isp, transform=transform, task=task)
+    return task.metrics(predictions, targets)
 
 
 def accuracy(
@@ -57,6 +76,4 @@ def accuracy(
     transform: Transform | None = None,
 ) -> float:
     """Fraction of correctly classified images (over all samples, not a mean of batch means)."""
-    return float(
-        np.mean(predict(model, images, isp=isp, transform=transform) == np.asarray(labels))
-    )
+    return evaluate(model, images, labels, isp=isp, transform=transform)["accuracy"]

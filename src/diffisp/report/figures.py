@@ -14,7 +14,7 @@ import numpy as np
 
 from diffisp.isp.chain import ISP
 from diffisp.isp.stages import STAGES
-from diffisp.training.loop import EpochRecord
+from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig
 
 DPI = 120
@@ -301,17 +301,16 @@ class ReportFigures:
     """The figures of a run and of a study, drawn for the run layer (``diffisp train``/``eval``)."""
 
     def run(
-        self,
-        directory: Path,
-        trainer: Any,
-        dataset: Any,
-        results: dict[str, dict],
-        methods: Sequence[Any] = (),
+        self, directory: Path, outcome: Any, dataset: Any, results: dict[str, dict]
     ) -> list[Path]:
-        data = trainer.data
+        """Samples, training curves, the learned ISP, before/after, adaptive decisions.
+
+        ``outcome`` is the run's :class:`diffisp.experiments.run.RunOutcome`.
+        """
+        state, data, methods = outcome.state, outcome.data, outcome.methods
         n = 8
         dark = np.asarray(data.test_dark[:n])
-        processed = np.asarray(trainer.isp(data.test_dark[:n]))
+        processed = np.asarray(state.isp(data.test_dark[:n]))
         labels = np.asarray(data.test_labels[:n])
         names = dataset.class_names
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
@@ -325,17 +324,17 @@ class ReportFigures:
                 title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
             )
             for m in methods
-            if m.isp is not None and not isinstance(m.isp, ISP) and m.isp is not trainer.isp
+            if m.isp is not None and not isinstance(m.isp, ISP) and m.isp is not state.isp
         ]
         return [
             samples_figure(
                 directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
             ),
-            training_curves_figure(directory / "training_curves.png", trainer.history),
-            parameters_figure(directory / "learned_parameters.png", trainer.isp)
-            if isinstance(trainer.isp, ISP)
+            training_curves_figure(directory / "training_curves.png", state.history),
+            parameters_figure(directory / "learned_parameters.png", state.isp)
+            if isinstance(state.isp, ISP)
             else adaptive_decisions_figure(
-                directory / "adaptive_decisions.png", trainer.isp, dark[:6], labels[:6], names
+                directory / "adaptive_decisions.png", state.isp, dark[:6], labels[:6], names
             ),
             before_after_figure(
                 directory / "before_after.png",

@@ -19,11 +19,13 @@ from flax import nnx
 
 from diffisp.errors import CheckpointError
 from diffisp.isp.chain import ISP
-from diffisp.models.classifier import SmallCNN
+from diffisp.models.task import TASKS
 from diffisp.training.config import TrainConfig
-from diffisp.training.loop import PHASES, EpochRecord, Trainer, build_isp
+from diffisp.training.state import PHASES, EpochRecord, TrainState, build_isp
 
-FORMAT_VERSION = 1
+# Training checkpoints: 2 since one optimiser per phase (1 had one per ISP and model).
+FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 1
 
 
 def _pure(module: Any) -> dict:
@@ -45,10 +47,9 @@ def _manager(directory: Path, max_to_keep: int | None = 2) -> ocp.CheckpointMana
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
-def _training_modules(trainer: Trainer) -> dict[str, Any]:
-    isp_opt, cnn_opt = trainer.optimizers
-    modules = {"isp": trainer.isp, "model": trainer.model, "isp_opt": isp_opt, "cnn_opt": cnn_opt}
-    modules.update(trainer.snapshots)
+def _training_modules(state: TrainState) -> dict[str, Any]:
+    modules = {"isp": state.isp, "model": state.model, "optimizer": state.optimizer}
+    modules.update(state.snapshots)
     return {k: v for k, v in modules.items() if v is not None}
 
 
@@ -59,17 +60,17 @@ class TrainingCheckpoints:
         self.directory = Path(run_dir) / "checkpoints"
         self.manager = _manager(self.directory)
 
-    def save(self, trainer: Trainer) -> None:
-        modules = _training_modules(trainer)
+    def save(self, state: TrainState) -> None:
+        modules = _training_modules(state)
         meta = {
             "format": FORMAT_VERSION,
-            "position": list(trainer.position),
-            "history": [dataclasses.asdict(r) for r in trainer.history],
-            "config": trainer.cfg.to_dict(),
+            "position": list(state.position),
+            "history": [dataclasses.asdict(r) for r in state.history],
+            "config": state.cfg.to_dict(),
             "modules": sorted(modules),
         }
         trees = {k: _pure(m) for k, m in modules.items()}
-        step = len(trainer.history)
+        step = len(state.history)
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -82,26 +83,28 @@ class TrainingCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore_into(self, trainer: Trainer) -> None:
-        """Load the latest checkpoint into a freshly built ``trainer`` (same config and data)."""
+    def restore_into(self, state: TrainState, num_train: int) -> None:
+        """Load the latest checkpoint into a fresh ``state`` of the same config.
+
+        ``num_train`` (the run's training-set size) sizes the restored optimiser's schedule.
+        """
         step = self.latest_step()
         if step is None:
             raise CheckpointError(f"no finished checkpoint in {self.directory}")
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if meta.get("format") != FORMAT_VERSION:
             raise CheckpointError(f"checkpoint format {meta.get('format')} is not supported")
-        if meta["config"] != trainer.cfg.to_dict():
+        if meta["config"] != state.cfg.to_dict():
             raise CheckpointError("the checkpoint was written by a run with a different config")
-        trainer.position = tuple(meta["position"])
-        trainer.history = [EpochRecord(**r) for r in meta["history"]]
-        phase_index, epoch = trainer.position
+        state.position = tuple(meta["position"])
+        state.history = [EpochRecord(**r) for r in meta["history"]]
+        phase_index, epoch = state.position
         if phase_index < len(PHASES) and epoch > 0:
-            trainer.optimizers = trainer.new_optimizers(PHASES[phase_index])
-        if "cnn_clean" in meta["modules"]:
-            trainer.snapshots["cnn_clean"] = SmallCNN(trainer.data.num_classes, rngs=nnx.Rngs(0))
-        if "isp_phase1" in meta["modules"]:
-            trainer.snapshots["isp_phase1"] = build_isp(trainer.cfg)
-        modules = _training_modules(trainer)
+            state.optimizer = state.new_optimizer(PHASES[phase_index], num_train)
+        for name in ("cnn_clean", "isp_phase1"):
+            if name in meta["modules"]:
+                state.snapshots[name] = state.blank_snapshot(name)
+        modules = _training_modules(state)
         if sorted(modules) != meta["modules"]:
             raise CheckpointError(
                 f"checkpoint holds {meta['modules']}, expected {sorted(modules)} at this position"
@@ -118,16 +121,17 @@ class TrainingCheckpoints:
         for key, module in modules.items():
             _fill(module, restored[key])
         phase = PHASES[min(phase_index, len(PHASES) - 1)]
-        trainer.model.train() if (epoch > 0 and phase.train_cnn) else trainer.model.eval()
+        state.model.train() if (epoch > 0 and phase.train_cnn) else state.model.eval()
 
 
 def save_model(
-    directory: str | Path, isp: nnx.Module, model: SmallCNN, meta: dict[str, Any]
+    directory: str | Path, isp: nnx.Module, model: nnx.Module, meta: dict[str, Any]
 ) -> Path:
     """Save a trained ISP and CNN (and what is needed to rebuild them) for eval/apply."""
     directory = Path(directory).absolute()
     layout = {
-        "format": FORMAT_VERSION,
+        "format": MODEL_FORMAT_VERSION,
+        "task": meta.get("task", "classify"),
         "isp_stages": list(isp.stage_names),
         "num_classes": int(model.head.out_features),
         **meta,
@@ -143,7 +147,7 @@ def save_model(
     return directory
 
 
-def load_model(directory: str | Path) -> tuple[nnx.Module, SmallCNN, dict[str, Any]]:
+def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str, Any]]:
     """Rebuild the ISP and CNN saved by :func:`save_model`.
 
     Raises:
@@ -165,7 +169,8 @@ def load_model(directory: str | Path) -> tuple[nnx.Module, SmallCNN, dict[str, A
             isp = build_isp(TrainConfig.from_dict(meta["config"]))
         else:
             isp = ISP(meta["isp_stages"])
-        model = SmallCNN(int(meta["num_classes"]), rngs=nnx.Rngs(0))
+        task = TASKS[meta.get("task", "classify")]
+        model = task.build_model(int(meta["num_classes"]), rngs=nnx.Rngs(0))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{directory} has no valid diffisp model metadata: {exc}") from exc
     target = {"isp": _abstract(_pure(isp)), "model": _abstract(_pure(model))}

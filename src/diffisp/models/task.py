@@ -1,0 +1,93 @@
+"""The task interface: what training and evaluation need from a downstream vision task.
+
+Training knows nothing about classes, logits or boxes. A task says how to build its model, how
+to score a batch (the loss the ISP is trained for), how to turn model outputs into predictions
+and how to measure them. :class:`Classification` is today's task; a detector implements the
+same four methods and the training core runs it unchanged.
+
+Targets are any pytree of arrays with a leading batch axis (class indices here; boxes and
+classes for a detector), so the training step can slice a batch out of them on the device.
+
+Tasks are static arguments of compiled functions: keep them frozen dataclasses (hashable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from diffisp.models.classifier import SmallCNN
+
+
+class Task(Protocol):
+    """A downstream task: model, loss, predictions, metrics."""
+
+    name: str
+    #: The metric that ranks methods (a key of :meth:`metrics`), e.g. ``"accuracy"``.
+    headline: str
+
+    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        """A fresh model for ``num_outputs`` classes (or categories)."""
+        ...
+
+    def loss(
+        self, model: nnx.Module, images: jax.Array, targets: Any
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean loss of a batch and per-batch *sums* to report (e.g. correct predictions)."""
+        ...
+
+    def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
+        """The headline metric on the training batches of an epoch, from summed loss aux."""
+        ...
+
+    def predict(self, model: nnx.Module, images: jax.Array) -> Any:
+        """Predictions for ``(N, H, W, 3)`` images (jittable; eval mode is the caller's)."""
+        ...
+
+    def metrics(self, predictions: Any, targets: Any) -> dict[str, float]:
+        """Metrics of host-side predictions against targets; includes ``num_samples``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Image classification with a CNN and softmax cross-entropy; metric: accuracy.
+
+    Accuracy is computed over all samples at once (not a mean of per-batch means).
+    """
+
+    name: str = "classify"
+    headline: str = "accuracy"
+
+    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs) -> SmallCNN:
+        return SmallCNN(num_outputs, rngs=rngs)
+
+    def loss(
+        self, model: nnx.Module, images: jax.Array, targets: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits = model(images)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+        return loss, {"correct": jnp.sum(jnp.argmax(logits, -1) == targets)}
+
+    def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
+        return float(sums["correct"]) / num_samples
+
+    def predict(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+        return jnp.argmax(model(images), axis=-1)
+
+    def metrics(self, predictions: Any, targets: Any) -> dict[str, float]:
+        predictions, targets = np.asarray(predictions), np.asarray(targets)
+        return {
+            "accuracy": float(np.mean(predictions == targets)),
+            "num_samples": int(targets.shape[0]),
+        }
+
+
+CLASSIFY = Classification()
+TASKS: dict[str, Task] = {CLASSIFY.name: CLASSIFY}

@@ -1,0 +1,161 @@
+"""The one training step, and an epoch of them as one compiled call.
+
+``train_step`` is the whole of training's maths: slice a batch out of the device-resident
+data, run it through the phase's input path, score it with the task's loss (plus the ISP's
+penalty, e.g. an adaptive ISP's cost), differentiate the phase's trainable parameters and apply
+the phase's one optax update. Every phase and every fine-tuned baseline runs this step.
+
+``train_epoch`` scans it over an epoch: one XLA call per epoch, data and state on the device,
+the state's buffers donated. ``train_one_epoch`` is the host side: it checks that nothing
+diverged before the caller saves anything, and re-estimates batch-norm statistics.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffisp.errors import TrainingDivergedError
+from diffisp.models.classifier import recalibrate_batch_norm
+from diffisp.models.task import Task
+from diffisp.training import keys
+from diffisp.training.state import Learner, Phase
+
+
+def train_step(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    images: jax.Array,
+    targets: Any,
+    perm: jax.Array,
+    key: jax.Array,
+    step: jax.Array,
+    *,
+    phase: Phase,
+    task: Task,
+    batch_size: int,
+) -> tuple[nnx.State, jax.Array, dict[str, jax.Array]]:
+    """One optimisation step of ``phase`` on batch ``step`` of the permutation ``perm``.
+
+    ``(graphdef, state)`` is ``nnx.split((learner, optimizer))``. Returns the new state, the
+    loss and the task's per-batch sums (e.g. correct predictions).
+    """
+    learner, optimizer = nnx.merge(graphdef, state)
+    idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
+    x = images[idx]
+    y = jax.tree.map(lambda t: t[idx], targets)
+
+    def loss_fn(learner: Learner):
+        penalty = 0.0
+        if phase.train_isp:  # sampled gates and the cost penalty of an adaptive ISP
+            x_in = x if phase.transform is None else phase.transform(x)
+            processed, aux = learner.isp.forward_train(x_in, jax.random.fold_in(key, step))
+            penalty = aux["penalty"]
+        else:
+            processed = phase.inputs(learner.isp, x)
+        loss, sums = task.loss(learner.model, processed, y)
+        return loss + penalty, sums
+
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, phase.trainable), has_aux=True)
+    (loss, sums), grads = grad_fn(learner)
+    optimizer.update(learner, grads)
+    return nnx.state((learner, optimizer)), loss, sums
+
+
+@partial(
+    jax.jit,
+    static_argnames=("graphdef", "phase", "task", "batch_size", "steps"),
+    donate_argnames=("state",),
+)
+def train_epoch(graphdef, state, images, targets, perm, key, *, phase, task, batch_size, steps):
+    """``steps`` training steps as one XLA call (``lax.scan``): ~10 % faster than dispatching
+    each step from Python on this CPU (measured by ``diffisp bench``), same maths."""
+
+    def body(state, step):
+        state, loss, sums = train_step(
+            graphdef,
+            state,
+            images,
+            targets,
+            perm,
+            key,
+            step,
+            phase=phase,
+            task=task,
+            batch_size=batch_size,
+        )
+        return state, (loss, sums)
+
+    return jax.lax.scan(body, state, jnp.arange(steps))
+
+
+def train_one_epoch(
+    learner: Learner,
+    optimizer: nnx.Optimizer,
+    phase: Phase,
+    images: jax.Array,
+    targets: Any,
+    *,
+    task: Task,
+    seed: int,
+    epoch: int,
+    batch_size: int,
+    bn_calibration: int = 0,
+) -> tuple[Learner, nnx.Optimizer, float, float]:
+    """One epoch of ``phase`` over device-resident ``images``.
+
+    Returns the new learner and optimiser (the old ones' buffers are donated), the mean loss
+    and the task's training score. Drops the last incomplete batch (each epoch has its own
+    permutation, so every image is seen). Checks the loss and the trained parameters for
+    NaN/Inf before returning them, and re-estimates batch-norm statistics on
+    ``bn_calibration`` images when the model was trained.
+
+    Raises:
+      TrainingDivergedError: the loss or a trained parameter is not finite.
+    """
+    model = learner.model
+    model.train() if phase.train_cnn else model.eval()
+    graphdef, state = nnx.split((learner, optimizer))
+    perm = keys.epoch_permutation(seed, phase.index, epoch, images.shape[0])
+    steps = images.shape[0] // batch_size
+    gate_key = jax.random.fold_in(keys.epoch_key(seed, phase.index, epoch), 1)
+    state, (losses, sums) = train_epoch(
+        graphdef,
+        state,
+        images,
+        targets,
+        perm,
+        gate_key,
+        phase=phase,
+        task=task,
+        batch_size=batch_size,
+        steps=steps,
+    )
+    learner, optimizer = nnx.merge(graphdef, state)
+    mean_loss = float(jnp.mean(losses))
+    if not np.isfinite(mean_loss) or not _all_finite(nnx.state(learner, phase.trainable)):
+        what = (
+            f"loss became {mean_loss}"
+            if not np.isfinite(mean_loss)
+            else "parameters became NaN/Inf"
+        )
+        raise TrainingDivergedError(
+            f"{what} in phase {phase.index} ({phase.name}), epoch {epoch + 1}; stopped "
+            "before saving them. Try a lower learning rate."
+        )
+    if phase.train_cnn and bn_calibration:
+        calibration = phase.inputs(None, images[:bn_calibration])
+        isp = learner.isp if phase.use_isp else None
+        recalibrate_batch_norm(learner.model, calibration, isp=isp)
+    learner.model.eval()
+    score = task.train_score(jax.tree.map(jnp.sum, sums), steps * batch_size)
+    return learner, optimizer, mean_loss, score
+
+
+def _all_finite(params: nnx.State) -> bool:
+    return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(params))
