@@ -273,3 +273,38 @@ def test_global_isp_decisions_are_its_shared_values_on_every_image():
         "exposure": 1.0,
         "white_balance": 1.0,
     }
+
+
+def test_run_figures_pick_the_isp_figure_by_kind_not_by_class(tmp_path, saved_figures):
+    """ReportFigures.run: the global ISP's parameter plot, the adaptive ISP's decisions figure,
+    and a decisions figure for each per-image variant (none for a global variant)."""
+    from types import SimpleNamespace
+
+    from diffisp.report.figures import FIGURES
+    from diffisp.training.loop import EpochRecord
+
+    dark = np.asarray(dark_batch(8))
+    data = SimpleNamespace(test_dark=dark, test_clean=dark * 3, test_labels=np.arange(8) % 4)
+    history = [EpochRecord(1, "isp", 0, 1.0, 0.5, 0.5, 1.0)]
+    results = {"no_isp": {"accuracy": 0.2}, "learned_isp_phase2": {"accuracy": 0.6}}
+    dataset = SimpleNamespace(class_names=("a", "b", "c", "d"))
+    global_isp, adaptive_isp = ISP(("exposure", "gamma")), mixed_gate_isp(("exposure", "gamma"))
+    variants = [
+        SimpleNamespace(key=key, label=key, isp=isp)
+        for key, isp in (("global_full", global_isp), ("adaptive_l1", adaptive_isp))
+    ]
+    for isp, main_figure in ((global_isp, "learned_parameters"), (adaptive_isp, None)):
+        trainer = SimpleNamespace(data=data, history=history, isp=isp)
+        paths = FIGURES.run(tmp_path, trainer, dataset, results, variants)
+        stems = [p.stem for p in paths]
+        expected_main = main_figure or "adaptive_decisions"
+        # The adaptive variant is the trainer's own ISP in the second run: drawn once.
+        expected_variants = [] if isp is adaptive_isp else ["adaptive_decisions_adaptive_l1"]
+        assert stems == [
+            "samples",
+            "training_curves",
+            expected_main,
+            "before_after",
+            *expected_variants,
+        ]
+    assert len(saved_figures) == 5 + 4

@@ -233,8 +233,11 @@ class AdaptiveISP(nnx.Module):
         }
 
     def parameter_summary(self, images: jax.Array) -> dict[str, Any]:
-        """Per stage: the share of ``images`` it runs on (``"active_rate"``) and, per parameter,
-        the ``"mean"`` and ``"std"`` over those images (nested lists)."""
+        """Per stage, the share of ``images`` it runs on and each parameter's spread over them.
+
+        Returns ``{stage: {"active_rate": float, param: {"mean": list, "std": list}}}``; mean and
+        std are over all ``images``, whether or not the stage runs on them.
+        """
         decisions = self.decisions(images)
         active = np.asarray(decisions["active"], dtype=bool)
         out = {}
