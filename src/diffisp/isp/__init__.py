@@ -2,7 +2,8 @@
 
 * :mod:`~diffisp.isp.params` - bounded parameterisations (raw value -> valid range);
 * :mod:`~diffisp.isp.stages` - one thin NNX module per stage around an op of :mod:`diffisp.ops`;
-* :mod:`~diffisp.isp.chain` - the stage chain and :class:`ISP`, a global (shared-parameter) ISP;
+* :mod:`~diffisp.isp.chain` - the one stage chain (:func:`run_chain`), the :class:`LearnedISP`
+  interface every ISP offers, and :class:`ISP`, a global (shared-parameter) ISP;
 * :mod:`~diffisp.isp.adaptive` - the per-image ISP (predicted parameters, cost-aware gates);
 * :mod:`~diffisp.isp.baselines` - classical, non-learned ISPs;
 * :mod:`~diffisp.isp.operators` - datarax operator views of the stages.
@@ -10,7 +11,16 @@
 May import :mod:`diffisp.ops`, :mod:`diffisp.util` and :mod:`diffisp.errors`; nothing above.
 """
 
-from diffisp.isp.chain import FULL_PRESET, ISP, PRESETS, SEED_PRESET, parse_stage_list
+from diffisp.isp.chain import (
+    FULL_PRESET,
+    ISP,
+    PRESETS,
+    SEED_PRESET,
+    LearnedISP,
+    chain_steps,
+    parse_stage_list,
+    run_chain,
+)
 from diffisp.isp.stages import STAGES, Stage, resolve_stage_name
 
 __all__ = [
@@ -19,7 +29,10 @@ __all__ = [
     "PRESETS",
     "SEED_PRESET",
     "STAGES",
+    "LearnedISP",
     "Stage",
+    "chain_steps",
     "parse_stage_list",
     "resolve_stage_name",
+    "run_chain",
 ]

@@ -1,11 +1,19 @@
-"""An ISP: an ordered chain of learnable stages, built from stage names or a preset."""
+"""The one stage chain, and the interface every ISP offers (global :class:`ISP`, adaptive ISP).
+
+:func:`run_chain` is the only loop in diffisp that runs ISP stages in order. The global ISP (one
+parameter set for every image), the adaptive ISP (per-image parameters and gates, in training and
+inference), the adaptive ISP's skipping inference, the stage cost measurement and the figures all
+call it, so a stage is applied the same way everywhere.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from diffisp.errors import ConfigError
@@ -30,6 +38,8 @@ FULL_PRESET: tuple[str, ...] = (
 )
 PRESETS: dict[str, tuple[str, ...]] = {"seed": SEED_PRESET, "full": FULL_PRESET}
 
+StageValues = Mapping[str, jax.Array]
+
 
 def parse_stage_list(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Stage names from a preset name (``"seed"``, ``"full"``), a comma list or a sequence.
@@ -48,8 +58,123 @@ def parse_stage_list(spec: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+# ------------------------------------------------------------------------------ the chain
+
+
+def chain_steps(
+    images: jax.Array,
+    stage_names: Sequence[str],
+    stage_values: Sequence[StageValues],
+    *,
+    gates: jax.Array | None = None,
+    barrier: bool = False,
+) -> list[jax.Array]:
+    """Run stages in order and return the image after each of them.
+
+    Args:
+      images: ``(N, H, W, 3)`` in [0, 1].
+      stage_names: ``S`` canonical stage names, in the order they run.
+      stage_values: one dict of *constrained* values per stage (``Stage.constrain``'s output),
+        shared by all images (the global ISP) or with a leading ``N`` axis (per image).
+      gates: ``None`` (every stage runs on every image), an ``(N, S)`` bool array (inference:
+        image ``n`` takes stage ``s``'s output where ``gates[n, s]``, else keeps its input) or an
+        ``(N, S)`` float array (training: the blend ``x + g (stage(x) - x)``, so a
+        straight-through gate gets a gradient).
+      barrier: put ``jax.lax.optimization_barrier`` after every stage. The global ISP needs it
+        for speed: without it XLA fuses stages into each other and recomputes expensive
+        producers (tone curve, power) once per consumer read. Values are the same either way.
+
+    Returns:
+      ``S`` arrays ``(N, H, W, 3)``: the image after stage 1, ..., after stage ``S`` (the output).
+      Under ``jit`` the intermediates nobody reads cost nothing.
+
+    Raises:
+      ConfigError: unknown stage, or stage values or gates that do not match the stages.
+    """
+    unknown = [name for name in stage_names if name not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown} in a chain; known: {', '.join(STAGES)}")
+    if len(stage_values) != len(stage_names):
+        raise ConfigError(
+            f"a chain of {len(stage_names)} stages needs {len(stage_names)} value dicts; "
+            f"got {len(stage_values)}"
+        )
+    if gates is not None and gates.shape != (images.shape[0], len(stage_names)):
+        raise ConfigError(
+            f"gates must be (images, stages) = {(images.shape[0], len(stage_names))}; "
+            f"got {gates.shape}"
+        )
+    steps, x = [], images
+    for s, (name, values) in enumerate(zip(stage_names, stage_values, strict=True)):
+        y = STAGES[name].process(x, values)
+        if gates is None:
+            x = y
+        elif gates.dtype == jnp.bool_:  # inference: select, no blend arithmetic at all
+            x = jnp.where(gates[:, s, None, None, None], y, x)
+        else:
+            x = x + gates[:, s, None, None, None] * (y - x)
+        if barrier:
+            x = jax.lax.optimization_barrier(x)
+        steps.append(x)
+    return steps
+
+
+def run_chain(
+    images: jax.Array,
+    stage_names: Sequence[str],
+    stage_values: Sequence[StageValues],
+    *,
+    gates: jax.Array | None = None,
+    barrier: bool = False,
+) -> jax.Array:
+    """The chain's output ``(N, H, W, 3)``; arguments as :func:`chain_steps` (no stage: input)."""
+    steps = chain_steps(images, stage_names, stage_values, gates=gates, barrier=barrier)
+    return steps[-1] if steps else images
+
+
+# -------------------------------------------------------------------------- the interface
+
+
+class LearnedISP(Protocol):
+    """What every learnable ISP offers its callers (training, evaluation, reports, figures).
+
+    Implemented by the global :class:`ISP` and by :class:`diffisp.isp.adaptive.AdaptiveISP`, so
+    callers never ask which one they hold. ``per_image`` says whether parameters and gates are
+    chosen per image (for the few outputs that differ in kind, e.g. which figure to draw).
+    """
+
+    stage_names: tuple[str, ...]
+    per_image: bool
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """Deterministic inference: ``(N, H, W, 3)`` in [0, 1] -> the same shape, in [0, 1]."""
+        ...
+
+    def forward_train(self, images: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
+        """Training pass: ``(processed, aux)`` with the scalar ``aux["penalty"]`` for the loss."""
+        ...
+
+    def decisions(self, images: jax.Array) -> dict[str, Any]:
+        """Per image: ``{"stage_names", "active" (N, S) bool, "gate_probs" (N, S), "values"}``."""
+        ...
+
+    def parameter_summary(self, images: jax.Array) -> dict[str, Any]:
+        """Learned parameters as JSON-ready lists and numbers, for reports."""
+        ...
+
+    def fastest_inference(self) -> Callable[[jax.Array], jax.Array]:
+        """A compiled function that processes images as fast as this ISP can (for timing)."""
+        ...
+
+    def num_params(self) -> int:
+        """Trainable scalars."""
+        ...
+
+
 class ISP(nnx.Module):
-    """A chain of learnable stages; the identity transform at initialisation.
+    """A chain of learnable stages with one parameter set for every image; identity at init.
+
+    Implements :class:`LearnedISP`.
 
     Example:
       >>> isp = ISP(SEED_PRESET)
@@ -58,6 +183,8 @@ class ISP(nnx.Module):
       >>> out = isp(images)  # (N, H, W, 3) in [0, 1] -> same shape, in [0, 1]
     """
 
+    per_image = False
+
     def __init__(self, stages: str | Sequence[str] = SEED_PRESET) -> None:
         self.stage_names = parse_stage_list(stages)
         self.stages = nnx.List([STAGES[name]() for name in self.stage_names])
@@ -65,16 +192,42 @@ class ISP(nnx.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         """Run every stage in order. ``images``: ``(N, H, W, 3)`` float in [0, 1]."""
         images = check_images(images)
-        for stage in self.stages:
-            # One fused pass per stage: without the barrier XLA fuses stages into each other and
-            # recomputes expensive producers (tone curve, power) once per consumer read.
-            images = jax.lax.optimization_barrier(stage(images))
-        return images
+        values = [stage.values() for stage in self.stages]
+        return run_chain(images, self.stage_names, values, barrier=True)
 
     def forward_train(self, images: jax.Array, key: jax.Array) -> tuple[jax.Array, dict]:
         """Training forward pass (the adaptive ISP's interface): no randomness, no penalty."""
         del key
         return self(images), {"penalty": jnp.zeros((), images.dtype)}
+
+    def decisions(self, images: jax.Array) -> dict[str, Any]:
+        """The shared values broadcast to every image, every stage active (see LearnedISP)."""
+        images = check_images(images)
+        n, num_stages = images.shape[0], len(self.stage_names)
+        per_image = {
+            name: {k: jnp.broadcast_to(v, (n, *v.shape)) for k, v in values.items()}
+            for name, values in self.values().items()
+        }
+        return {
+            "stage_names": self.stage_names,
+            "active": jnp.ones((n, num_stages), bool),
+            "gate_probs": jnp.ones((n, num_stages), images.dtype),
+            "values": per_image,
+        }
+
+    def parameter_summary(self, images: jax.Array | None = None) -> dict[str, Any]:
+        """``{stage: {param: value as nested lists}}``; ``images`` is not needed (shared values)."""
+        del images
+        return {
+            stage: {k: np.asarray(v).tolist() for k, v in values.items()}
+            for stage, values in self.values().items()
+        }
+
+    def fastest_inference(self) -> Callable[[jax.Array], jax.Array]:
+        """``self(images)`` compiled, with the parameters as they are now."""
+        graphdef, state = nnx.split(self)
+        run = jax.jit(lambda state, images: nnx.merge(graphdef, state)(images))
+        return lambda images: run(state, images)
 
     def num_params(self) -> int:
         return sum(stage.num_params() for stage in self.stages)
@@ -93,10 +246,3 @@ class ISP(nnx.Module):
         return {
             name: stage.values() for name, stage in zip(self.stage_names, self.stages, strict=True)
         }
-
-
-def fixed_gamma(images: jax.Array, gamma: float = 0.5) -> jax.Array:
-    """The classic fixed ISP: one global gamma (0.5 brightens dark images)."""
-    from diffisp.ops import adjust_gamma
-
-    return adjust_gamma(images, jnp.float32(gamma))

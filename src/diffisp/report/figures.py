@@ -9,11 +9,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from diffisp.isp.chain import ISP
-from diffisp.isp.stages import STAGES
+from diffisp.isp.chain import ISP, LearnedISP, chain_steps
 from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig
 
@@ -230,31 +230,37 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
 
 def adaptive_decisions_figure(
     path: Path,
-    isp,
+    isp: LearnedISP,
     dark: np.ndarray,
     labels,
     class_names,
     *,
     title: str = "Adaptive ISP: stages run per image (grey: skipped) and the image after each",
 ) -> Path:
-    """AdaptiveISP-style: per test image, the stages that ran and the image after each of them."""
+    """AdaptiveISP-style: per test image, the stages that ran and the image after each of them.
+
+    The images after each stage are :func:`~diffisp.isp.chain.chain_steps` of the ISP's own
+    decisions (per-image values, boolean gates): what the ISP's inference computes.
+    """
     decisions = isp.decisions(dark)
     names = list(decisions["stage_names"])
     active = np.asarray(decisions["active"], dtype=bool)
     values = [decisions["values"][name] for name in names]
+    steps = chain_steps(jnp.asarray(dark), names, values, gates=jnp.asarray(active))
+    steps = [np.asarray(step) for step in steps]
+    output = steps[-1] if steps else dark
     rows, cols = len(dark), len(names) + 2
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
     for r in range(rows):
-        x = dark[r : r + 1]
-        axes[r, 0].imshow(np.clip(x[0] * 4, 0, 1), interpolation="nearest")
+        axes[r, 0].imshow(np.clip(dark[r] * 4, 0, 1), interpolation="nearest")
         axes[r, 0].set_ylabel(class_names[int(labels[r])], fontsize=8)
         for s, name in enumerate(names):
             ax = axes[r, s + 1]
             if active[r, s]:
-                per_image = {k: v[r : r + 1] for k, v in values[s].items()}
-                x = np.asarray(STAGES[name].process(x, per_image))
-                ax.imshow(np.clip(x[0], 0, 1), interpolation="nearest")
-                ax.set_title(_short_value(name, per_image), fontsize=6)
+                ax.imshow(np.clip(steps[s][r], 0, 1), interpolation="nearest")
+                ax.set_title(
+                    _short_value(name, {k: v[r] for k, v in values[s].items()}), fontsize=6
+                )
             else:
                 ax.set_facecolor("#eeeeee")
                 ax.text(
@@ -267,7 +273,7 @@ def adaptive_decisions_figure(
                     color="grey",
                     transform=ax.transAxes,
                 )
-        axes[r, -1].imshow(np.clip(x[0], 0, 1), interpolation="nearest")
+        axes[r, -1].imshow(np.clip(output[r], 0, 1), interpolation="nearest")
         axes[r, -1].set_title(f"{int(active[r].sum())} stages", fontsize=7)
     for c, column in enumerate(["input x4", *names, "output"]):
         axes[0, c].set_xlabel(column, fontsize=7)
@@ -324,18 +330,19 @@ class ReportFigures:
                 title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
             )
             for m in methods
-            if m.isp is not None and not isinstance(m.isp, ISP) and m.isp is not state.isp
+            if m.isp is not None and m.isp.per_image and m.isp is not state.isp
         ]
         return [
             samples_figure(
                 directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
             ),
             training_curves_figure(directory / "training_curves.png", state.history),
-            parameters_figure(directory / "learned_parameters.png", state.isp)
-            if isinstance(state.isp, ISP)
-            else adaptive_decisions_figure(
+            # Per-image ISPs: which stages ran on which image; a global ISP: its one parameter set.
+            adaptive_decisions_figure(
                 directory / "adaptive_decisions.png", state.isp, dark[:6], labels[:6], names
-            ),
+            )
+            if state.isp.per_image
+            else parameters_figure(directory / "learned_parameters.png", state.isp),
             before_after_figure(
                 directory / "before_after.png",
                 dark,

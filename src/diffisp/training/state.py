@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from diffisp.isp.adaptive import AdaptiveISP
-from diffisp.isp.chain import ISP
+from diffisp.isp.chain import ISP, LearnedISP
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
@@ -126,7 +126,7 @@ def phase_transform(cfg: TrainConfig, phase: Phase, steps: int) -> optax.Gradien
     return optax.multi_transform({"isp": isp_tx, "task": task_tx}, _group_labels)
 
 
-def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> nnx.Module:
+def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> LearnedISP:
     """The ISP a config asks for: the global :class:`ISP`, or the per-image ``AdaptiveISP``."""
     if not cfg.adaptive:
         return ISP(cfg.isp)
@@ -169,7 +169,7 @@ class TrainState:
         return cls(cfg, Learner(build_isp(cfg), model), num_classes, task)
 
     @property
-    def isp(self) -> nnx.Module:
+    def isp(self) -> LearnedISP:
         return self.learner.isp
 
     @property

@@ -25,7 +25,8 @@ import numpy as np
 from flax import nnx
 
 from diffisp.errors import ConfigError
-from diffisp.isp.chain import parse_stage_list
+from diffisp.isp.adaptive.predictor import per_image_values
+from diffisp.isp.chain import parse_stage_list, run_chain
 from diffisp.isp.stages import STAGES
 
 # Microseconds per 32x32 image, jitted, batch 256, per-image parameters, XLA CPU on the
@@ -117,10 +118,14 @@ def measure_stage_costs(
     images = 0.2 * jax.random.uniform(key_images, (batch, image_size, image_size, 3))
     costs = {}
     for name in names:
-        cls = STAGES[name]
-        identity = jnp.asarray(cls.flat_identity_raw())
+        identity = jnp.asarray(STAGES[name].flat_identity_raw())
         raw = identity + 0.1 * jax.random.normal(key_raw, (batch, identity.size))
-        run = jax.jit(lambda x, r, cls=cls: cls.process(x, cls.constrain(cls.unflatten_raw(r))))
+        chain, raw_slices = (name,), ((0, identity.size),)  # a chain of this stage alone
+
+        @jax.jit
+        def run(x, r, chain=chain, raw_slices=raw_slices):
+            return run_chain(x, chain, per_image_values(chain, raw_slices, r))
+
         costs[name] = time_call(lambda run=run, raw=raw: run(images, raw), repeats) / batch
     return costs
 

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffisp.isp.stages import STAGES
+from diffisp.isp.adaptive.predictor import per_image_values
+from diffisp.isp.chain import run_chain
 from diffisp.util.checks import check_images
 
 Chain = tuple[tuple[str, int, int], ...]  # (stage name, raw start, raw stop) per active stage
@@ -36,12 +37,14 @@ def _predict(graphdef, state, images):
 
 
 @partial(jax.jit, static_argnames=("chain",))
-def _run_chain(images: jax.Array, raw: jax.Array, index: jax.Array, chain: Chain) -> jax.Array:
+def _run_active_stages(
+    images: jax.Array, raw: jax.Array, index: jax.Array, chain: Chain
+) -> jax.Array:
+    """The images at ``index`` through the stages of ``chain`` only, with their own parameters."""
+    names = tuple(name for name, _, _ in chain)
+    raw_slices = tuple((start, stop) for _, start, stop in chain)
     x, raw = images[index], raw[index]
-    for name, start, stop in chain:
-        cls = STAGES[name]
-        x = cls.process(x, cls.constrain(cls.unflatten_raw(raw[:, start:stop])))
-    return x
+    return run_chain(x, names, per_image_values(names, raw_slices, raw))
 
 
 def _padded_size(n: int) -> int:
@@ -103,7 +106,7 @@ def run_hard(adaptive_isp: nnx.Module, images: jax.Array) -> tuple[jax.Array, di
             part = members[start_at : start_at + size]
             # Pad with copies of a real image: valid inputs, results dropped.
             index = np.concatenate([part, np.full(size - part.size, part[0])])
-            out = _run_chain(images, raw, jnp.asarray(index, jnp.int32), chain)
+            out = _run_active_stages(images, raw, jnp.asarray(index, jnp.int32), chain)
             outputs.append(jax.block_until_ready(out)[: part.size])
             start_at += size
         groups.append(

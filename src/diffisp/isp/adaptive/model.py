@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -14,8 +14,9 @@ from flax import nnx
 
 from diffisp.errors import ConfigError
 from diffisp.isp.adaptive.costs import normalise_costs
-from diffisp.isp.adaptive.predictor import ParameterPredictor
-from diffisp.isp.chain import FULL_PRESET, parse_stage_list
+from diffisp.isp.adaptive.hard import run_hard
+from diffisp.isp.adaptive.predictor import ParameterPredictor, per_image_values
+from diffisp.isp.chain import FULL_PRESET, parse_stage_list, run_chain
 from diffisp.isp.stages import STAGES
 from diffisp.util.checks import check_images, is_concrete
 
@@ -101,7 +102,11 @@ class AdaptiveISP(nnx.Module):
     task gradient and is switched off by the penalty alone.
 
     Inference (``__call__``, ``hard=True``): gate = logit > 0, deterministic, per image.
+
+    Implements :class:`diffisp.isp.chain.LearnedISP`.
     """
+
+    per_image = True
 
     def __init__(
         self,
@@ -153,24 +158,7 @@ class AdaptiveISP(nnx.Module):
 
     def stage_values(self, raw: jax.Array) -> list[dict[str, jax.Array]]:
         """Constrained per-image parameters of each stage, from the flat raw ``(N, P)``."""
-        return [
-            STAGES[name].constrain(STAGES[name].unflatten_raw(raw[:, a:b]))
-            for name, (a, b) in zip(self.stage_names, self.raw_slices, strict=True)
-        ]
-
-    def _chain(self, images: jax.Array, raw: jax.Array, gates: jax.Array | None) -> jax.Array:
-        x = images
-        for s, (name, values) in enumerate(
-            zip(self.stage_names, self.stage_values(raw), strict=True)
-        ):
-            y = STAGES[name].process(x, values)
-            if gates is None:
-                x = y
-            elif gates.dtype == jnp.bool_:  # inference: select, no blend arithmetic at all
-                x = jnp.where(gates[:, s, None, None, None], y, x)
-            else:
-                x = x + gates[:, s, None, None, None] * (y - x)
-        return x
+        return per_image_values(self.stage_names, self.raw_slices, raw)
 
     # -- the interface for training and evaluation ------------------------------------------
 
@@ -198,7 +186,7 @@ class AdaptiveISP(nnx.Module):
         if not self.gates:
             ones = jnp.ones((n, num_stages), images.dtype)
             zero = jnp.zeros((), images.dtype)
-            out = self._chain(images, raw, None)
+            out = run_chain(images, self.stage_names, self.stage_values(raw))
             aux = {"penalty": zero, "expected_cost": zero, "gate_probs": ones}
             return out, aux | {"active": ones.astype(bool), "gate_logits": logits}
         tau = self.temperature if temperature is None else temperature
@@ -207,7 +195,7 @@ class AdaptiveISP(nnx.Module):
         gates, hard = sample_gates(logits, key, tau)
         probs = jax.nn.sigmoid(logits)
         cost = expected_cost(probs, jnp.asarray(self.stage_costs, probs.dtype))
-        out = self._chain(images, raw, gates)
+        out = run_chain(images, self.stage_names, self.stage_values(raw), gates=gates)
         aux = {
             "penalty": self.cost_weight * cost,
             "expected_cost": cost,
@@ -225,7 +213,8 @@ class AdaptiveISP(nnx.Module):
         """
         images = check_images(images)
         raw, logits = self.predict(images)
-        return self._chain(images, raw, logits > 0 if self.gates else None)
+        gates = logits > 0 if self.gates else None
+        return run_chain(images, self.stage_names, self.stage_values(raw), gates=gates)
 
     def decisions(self, images: jax.Array) -> dict[str, Any]:
         """What the ISP decides for each image, for figures and reports.
@@ -242,6 +231,26 @@ class AdaptiveISP(nnx.Module):
             "gate_probs": jax.nn.sigmoid(logits),
             "values": values,
         }
+
+    def parameter_summary(self, images: jax.Array) -> dict[str, Any]:
+        """Per stage, the share of ``images`` it runs on and each parameter's spread over them.
+
+        Returns ``{stage: {"active_rate": float, param: {"mean": list, "std": list}}}``; mean and
+        std are over all ``images``, whether or not the stage runs on them.
+        """
+        decisions = self.decisions(images)
+        active = np.asarray(decisions["active"], dtype=bool)
+        out = {}
+        for s, (stage, values) in enumerate(decisions["values"].items()):
+            out[stage] = {"active_rate": float(active[:, s].mean())}
+            for name, v in values.items():
+                v = np.asarray(v)
+                out[stage][name] = {"mean": v.mean(axis=0).tolist(), "std": v.std(axis=0).tolist()}
+        return out
+
+    def fastest_inference(self) -> Callable[[jax.Array], jax.Array]:
+        """:func:`~diffisp.isp.adaptive.run_hard`: each image runs only its active stages."""
+        return lambda images: run_hard(self, images)[0]
 
     def num_params(self) -> int:
         """Trainable scalars (all of them in the predictor)."""

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from diffisp.isp.stages import STAGES
+
 # Floor for log-luminance: a quarter of an 8-bit step, so an all-black image gives finite,
 # moderate features (log2 -> -10) instead of -inf.
 _LOG_FLOOR = 1.0 / 1024.0
@@ -127,3 +129,23 @@ class ParameterPredictor(nnx.Module):
         features = jnp.concatenate([x.mean(axis=(1, 2)), image_statistics(images)], axis=-1)
         out = self.head(nnx.leaky_relu(self.hidden(features), 0.1))
         return out[:, : self.num_raw], out[:, self.num_raw :]
+
+
+def per_image_values(
+    stage_names: Sequence[str], raw_slices: Sequence[tuple[int, int]], raw: jax.Array
+) -> list[dict[str, jax.Array]]:
+    """Constrained values of each stage, from the predictor's flat raw vectors.
+
+    Args:
+      stage_names: ``S`` stage names.
+      raw_slices: ``(start, stop)`` of each stage's slice of a raw vector.
+      raw: ``(N, P)`` raw parameters, one row per image.
+
+    Returns:
+      ``S`` dicts of constrained values, each with a leading ``N`` axis (:func:`run_chain`'s
+      ``stage_values``).
+    """
+    return [
+        STAGES[name].constrain(STAGES[name].unflatten_raw(raw[:, a:b]))
+        for name, (a, b) in zip(stage_names, raw_slices, strict=True)
+    ]
