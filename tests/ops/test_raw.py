@@ -205,11 +205,12 @@ def test_srgb_curve_known_values_and_round_trip():
 
 @pytest.mark.parametrize("function", [ops.srgb_encode, ops.srgb_decode])
 def test_srgb_curve_gradients_are_finite_at_zero_tiny_saturated_and_negative(function):
-    x = jnp.array([0.0, 1e-12, 1.0, -1e-3, -1e-30])
+    # -0.1 puts decode's power base (v + 0.055) / 1.055 below 0, where x**2.4 is NaN.
+    x = jnp.array([0.0, 1e-12, 1.0, -1e-3, -1e-30, -0.1])
     grad = np.asarray(jax.grad(lambda v: function(v).sum())(x))
     assert np.isfinite(grad).all()
     encode = function is ops.srgb_encode
-    np.testing.assert_allclose(grad[[0, 1, 3, 4]], 12.92 if encode else 1 / 12.92, rtol=1e-6)
+    np.testing.assert_allclose(grad[[0, 1, 3, 4, 5]], 12.92 if encode else 1 / 12.92, rtol=1e-6)
     np.testing.assert_allclose(grad[2], 1.055 / 2.4 if encode else 2.4 / 1.055, rtol=1e-5)
 
 
