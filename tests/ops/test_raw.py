@@ -66,6 +66,7 @@ def test_pack_bayer_orders_r_g1_g2_b_and_unpack_inverts_it(pattern):
     np.testing.assert_array_equal(packed[..., 1], red_row)
     np.testing.assert_array_equal(packed[..., 2], blue_row)
     np.testing.assert_array_equal(packed[..., 3], 0.75)
+    np.testing.assert_array_equal(ops.pack_bayer(raw, pattern.lower()), packed)
     mosaics = random_mosaics(2, (2, 6, 8))
     np.testing.assert_array_equal(
         ops.unpack_bayer(ops.pack_bayer(mosaics, pattern), pattern), mosaics
@@ -189,18 +190,17 @@ def test_camera_to_srgb_is_a_per_pixel_matrix_product_unclipped():
 
 
 def _srgb_encode_float64(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x, np.float64)  # (abs: np.where evaluates the power on negatives too)
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.abs(x) ** (1 / 2.4) - 0.055)
 
 
 def test_srgb_curve_known_values_and_round_trip():
     encoded = ops.srgb_encode(jnp.array([0.0, 0.0031308, 0.18, 1.0, -0.01]))
     np.testing.assert_allclose(encoded, [0.0, 0.04045, 0.46135613, 1.0, -0.1292], atol=1e-6)
-    linear = jnp.linspace(-0.1, 1.2, 4001)
-    np.testing.assert_allclose(ops.srgb_encode(linear), _srgb_encode_float64(linear), atol=1e-6)
-    np.testing.assert_allclose(ops.srgb_decode(ops.srgb_encode(linear)), linear, atol=1e-6)
-    values = jnp.linspace(-0.1, 1.2, 4001)
-    np.testing.assert_allclose(ops.srgb_encode(ops.srgb_decode(values)), values, atol=1e-6)
+    grid = jnp.linspace(-0.1, 1.2, 4001)  # both sides of both knees, and beyond [0, 1]
+    np.testing.assert_allclose(ops.srgb_encode(grid), _srgb_encode_float64(grid), atol=1e-6)
+    np.testing.assert_allclose(ops.srgb_decode(ops.srgb_encode(grid)), grid, atol=1e-6)
+    np.testing.assert_allclose(ops.srgb_encode(ops.srgb_decode(grid)), grid, atol=1e-6)
 
 
 @pytest.mark.parametrize("function", [ops.srgb_encode, ops.srgb_decode])

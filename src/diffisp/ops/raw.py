@@ -6,7 +6,7 @@ Contract:
 * A mosaic (``raw``) is ``(N, H, W)`` float, one sample per pixel and no channel axis (as the 2-D
   arrays of colour-demosaicing and rawpy's ``raw_image``), with ``H`` and ``W`` even so that every
   image holds whole 2x2 CFA tiles. Images are ``(N, H, W, 3)`` float RGB, as in the other ops.
-* A CFA pattern is a string naming the colours of the 2x2 tile that starts at pixel (0, 0), in
+* A CFA pattern is a string (any case) naming the colours of the 2x2 tile at pixel (0, 0), in
   row-major order: ``"RGGB"``, ``"GRBG"``, ``"GBRG"`` or ``"BGGR"`` (colour-demosaicing's names).
 * Nothing is clipped: values outside [0, 1] (noise below the black level, highlights after
   white balance) pass through unchanged and a later stage decides what to do with them. Every
