@@ -8,21 +8,47 @@ from diffisp.ops.color import (
     luminance,
     white_balance,
 )
+from diffisp.ops.raw import (
+    BAYER_PATTERNS,
+    apply_cfa_white_balance,
+    camera_to_srgb,
+    cfa_masks,
+    demosaic_bilinear,
+    demosaic_malvar2004,
+    mosaic,
+    normalize_levels,
+    pack_bayer,
+    srgb_decode,
+    srgb_encode,
+    unpack_bayer,
+)
 from diffisp.ops.spatial import blur3x3, denoise, sharpen
 from diffisp.ops.tone import adjust_contrast, adjust_exposure, adjust_gamma, tone_curve
 
 __all__ = [
+    "BAYER_PATTERNS",
     "LUMA_WEIGHTS",
     "adjust_contrast",
     "adjust_exposure",
     "adjust_gamma",
     "adjust_saturation",
     "apply_ccm",
+    "apply_cfa_white_balance",
     "blur3x3",
+    "camera_to_srgb",
+    "cfa_masks",
+    "demosaic_bilinear",
+    "demosaic_malvar2004",
     "denoise",
     "desaturate",
     "luminance",
+    "mosaic",
+    "normalize_levels",
+    "pack_bayer",
     "sharpen",
+    "srgb_decode",
+    "srgb_encode",
     "tone_curve",
+    "unpack_bayer",
     "white_balance",
 ]
