@@ -244,6 +244,15 @@ def test_folder_root_is_recorded_absolute(tmp_path, monkeypatch):
         assert load_folder_split(split_record(ds)).num_test == ds.num_test
 
 
+def test_config_records_a_folder_spec_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="folder:photos")
+    assert cfg.data == f"folder:{tmp_path / 'photos'}"
+    monkeypatch.chdir(tmp_path.parent)
+    assert TrainConfig.from_dict(cfg.to_dict()).data == cfg.data  # stable when reloaded
+    assert TrainConfig(data="builtin").data == "builtin"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from diffisp.data.degrade import LowLight
+from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError
 from diffisp.isp.chain import parse_stage_list
@@ -93,6 +94,7 @@ class TrainConfig:
         for name in ("data", "preset"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string; got {getattr(self, name)!r}")
+        object.__setattr__(self, "data", _absolute_folder_spec(self.data))
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
         for name in ("adaptive", "gates"):
@@ -221,6 +223,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs_joint": 10,
     },
 }
+
+
+def _absolute_folder_spec(data: str) -> str:
+    """``folder:PATH`` with PATH made absolute, so a saved run's config names the same folder
+    when it is evaluated from another directory; other specs unchanged."""
+    kind, sep, path = data.strip().partition(":")
+    if kind.lower() != "folder" or not sep or not path.strip():
+        return data
+    return f"folder:{absolute_root(path.strip())}"
 
 
 def _number(name: str, value: Any) -> float:
