@@ -164,6 +164,13 @@ def test_loaders_refuse_data_that_cannot_fit_in_memory():
         load_builtin(10, 10, image_size=100_000)
 
 
+def test_absurd_counts_from_a_config_file_are_refused(tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"num_train": 10**400}))
+    with pytest.raises(ConfigError, match="need about more than 1 PiB"):
+        TrainConfig.load(path)
+
+
 def test_memory_estimate_against_a_given_limit():
     one_image = 32 * 32 * 3 * 4
     check_fits_in_memory(10, 32, copies=3, options="x", limit=30 * one_image)

@@ -67,8 +67,11 @@ def check_fits_in_memory(
 
 
 def _format_bytes(n: int) -> str:
+    if n >= 1024**5:  # also keeps absurd sizes (10**400) out of float arithmetic
+        return "more than 1 PiB"
+    value, unit = float(n), "bytes"
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
-        n /= 1024
-    raise AssertionError("unreachable")
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{n} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
