@@ -240,6 +240,18 @@ def test_recorded_training_image_missing_is_left_out_with_a_warning(tmp_path):
     np.testing.assert_array_equal(again.train_images, ds.train_images[1:])
 
 
+def test_recorded_training_image_overwritten_with_garbage_is_left_out(tmp_path):
+    root = _folder(tmp_path / "photos", per_class=6)
+    ds = load_folder(root, image_size=8)
+    record = split_record(ds)
+    spoiled = record["train"][-1]["file"]
+    (root / spoiled).write_bytes(EPS)  # the hash check comes before any decoding
+    with pytest.warns(UserWarning, match=f"left out: {spoiled}"):
+        again = load_folder_split(record)
+    np.testing.assert_array_equal(again.train_images, ds.train_images[:-1])
+    assert compare_split(record) == ((), (), (spoiled,))
+
+
 def test_folder_root_is_recorded_absolute(tmp_path, monkeypatch):
     _folder(tmp_path / "photos", per_class=3)
     monkeypatch.chdir(tmp_path)

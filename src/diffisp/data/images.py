@@ -90,7 +90,14 @@ def load_image_and_digest(
         image_size = check_image_size(image_size)
     path = _check_is_file(path)
     data = read_file_bytes(path)
-    return _decode(io.BytesIO(data), path, image_size), hashlib.sha256(data).hexdigest()
+    return decode_image_bytes(data, path, image_size), hashlib.sha256(data).hexdigest()
+
+
+def decode_image_bytes(data: bytes, path: Path, image_size: int | None = None) -> np.ndarray:
+    """:func:`load_image` on the bytes ``data`` of the file ``path`` (named in errors)."""
+    if image_size is not None:
+        image_size = check_image_size(image_size)
+    return _decode(io.BytesIO(data), path, image_size)
 
 
 def read_file_bytes(path: Path) -> bytes:

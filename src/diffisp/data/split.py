@@ -26,8 +26,8 @@ import numpy as np
 
 from diffisp.data._common import check_image_size
 from diffisp.data.dataset import Dataset, SourceFile
-from diffisp.data.folder import absolute_root, load_images_with_sources, scan_folder
-from diffisp.data.images import read_file_bytes
+from diffisp.data.folder import absolute_root, scan_folder
+from diffisp.data.images import decode_image_bytes, read_file_bytes
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import DataError
 
@@ -90,9 +90,7 @@ def compare_split(record: dict[str, Any]) -> SplitChanges:
     recorded = {e.path: e.sha256 for split in SPLITS for e, _ in entries[split]}
     removed = sorted(p for p in recorded if p not in present)
     changed = sorted(
-        p
-        for p in recorded
-        if p in present and hashlib.sha256(read_file_bytes(root / p)).hexdigest() != recorded[p]
+        p for p in recorded if p in present and _sha256(read_file_bytes(root / p)) != recorded[p]
     )
     return SplitChanges(tuple(sorted(present - recorded.keys())), tuple(removed), tuple(changed))
 
@@ -122,14 +120,8 @@ def load_folder_split(record: dict[str, Any], *, image_size: int | None = None) 
             f"{len(added)} image(s) in {root} are not in the recorded split and are ignored", added
         )
     loaded = {}
-    for split in SPLITS:
-        missing = [e.path for e, _ in entries[split] if e.path not in present]
-        kept = [(e, label) for e, label in entries[split] if e.path in present]
-        images, sources = load_images_with_sources(
-            root, [root / e.path for e, _ in kept], image_size
-        )
-        ok = [i for i, (s, (e, _)) in enumerate(zip(sources, kept, strict=True)) if s == e]
-        changed = [e.path for s, (e, _) in zip(sources, kept, strict=True) if s != e]
+    for split in ("test", "train"):  # test first: its problems are errors, fail fast
+        images, kept, missing, changed = _load_intact(root, entries[split], present, image_size)
         if split == "test" and (missing or changed):
             problems = "; ".join(
                 _listing(paths, what)
@@ -147,10 +139,10 @@ def load_folder_split(record: dict[str, Any], *, image_size: int | None = None) 
                 "or changed and are left out",
                 missing + changed,
             )
-        if not ok:
+        if not kept:
             raise DataError(f"none of the recorded training images of {root} is left unchanged")
-        labels = np.asarray([kept[i][1] for i in ok], np.int32)
-        loaded[split] = (images[ok], labels, tuple(sources[i] for i in ok))
+        labels = np.asarray([label for _, label in kept], np.int32)
+        loaded[split] = (images, labels, tuple(e for e, _ in kept))
     return Dataset(
         name=f"folder:{root}",
         train_images=loaded["train"][0],
@@ -168,6 +160,34 @@ def load_folder_split(record: dict[str, Any], *, image_size: int | None = None) 
         train_files=loaded["train"][2],
         test_files=loaded["test"][2],
     )
+
+
+def _load_intact(
+    root: Path, entries: list[tuple[SourceFile, int]], present: set[str], image_size: int
+) -> tuple[np.ndarray, list[tuple[SourceFile, int]], list[str], list[str]]:
+    """Decode the recorded files whose bytes still hash to the record, one file at a time.
+
+    Each file is read once, hashed and decoded from the same bytes, so what is checked is what
+    is used. Returns ``(images, kept entries, missing paths, changed paths)``.
+    """
+    images = np.empty((len(entries), image_size, image_size, 3), np.float32)
+    kept: list[tuple[SourceFile, int]] = []
+    missing, changed = [], []
+    for entry, label in entries:
+        if entry.path not in present:
+            missing.append(entry.path)
+            continue
+        data = read_file_bytes(root / entry.path)
+        if _sha256(data) != entry.sha256:
+            changed.append(entry.path)
+            continue
+        images[len(kept)] = decode_image_bytes(data, root / entry.path, image_size)
+        kept.append((entry, label))
+    return images[: len(kept)], kept, missing, changed
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _parse(
