@@ -88,6 +88,21 @@ def test_postscript_in_a_class_folder_is_refused_naming_the_file(tmp_path, ghost
     assert ghostscript_calls == []
 
 
+def test_cli_apply_refuses_postscript_named_png(tmp_path, capsys, ghostscript_calls):
+    from flax import nnx
+
+    from diffisp.isp.chain import ISP
+    from diffisp.models.classifier import SmallCNN
+    from diffisp.training.checkpoint import save_model
+
+    save_model(tmp_path / "m", ISP("seed"), SmallCNN(rngs=nnx.Rngs(0)), {"image_size": 32})
+    evil = tmp_path / "evil.png"
+    evil.write_bytes(EPS)
+    argv = ["apply", str(evil), "--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "o")]
+    _one_line_error(capsys, argv, "evil.png: not a PNG, JPEG, TIFF, BMP, WEBP file")
+    assert ghostscript_calls == [] and not (tmp_path / "o").exists()
+
+
 def test_supported_formats_still_decode(tmp_path):
     for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif"), ("BMP", ".bmp")):
         path = tmp_path / f"x{suffix}"
