@@ -186,6 +186,19 @@ def test_absurd_counts_from_a_config_file_are_refused(tmp_path):
         TrainConfig.load(path)
 
 
+def test_available_memory_respects_a_container_limit(tmp_path, monkeypatch):
+    import diffisp.data.memory as memory
+
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("268435456\n")
+    monkeypatch.setattr(memory, "_CGROUP", str(tmp_path))
+    monkeypatch.setattr(memory, "_MEMINFO", str(tmp_path / "meminfo"))
+    (tmp_path / "meminfo").write_text("MemTotal: 99999999 kB\nMemAvailable: 8388608 kB\n")
+    assert memory.available_memory() == 768 * 2**20  # the cgroup's headroom, not 8 GiB
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory.available_memory() == 8 * 2**30
+
+
 def test_memory_estimate_against_a_given_limit():
     one_image = 32 * 32 * 3 * 4
     check_fits_in_memory(10, 32, copies=3, options="x", limit=30 * one_image)

@@ -9,11 +9,13 @@ process. The estimate is checked against the memory the operating system says is
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from diffisp.errors import ConfigError
 
 BYTES_PER_PIXEL = 3 * 4  # RGB float32
 _MEMINFO = "/proc/meminfo"
+_CGROUP = "/sys/fs/cgroup"
 
 
 def image_bytes(num_images: int, image_size: int, copies: int = 1) -> int:
@@ -24,9 +26,21 @@ def image_bytes(num_images: int, image_size: int, copies: int = 1) -> int:
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation without swapping, or None if unknown.
 
-    Linux: ``MemAvailable`` of ``/proc/meminfo`` (free memory plus reclaimable caches).
+    Linux: ``MemAvailable`` of ``/proc/meminfo`` (free memory plus reclaimable caches), or
+    what is left under the cgroup (v2) memory limit of a container, whichever is smaller.
     Elsewhere: the physical memory size from ``os.sysconf``, when the platform has it.
     """
+    candidates = [_meminfo_available(), _cgroup_headroom()]
+    known = [c for c in candidates if c is not None]
+    if known:
+        return min(known)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _meminfo_available() -> int | None:
     try:
         with open(_MEMINFO, encoding="ascii") as f:
             for line in f:
@@ -34,9 +48,16 @@ def available_memory() -> int | None:
                     return int(line.split()[1]) * 1024  # the value is in kB
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _cgroup_headroom() -> int | None:
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
+        limit = Path(_CGROUP, "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int(Path(_CGROUP, "memory.current").read_text()), 0)
+    except (OSError, ValueError):
         return None
 
 
