@@ -280,6 +280,24 @@ def test_recorded_training_image_overwritten_with_garbage_is_left_out(tmp_path):
     assert compare_split(record) == ((), (), (spoiled,))
 
 
+@pytest.mark.slow
+def test_eval_checkpoint_uses_the_recorded_split(tmp_path, monkeypatch, capsys):
+    root = _folder(tmp_path / "photos", per_class=10)
+    monkeypatch.chdir(tmp_path)
+    sizes = ["--num-train", "16", "--num-test", "4", "--batch-size", "8", "--image-size", "16"]
+    epochs = ["--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1"]
+    train = ["train", "--data", "folder:photos", *sizes, *epochs, "--no-progress", "--out", "run"]
+    assert main(train) == 0
+    record = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert record["root"] == str(root) and len(record["test"]) == 4
+    _folder(root, per_class=10, start=10)
+    monkeypatch.chdir(tmp_path.parent)  # from another directory, after the folder grew
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="20 image.* not in the recorded split .* ignored"):
+        assert main(["eval", "--checkpoint", str(tmp_path / "run")]) == 0
+    assert "test set, 4 images" in capsys.readouterr().out
+
+
 def test_folder_root_is_recorded_absolute(tmp_path, monkeypatch):
     _folder(tmp_path / "photos", per_class=3)
     monkeypatch.chdir(tmp_path)

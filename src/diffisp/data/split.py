@@ -17,6 +17,7 @@ run writes it next to its model) and an evaluation reloads exactly those files
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,7 @@ from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import DataError
 
 SPLIT_FORMAT = "diffisp-folder-split/1"
+SPLIT_FILE = "split.json"  # the name a run directory keeps its split under
 SPLITS = ("train", "test")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_LISTED = 5
@@ -77,6 +79,18 @@ def split_record(dataset: Dataset) -> dict[str, Any]:
             for f, label in zip(files, labels, strict=True)
         ]
     return record
+
+
+def read_split(path: str | Path) -> dict[str, Any]:
+    """A split record written as JSON (e.g. ``RUN_DIR/split.json``).
+
+    Raises:
+      DataError: the file cannot be read or is not JSON (its content is checked on use).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DataError(f"cannot read the recorded split {path}: {exc}") from None
 
 
 def compare_split(record: dict[str, Any]) -> SplitChanges:
