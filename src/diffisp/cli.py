@@ -318,7 +318,8 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     if args.noise_sigma is not None:
         values["noise_sigma"] = args.noise_sigma
     cfg = TrainConfig.from_dict(values)
-    data = prepare_data(load_run_data(cfg), cfg)
+    run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
+    data = prepare_data(load_run_data(cfg, run_dir), cfg)
     n = int(data.test_labels.shape[0])
     with_isp = accuracy(model, data.test_dark, data.test_labels, isp=isp)
     without = accuracy(model, data.test_dark, data.test_labels)

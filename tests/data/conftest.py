@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import diffisp.data.cifar as cifar_module
+
 CIFAR_CLASSES = [
     b"airplane",
     b"automobile",
@@ -50,10 +52,16 @@ def write_pickle(path: Path, obj: object) -> None:
 
 
 @pytest.fixture
-def make_cifar(tmp_path: Path) -> Callable[..., Path]:
-    """``make_cifar(parent=..., per_batch=20, num_test=20)`` writes cifar-10-batches-py."""
+def make_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """``make_cifar(parent=..., per_batch=20, num_test=20)`` writes cifar-10-batches-py.
 
-    def make(parent: Path | None = None, per_batch: int = 20, num_test: int = 20) -> Path:
+    The loader only accepts files with the official CIFAR-10 checksums; unless ``trusted`` is
+    False, the checksums of the generated files are made the expected ones for this test.
+    """
+
+    def make(
+        parent: Path | None = None, per_batch: int = 20, num_test: int = 20, trusted: bool = True
+    ) -> Path:
         rng = np.random.default_rng(0)
         root = (parent or tmp_path / "src") / "cifar-10-batches-py"
         root.mkdir(parents=True)
@@ -62,6 +70,9 @@ def make_cifar(tmp_path: Path) -> Callable[..., Path]:
         write_pickle(root / "test_batch", cifar_batch(num_test, rng))
         meta = {b"label_names": CIFAR_CLASSES, b"num_cases_per_batch": per_batch, b"num_vis": 3072}
         write_pickle(root / "batches.meta", meta)
+        if trusted:
+            checksums = {p.name: md5_hex(p) for p in root.iterdir()}
+            monkeypatch.setattr(cifar_module, "CIFAR10_FILE_MD5", checksums)
         return root
 
     return make

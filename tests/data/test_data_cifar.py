@@ -345,8 +345,27 @@ def test_load_cifar10_missing_explains_how_to_get_it(tmp_path):
 def test_load_auto_corrupt_cifar_is_an_error_not_a_fallback(make_cifar, tmp_path):
     root = make_cifar(parent=tmp_path)
     (root / "test_batch").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="test_batch is corrupt"):
+    with pytest.raises(DataError, match="test_batch is not the official CIFAR-10 file"):
         load_dataset("auto", data_dir=tmp_path)
+
+
+def test_fake_extracted_cifar_is_not_labelled_real(make_cifar, tmp_path, capsys):
+    # Right names, right format, other content: refused before anything is unpickled.
+    root = make_cifar(parent=tmp_path, trusted=False)
+    with pytest.raises(DataError, match=r"data_batch_1 is not the official CIFAR-10 file: MD5"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    with pytest.raises(DataError, match="not the official CIFAR-10"):
+        load_dataset("auto", data_dir=tmp_path)
+    (root / "data_batch_1").unlink()
+    with pytest.raises(DataError, match=r"data_batch_1 is missing"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_every_extracted_file_has_an_official_checksum():
+    from diffisp.data.download import CIFAR10_FILE_MD5, EXPECTED_FILES
+
+    assert set(CIFAR10_FILE_MD5) == set(EXPECTED_FILES)
+    assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in CIFAR10_FILE_MD5.values())
 
 
 def test_load_with_download(make_tarball, md5, tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ the contract of :mod:`diffisp.ops`) with int32 labels:
 
 * :mod:`~diffisp.data.cifar`: the real CIFAR-10 (download, checksum, safe extraction, reader);
 * :mod:`~diffisp.data.builtin`: an offline stand-in made of crops of 10 bundled photos;
-* :mod:`~diffisp.data.folder`: the user's own ``root/<class_name>/*.png|jpg`` images.
+* :mod:`~diffisp.data.folder`: the user's own ``root/<class_name>/*.png|jpg`` images;
+  :mod:`~diffisp.data.split` records such a split (file + SHA-256 per image) and reloads it.
 
 :func:`load_dataset` picks one by a spec string; :func:`load_image` reads a single file.
 """
@@ -19,16 +20,21 @@ from diffisp.data.download import default_cache_dir, download_cifar10
 from diffisp.data.folder import load_folder
 from diffisp.data.images import load_image
 from diffisp.data.loader import VALID_SPECS, load_dataset
+from diffisp.data.split import SplitChanges, compare_split, load_folder_split, split_record
 
 __all__ = [
     "VALID_SPECS",
     "Dataset",
+    "SplitChanges",
+    "compare_split",
     "default_cache_dir",
     "download_cifar10",
     "find_cifar10",
     "load_builtin",
     "load_dataset",
     "load_folder",
+    "load_folder_split",
     "load_image",
     "read_cifar10",
+    "split_record",
 ]

@@ -10,6 +10,8 @@ from PIL import Image
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
 MIN_IMAGE_SIZE = 8
+# The options that size a data set in memory, named when it would not fit.
+SIZE_OPTIONS = "num_train, num_test or image_size (--num-train, --num-test, --image-size)"
 # Lanczos in Pillow widens its kernel when it shrinks, i.e. it is antialiased.
 RESAMPLE = Image.Resampling.LANCZOS
 

@@ -28,8 +28,16 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from diffisp.data._common import RESAMPLE, check_image_size, check_int, uint8_to_float
+from diffisp.data._common import (
+    RESAMPLE,
+    SIZE_OPTIONS,
+    check_image_size,
+    check_int,
+    uint8_to_float,
+)
 from diffisp.data.dataset import Dataset
+from diffisp.data.images import DECODED_FORMATS
+from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError, DataError
 
 Split = Literal["train", "test"]
@@ -123,6 +131,9 @@ def load_builtin(
       A :class:`Dataset` with ``is_standin=True`` and images ``(N, image_size, image_size, 3)``.
     """
     image_size = check_image_size(image_size)
+    num_train = check_int(num_train, "num_train", minimum=1)
+    num_test = check_int(num_test, "num_test", minimum=1)
+    check_fits_in_memory(num_train + num_test, image_size, options=SIZE_OPTIONS)
     train = plan_crops(num_train, split="train", seed=seed)
     test = plan_crops(num_test, split="test", seed=seed)
     return Dataset(
@@ -252,6 +263,6 @@ def _read(photo: _Photo) -> Image.Image:
     spec = importlib.util.find_spec(photo.package)
     path = Path(spec.origin).parent / photo.file if spec and spec.origin else None
     if path is not None and path.is_file():
-        with Image.open(path) as image:
+        with Image.open(path, formats=DECODED_FORMATS) as image:
             return image.convert("RGB")
     return Image.fromarray(np.asarray(photo.fallback(), np.uint8)).convert("RGB")

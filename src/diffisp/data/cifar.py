@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from diffisp.data._common import (
+    SIZE_OPTIONS,
     check_enough,
     resize_batch,
     stratified_subset,
@@ -30,12 +31,15 @@ from diffisp.data.dataset import Dataset
 from diffisp.data.download import (
     BATCHES_DIR,
     CACHE_ENV,
+    CIFAR10_FILE_MD5,
     CIFAR10_MD5,
     CIFAR10_URL,
     TARBALL_NAME,
     default_cache_dir,
     extract_cifar10,
+    file_md5,
 )
+from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import DataError
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -130,16 +134,34 @@ def load_cifar10(
     ``num_train``/``num_test`` of ``None`` take the whole split in file order; a number takes a
     seeded subset with the classes balanced (see :func:`stratified_subset`), so even small runs
     see every class. Images are resized with Lanczos when ``image_size != 32``.
+
+    Raises:
+      DataError: a file differs from the official CIFAR-10 (:func:`verify_cifar10`), is
+        corrupt, or fewer images are available than requested.
+      ConfigError: the requested images would not fit in memory.
     """
+    verify_cifar10(batches_dir)
     arrays = read_cifar10(batches_dir)
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    hint = "lower it or pass None for the whole split"
+    counts = {
+        split: check_enough(
+            requested,
+            len(labels),
+            f"CIFAR-10 {split} images",
+            f"lower num_{split} (--num-{split}) to at most {len(labels)}",
+        )
+        for split, requested, labels in (
+            ("train", num_train, arrays.train_labels),
+            ("test", num_test, arrays.test_labels),
+        )
+    }
+    check_fits_in_memory(sum(counts.values()), image_size, options=SIZE_OPTIONS)
     splits = {}
-    for split, images, labels, requested, rng in (
-        ("train", arrays.train_images, arrays.train_labels, num_train, train_rng),
-        ("test", arrays.test_images, arrays.test_labels, num_test, test_rng),
+    for split, images, labels, rng in (
+        ("train", arrays.train_images, arrays.train_labels, train_rng),
+        ("test", arrays.test_images, arrays.test_labels, test_rng),
     ):
-        n = check_enough(requested, len(labels), f"CIFAR-10 {split} images", hint)
+        n = counts[split]
         if n < len(labels):
             index = stratified_subset(labels, n, rng, NUM_CLASSES)
             images, labels = images[index], labels[index]
@@ -159,6 +181,28 @@ def load_cifar10(
         ),
         is_standin=False,
     )
+
+
+def verify_cifar10(batches_dir: str | Path) -> None:
+    """Check every file of ``batches_dir`` against the official MD5 (``CIFAR10_FILE_MD5``).
+
+    A directory with the right file names and format but other content (a fake, a subset, a
+    modified copy) must not be labelled "CIFAR-10 (real data)" in a report.
+
+    Raises:
+      DataError: a file is missing, unreadable or has another MD5; the message names it.
+    """
+    batches_dir = Path(batches_dir)
+    for name, expected in CIFAR10_FILE_MD5.items():
+        path = batches_dir / name
+        if not path.is_file():
+            raise DataError(f"CIFAR-10 file {path} is missing{_redownload(path)}")
+        actual = file_md5(path)
+        if actual != expected:
+            raise DataError(
+                f"{path} is not the official CIFAR-10 file: MD5 {actual}, expected {expected}"
+                f"{_redownload(path)}"
+            )
 
 
 def _read_meta(path: Path) -> tuple[str, ...]:

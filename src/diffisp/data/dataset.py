@@ -9,10 +9,18 @@ others; copy an array (``np.array(ds.train_images)``) to get a writable one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from diffisp.errors import DataError
+
+
+class SourceFile(NamedTuple):
+    """Where one image of a data set came from: a file and a hash of its content."""
+
+    path: str  # relative to the data set's root folder, with "/" separators
+    sha256: str  # hex SHA-256 of the file's bytes, as decoded
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,6 +36,10 @@ class Dataset:
       class_names: one name per class; label ``i`` is ``class_names[i]``.
       description: one line for reports, saying what the data really is.
       is_standin: True when this is not a real benchmark (the built-in photo-crop set).
+      root: for a folder data set, the absolute folder the files are relative to; else None.
+      train_files: for a folder data set, the file of every training image, in image order
+        (``train_files[i]`` is ``train_images[i]``); None for other data sets.
+      test_files: likewise for the test images.
 
     Raises:
       DataError: on construction, if arrays have the wrong shape, dtype or value range, or
@@ -42,6 +54,9 @@ class Dataset:
     class_names: tuple[str, ...]
     description: str
     is_standin: bool = False
+    root: str | None = None
+    train_files: tuple[SourceFile, ...] | None = None
+    test_files: tuple[SourceFile, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names or not all(isinstance(c, str) for c in self.class_names):
@@ -52,6 +67,13 @@ class Dataset:
             _check_split(self.name, split, images, labels, len(self.class_names))
             images.setflags(write=False)
             labels.setflags(write=False)
+        for split in ("train", "test"):
+            files = getattr(self, f"{split}_files")
+            if files is not None and len(files) != len(getattr(self, f"{split}_labels")):
+                raise DataError(
+                    f"{self.name}: {len(files)} {split} files for "
+                    f"{len(getattr(self, f'{split}_labels'))} {split} images; give one per image"
+                )
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise DataError(
                 f"{self.name}: train images are {self.train_images.shape[1:]} but test images "

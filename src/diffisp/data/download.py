@@ -34,6 +34,18 @@ EXPECTED_FILES = (
     "test_batch",
     "batches.meta",
 )
+# MD5 of every file of the official tarball's cifar-10-batches-py/ (the same values
+# torchvision checks). An extracted directory is verified against them on every load, so a
+# directory that merely has the right names and format is never reported as real CIFAR-10.
+CIFAR10_FILE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 CACHE_ENV = "DIFFISP_CACHE"
 
 _CHUNK = 1 << 20
@@ -204,7 +216,12 @@ def _fetch(url: str, out: BinaryIO, md5: str, progress: bool, cache_dir: Path) -
         )
 
 
-def _check_md5(path: Path, md5: str) -> None:
+def file_md5(path: Path) -> str:
+    """Hex MD5 of a file, read in chunks.
+
+    Raises:
+      DataError: the file cannot be read.
+    """
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with path.open("rb") as f:
@@ -212,9 +229,14 @@ def _check_md5(path: Path, md5: str) -> None:
                 digest.update(chunk)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
-    if digest.hexdigest() != md5.lower():
+    return digest.hexdigest()
+
+
+def _check_md5(path: Path, md5: str) -> None:
+    actual = file_md5(path)
+    if actual != md5.lower():
         raise DataError(
-            f"checksum mismatch for {path}: MD5 is {digest.hexdigest()}, expected {md5}; "
+            f"checksum mismatch for {path}: MD5 is {actual}, expected {md5}; "
             "the file is corrupt or not the CIFAR-10 python tarball; delete it and download "
             "it again"
         )

@@ -13,20 +13,23 @@ images (rounded, but at least one, and at least one left for training) goes to t
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from diffisp.data._common import (
+    SIZE_OPTIONS,
     check_count,
     check_enough,
     check_image_size,
     check_int,
     stratified_subset,
 )
-from diffisp.data.dataset import Dataset
-from diffisp.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from diffisp.data.dataset import Dataset, SourceFile
+from diffisp.data.images import IMAGE_EXTENSIONS, is_image_file, load_image_and_digest
+from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
 DEFAULT_TEST_FRACTION = 0.2
@@ -55,37 +58,48 @@ def load_folder(
       test_fraction: share of every class held out for testing, in (0, 1).
 
     Returns:
-      A :class:`Dataset` named ``"folder:<root>"``; images ``(N, image_size, image_size, 3)``
-      float32 in [0, 1], in seeded random order. A requested count smaller than what is
-      available takes a subset with the classes as balanced as they allow.
+      A :class:`Dataset` named ``"folder:<absolute root>"``; images
+      ``(N, image_size, image_size, 3)`` float32 in [0, 1], in seeded random order. A requested
+      count smaller than what is available takes a subset with the classes as balanced as
+      they allow. Its ``train_files``/``test_files`` record the exact split (file and SHA-256
+      of every image), so it can be reloaded with :func:`diffisp.data.split.load_folder_split`
+      even after images were added to the folder.
 
     Raises:
       DataError: ``root`` missing or not a folder, no class folders, fewer than two classes, a
         class with fewer than two images, a corrupt image (named), or more images requested
-        than available.
+        than available (the message names the option to lower).
+      ConfigError: the requested images would not fit in memory.
     """
     num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
     seed = check_int(seed, "seed", minimum=0)
     image_size = check_image_size(image_size)
     test_fraction = _check_fraction(test_fraction)
-    root = Path(root).expanduser()
+    root = absolute_root(root)
     classes = scan_folder(root)
     split_rng, train_rng, test_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
     pools = split_files(classes, test_fraction, split_rng)
     names = tuple(classes)
-    chosen = {}
-    for split, requested, rng in (("train", num_train, train_rng), ("test", num_test, test_rng)):
-        files, labels = pools[split]
-        hint = (
-            f"{root} has {len(files)} after holding out test_fraction={test_fraction:g} of every "
-            f"class for testing; lower num_{split}, pass None for all, or add images"
+    counts = {
+        split: check_enough(
+            requested,
+            len(pools[split][0]),
+            f"{split} images",
+            f"{root} has {len(pools[split][0])} after holding out test_fraction="
+            f"{test_fraction:g} of every class for testing; lower num_{split} (--num-{split}) "
+            f"to at most {len(pools[split][0])}, or add images",
         )
-        n = check_enough(requested, len(files), f"{split} images", hint)
-        index = stratified_subset(labels, n, rng, len(names))
-        images = np.stack([load_image(files[i], image_size) for i in index])
-        chosen[split] = (images, labels[index])
+        for split, requested in (("train", num_train), ("test", num_test))
+    }
+    check_fits_in_memory(sum(counts.values()), image_size, options=SIZE_OPTIONS)
+    chosen = {}
+    for split, rng in (("train", train_rng), ("test", test_rng)):
+        files, labels = pools[split]
+        index = stratified_subset(labels, counts[split], rng, len(names))
+        images, sources = load_images_with_sources(root, [files[i] for i in index], image_size)
+        chosen[split] = (images, labels[index], sources)
     return Dataset(
         name=f"folder:{root}",
         train_images=chosen["train"][0],
@@ -99,7 +113,33 @@ def load_folder(
             f"{test_fraction:g}), resized and centre-cropped to {image_size}x{image_size}"
         ),
         is_standin=False,
+        root=str(root),
+        train_files=chosen["train"][2],
+        test_files=chosen["test"][2],
     )
+
+
+def absolute_root(root: str | Path) -> Path:
+    """``root`` with ``~`` expanded, absolute and normalised, so a recorded name stays valid
+    from any working directory."""
+    return Path(os.path.abspath(Path(root).expanduser()))
+
+
+def load_images_with_sources(
+    root: Path, files: list[Path], image_size: int
+) -> tuple[np.ndarray, tuple[SourceFile, ...]]:
+    """Decode ``files`` and record each one's path relative to ``root`` and content hash.
+
+    Returns:
+      ``(images, sources)``: ``(N, image_size, image_size, 3)`` float32, one
+      :class:`SourceFile` per image.
+    """
+    images = np.empty((len(files), image_size, image_size, 3), np.float32)
+    sources = []
+    for i, path in enumerate(files):
+        images[i], digest = load_image_and_digest(path, image_size)
+        sources.append(SourceFile(path.relative_to(root).as_posix(), digest))
+    return images, tuple(sources)
 
 
 def scan_folder(root: str | Path) -> dict[str, list[Path]]:

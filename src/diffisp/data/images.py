@@ -13,11 +13,18 @@ Every supported file becomes ``(H, W, 3)`` float32 RGB in [0, 1]:
 
 Truncated or corrupt files raise :class:`DataError` naming the file: decoding is always
 strict, even if some other code enabled Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES``.
+
+Only the formats in :data:`DECODED_FORMATS` are decoded (PNG, JPEG, TIFF, BMP, WebP), chosen by
+the file's content, never by its name. Pillow alone would try every format it knows, and some
+of those hand the file to an external program: a PostScript file named ``photo.png`` would be
+run by Ghostscript. Files in any other format are refused with a :class:`DataError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +36,10 @@ from diffisp.data._common import RESAMPLE, check_image_size
 from diffisp.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+# Raster formats that cameras, scanners and the web produce, decoded in-process by Pillow's own
+# code or libpng/libjpeg/libtiff/libwebp. Everything else (EPS runs Ghostscript; many rarely
+# used formats have little-tested decoders) is refused, whatever the file is called.
+DECODED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
 ALPHA_BACKGROUND = 1.0  # white
 _EIGHT_BIT_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "LA", "PA", "La", "RGBa"})
 _EIGHT_BIT_MODES |= {"CMYK", "YCbCr"}
@@ -41,7 +52,8 @@ def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
     """Read an image file as float RGB (see the module docstring for format handling).
 
     Args:
-      path: a PNG or JPEG file (other formats Pillow reads also work, in the modes above).
+      path: a PNG, JPEG, TIFF, BMP or WebP file (:data:`DECODED_FORMATS`; the content decides,
+        not the extension).
       image_size: if given, resize so the short side is ``image_size`` (Lanczos, antialiased)
         and centre-crop to ``image_size x image_size``; must be >= 8.
 
@@ -49,19 +61,66 @@ def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
       ``(H, W, 3)`` float32 in [0, 1], or ``(image_size, image_size, 3)``.
 
     Raises:
-      DataError: the file is missing, not an image, corrupt, truncated or in an unsupported
-        pixel format; the message names the file.
+      DataError: the file is missing, not an image, in a format outside
+        :data:`DECODED_FORMATS`, corrupt, truncated or in an unsupported pixel format; the
+        message names the file.
       ConfigError: ``image_size`` below 8 (``InputTypeError`` if it is not an int).
     """
     if image_size is not None:
         image_size = check_image_size(image_size)
+    path = _check_is_file(path)
+    return _decode(path, path, image_size)
+
+
+def load_image_and_digest(
+    path: str | Path, image_size: int | None = None
+) -> tuple[np.ndarray, str]:
+    """:func:`load_image`, plus the SHA-256 of exactly the bytes that were decoded.
+
+    The file is read once and both hashed and decoded from memory, so the digest describes
+    the pixels returned even if the file changes meanwhile (used to record data splits).
+
+    Returns:
+      ``(pixels, sha256_hex)``; ``pixels`` as from :func:`load_image`.
+
+    Raises:
+      DataError, ConfigError: as :func:`load_image`.
+    """
+    if image_size is not None:
+        image_size = check_image_size(image_size)
+    path = _check_is_file(path)
+    data = read_file_bytes(path)
+    return decode_image_bytes(data, path, image_size), hashlib.sha256(data).hexdigest()
+
+
+def decode_image_bytes(data: bytes, path: Path, image_size: int | None = None) -> np.ndarray:
+    """:func:`load_image` on the bytes ``data`` of the file ``path`` (named in errors)."""
+    if image_size is not None:
+        image_size = check_image_size(image_size)
+    return _decode(io.BytesIO(data), path, image_size)
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; ``DataError`` naming it if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+
+
+def _check_is_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         what = "is a directory, not an image file" if path.is_dir() else "does not exist"
         raise DataError(f"image {path} {what}")
+    return path
+
+
+def _decode(source: Path | io.BytesIO, path: Path, image_size: int | None) -> np.ndarray:
+    """Decode ``source`` (the file ``path`` or its bytes); errors name ``path``."""
     with _strict_decoding():
         try:
-            with Image.open(path) as image:
+            with Image.open(source, formats=DECODED_FORMATS) as image:
                 if image_size is not None:
                     # JPEG only: decode at a reduced scale, never below image_size (much faster
                     # for camera photos; the result is resized with Lanczos anyway).
@@ -70,6 +129,11 @@ def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
                 pixels = _to_float_rgb(ImageOps.exif_transpose(image), path)
         except DataError:
             raise
+        except Image.UnidentifiedImageError as exc:
+            raise DataError(
+                f"cannot read image {path}: not a {', '.join(DECODED_FORMATS)} file (the "
+                "content decides, not the name; other formats are refused)"
+            ) from exc
         # Pillow's decoders fail with many exception types (OSError, SyntaxError, ValueError,
         # struct.error, ...); all mean the same thing here.
         except Exception as exc:

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 import jax
 
-from diffisp.data import Dataset, load_dataset
+from diffisp.data import Dataset, load_dataset, load_folder_split, split_record
+from diffisp.data.split import SPLIT_FILE, read_split
 from diffisp.errors import ConfigError
 from diffisp.experiments.protocol import (
     Method,
@@ -84,7 +85,11 @@ def default_run_dir(root: str | Path = "runs") -> Path:
     return path
 
 
-def load_run_data(cfg: TrainConfig) -> Dataset:
+def load_run_data(cfg: TrainConfig, run_dir: str | Path | None = None) -> Dataset:
+    """The run's data: the exact recorded split when ``run_dir`` holds one (folder data)."""
+    split = None if run_dir is None else Path(run_dir) / SPLIT_FILE
+    if split is not None and split.is_file():
+        return load_folder_split(read_split(split), image_size=cfg.image_size)
     return load_dataset(
         cfg.data,
         num_train=cfg.num_train,
@@ -140,13 +145,15 @@ def run_experiment(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = _resolve_config(cfg, out_dir, resume)
-    dataset = load_run_data(cfg)
+    dataset = load_run_data(cfg, out_dir if resume else None)
     if dataset.is_standin:
         log(f"note: {dataset.description}")
     data = prepare_data(dataset, cfg)
     state = TrainState.create(cfg, data.num_classes)
     if not resume:  # only now: a run that cannot start leaves no directory behind
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
+        if dataset.train_files is not None:  # folder data: eval must not re-split it
+            atomic_write_json(out_dir / SPLIT_FILE, split_record(dataset))
     checkpoints = TrainingCheckpoints(out_dir)
     if resume and checkpoints.latest_step() is not None:
         checkpoints.restore_into(state, data.num_train)

@@ -60,4 +60,6 @@ def _equalize_one(image: jax.Array, nbins: int) -> jax.Array:
     cdf = jnp.cumsum(hist)
     cdf = cdf / cdf[-1]
     centres = low + width * (jnp.arange(nbins) + 0.5)
-    return jnp.interp(image, centres, cdf)
+    # A constant image has no histogram to spread; scikit-image maps it to 0.5 (NumPy widens
+    # the empty range to +-0.5, putting the value halfway between the middle bin centres).
+    return jnp.where(high > low, jnp.interp(image, centres, cdf), 0.5)

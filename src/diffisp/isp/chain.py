@@ -8,6 +8,7 @@ call it, so a stage is applied the same way everywhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -52,7 +53,7 @@ def parse_stage_list(spec: str | Sequence[str]) -> tuple[str, ...]:
     names = tuple(resolve_stage_name(n) for n in spec)
     if not names:
         raise ConfigError("an ISP needs at least one stage")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)  # linear, not O(n^2)
     if repeated:
         raise ConfigError(f"ISP stages may appear once each; repeated: {', '.join(repeated)}")
     return names

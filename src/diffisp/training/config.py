@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from diffisp.data.degrade import LowLight
+from diffisp.data.folder import absolute_root
+from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError
 from diffisp.isp.chain import parse_stage_list
 from diffisp.training.variants import parse_variant
@@ -70,8 +72,16 @@ class TrainConfig:
             _positive_int(name, getattr(self, name))
         for name in ("epochs_clean", "epochs_isp", "epochs_joint", "seed", "bn_calibration"):
             _non_negative_int(name, getattr(self, name))
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be in [0, 2**32 - 1 = {MAX_SEED}]; got {self.seed}")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8 pixels; got {self.image_size}")
+        check_fits_in_memory(
+            self.num_train + self.num_test,
+            self.image_size,
+            copies=RUN_COPIES,
+            options="num_train + num_test (--num-train, --num-test) and image_size (--image-size)",
+        )
         if self.batch_size > self.num_train:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) is larger than the training set "
@@ -84,6 +94,7 @@ class TrainConfig:
         for name in ("data", "preset"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string; got {getattr(self, name)!r}")
+        object.__setattr__(self, "data", _absolute_folder_spec(self.data))
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
         for name in ("adaptive", "gates"):
@@ -156,13 +167,43 @@ class TrainConfig:
 
 
 def _read_json(path: str | Path) -> Any:
+    """Parse a config file, refusing anything that is not a small, sane JSON document."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        with path.open("rb") as f:
+            # One byte more than allowed tells "too large" apart from "exactly the limit"
+            # without reading an endless file (/dev/zero, a FIFO fed forever) to its end.
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"config path {path} is a directory, not a JSON file") from None
+    except OSError as exc:  # name too long, permission denied, a dangling device, ...
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a "
+            "small JSON object of the keys of TrainConfig"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    # ValueError also covers integers longer than Python's int-digit limit.
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests arrays or objects too deeply to be a config"
+        ) from None
 
+
+# jax.random.key takes at most a signed 64-bit seed; 32 bits are plenty of distinct runs, are
+# the same with and without jax_enable_x64, and leave room for seed arithmetic in studies.
+MAX_SEED = 2**32 - 1
+# A config is a few hundred bytes; the cap stops a wrong path from being read into memory.
+MAX_CONFIG_BYTES = 1 << 20
+# Float32 image copies a run holds at once: the loaded data set, and clean and darkened
+# copies on the device (on a CPU backend, also host memory).
+RUN_COPIES = 3
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference's QUICK_MODE: 512 train / 128 test, 1 + 1 epochs, plus a short phase 0.
@@ -182,6 +223,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs_joint": 10,
     },
 }
+
+
+def _absolute_folder_spec(data: str) -> str:
+    """``folder:PATH`` with PATH made absolute, so a saved run's config names the same folder
+    when it is evaluated from another directory; other specs unchanged."""
+    kind, sep, path = data.strip().partition(":")
+    if kind.lower() != "folder" or not sep or not path.strip():
+        return data
+    return f"folder:{absolute_root(path.strip())}"
 
 
 def _number(name: str, value: Any) -> float:
