@@ -229,14 +229,34 @@ def test_tone_curve_extends_its_end_segments_linearly_outside_the_unit_range():
     np.testing.assert_allclose(ops.tone_curve(x, jnp.linspace(0, 1, 16)), x, atol=1e-5)
 
 
-def test_gamma_is_odd_continues_above_one_and_is_continuous_at_the_toe():
+def test_gamma_is_odd_linear_above_one_and_continuous_at_the_toe():
     t = ops.tone.GAMMA_TOE
-    x = jnp.array([-4.0, -0.25, -t, t, 0.25, 4.0]).reshape(1, 1, 6, 1).repeat(3, -1)
+    x = jnp.array([-4.0, -0.25, -t, t, 0.25, 1.0, 4.0]).reshape(1, 1, 7, 1).repeat(3, -1)
     out = np.asarray(ops.adjust_gamma(x, 0.5))[0, 0, :, 0]
-    np.testing.assert_allclose(out, [-2.0, -0.5, -(t**0.5), t**0.5, 0.5, 2.0], rtol=1e-5)
-    # The two pieces meet at the toe: just below and at t the values agree.
+    # Above 1: the tangent at 1, 1 + 0.5 (4 - 1) = 2.5; mirrored below -1.
+    np.testing.assert_allclose(out, [-2.5, -0.5, -(t**0.5), t**0.5, 0.5, 1.0, 2.5], rtol=1e-5)
+    # The pieces meet: just below the toe, and just either side of 1 (value and slope g).
     below = ops.adjust_gamma(jnp.full((1, 1, 1, 3), t * (1 - 1e-6)), 0.5)
     np.testing.assert_allclose(below, t**0.5, rtol=1e-5)
+
+    def pixel(v, g):
+        return ops.adjust_gamma(jnp.full((1, 1, 1, 3), v), g)[0, 0, 0, 0]
+
+    for g in (0.3, 4.0):
+        slopes = [jax.grad(pixel)(v, g) for v in (1.0 - 1e-4, 1.0, 1.0 + 1e-4)]
+        np.testing.assert_allclose(slopes, g, rtol=2e-3)
+
+
+def test_gamma_does_not_blow_up_values_a_gain_pushed_far_out():
+    x = jnp.full((1, 2, 2, 3), 1e4).at[0, 0].set(-1e4)
+
+    def total(images, g):
+        return jnp.sum(ops.adjust_gamma(images, g))
+
+    out = np.asarray(ops.adjust_gamma(x, 10.0))
+    assert np.abs(out).max() <= 10 * 1e4  # linear growth, where 1e4**10 would overflow
+    grads = jax.grad(total, argnums=(0, 1))(x, jnp.float32(10.0))
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
 # --- finite gradients everywhere ----------------------------------------------------------
@@ -262,6 +282,7 @@ INPUT_VALUES = {
     "one": 1.0,
     "below_zero": -0.3,
     "above_one": 1.7,
+    "far_out": 3e3,
     "mixed": None,  # a ramp from -0.5 to 1.5 through exact 0 and 1
 }
 

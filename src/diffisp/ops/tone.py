@@ -45,21 +45,24 @@ def adjust_exposure(images: jax.Array, ev: jax.Array, *, clip: bool = False) -> 
 
 
 def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
-    """Power-law tone response ``x**g``, with a linear toe and mirrored for negative inputs.
+    """Power-law tone response ``x**g`` on [0, 1], extended to any real input.
 
-    ``out = x * max(|x|, t)**(g - 1)`` with ``t = GAMMA_TOE``:
+    With ``t = GAMMA_TOE``, for ``x >= 0`` (and mirrored, ``out(-x) = -out(x)``, below 0):
 
-    * ``x >= t``: ``x**g``; it continues above 1 (no clip, so values an earlier stage pushed
-      past white stay ordered);
-    * ``|x| < t``: the straight line ``x * t**(g - 1)`` through 0 that meets ``x**g`` at ``t``, so
-      the slope at 0 is finite (at most ~500 for ``g >= 0.1``) instead of infinite;
-    * ``x <= -t``: ``-(|x|**g)``, the curve mirrored through the origin, as extended-range sRGB
-      encodes negative values. ``x**g`` has no real value there; a clamp to 0 would instead cut
-      the gradient of every negative pixel an earlier colour matrix or sharpening produced.
+    * ``t <= x <= 1``: ``x**g``;
+    * ``0 <= x < t``: the straight line ``x * t**(g - 1)`` through 0 that meets ``x**g`` at ``t``
+      (a "linear toe", as in sRGB), so the slope at 0 is finite (at most ~500 for ``g >= 0.1``)
+      instead of infinite;
+    * ``x > 1``: the tangent at 1, ``1 + g * (x - 1)``. ``x**g`` itself would grow without bound
+      for ``g > 1`` (a pixel an earlier gain took to 20 would become 20**10 = 1e13 at ``g = 10``,
+      and overflow to ``inf`` further on, which turns gradients into NaN);
+    * ``x < 0``: mirrored, as extended-range sRGB encodes negative values. ``x**g`` has no real
+      value there, and a clamp to 0 would cut the gradient of every negative pixel that an
+      earlier colour matrix or sharpening produced.
 
-    0 maps to 0 and 1 to 1, ``g = 1`` is exactly the identity, the curve is odd and increasing,
-    and gradients with respect to both ``x`` and ``g`` are finite everywhere, including ``x = 0``
-    (where the slope is ``t**(g - 1)``, not the 0 that ``sign(x) * f(|x|)`` would give).
+    0 maps to 0 and 1 to 1, ``g = 1`` is exactly the identity, the curve is odd, increasing and
+    continuous with its slope at 1, and gradients with respect to both ``x`` and ``g`` are finite
+    everywhere, including ``x = 0`` (slope ``t**(g - 1)``) and ``x = 1`` (slope ``g``).
     ``g < 1`` brightens (0.5 is the classic "fixed ISP" brightening).
 
     Args:
@@ -71,10 +74,19 @@ def adjust_gamma(images: jax.Array, gamma: jax.Array) -> jax.Array:
     """
     images = check_images(images, value_range=None)
     gamma = check_param(gamma, name="gamma", batch=images.shape[0], value_range=(1e-6, 1e6))
-    g = per_image(gamma)
-    # One branch-free expression: the power never sees a base under t (no inf slope, no NaN
-    # from a negative base), and the factor x carries the sign and the linear toe.
-    return images * jnp.power(jnp.maximum(jnp.abs(images), GAMMA_TOE), g - 1.0)
+    return _gamma(images, per_image(gamma))
+
+
+def _gamma(x: jax.Array, g: jax.Array) -> jax.Array:
+    magnitude = jnp.abs(x)
+    above_one = magnitude > 1.0
+    # The power sees only bases in [t, 1] (never 0: no infinite slope; never > 1: no overflow),
+    # also where its branch is not selected, so that branch's gradient is finite, not inf * 0.
+    # At |x| = 1 exactly the base is 1 through max(), not a clip's tie, so the slope there is g.
+    base = jnp.where(above_one, 1.0, jnp.maximum(magnitude, GAMMA_TOE))
+    power_law = x * jnp.power(base, g - 1.0)  # x**g above the toe, the toe's line below it
+    tangent = g * x + (1.0 - g) * jnp.sign(x)  # 1 + g (x - 1) above 1, mirrored below -1
+    return jnp.where(above_one, tangent, power_law)
 
 
 def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
