@@ -39,12 +39,18 @@ def mixed_gate_isp(stages=LIGHT, *, gates: bool = True) -> AdaptiveISP:
 
 
 # --- copies of the loops as they were before the shared chain --------------------------------
+# Each ends with the chain's one clip (issue 11, step 5: stages no longer clip, the chain's
+# output does), which the shared chain added after these loops were copied.
+
+
+def _clip(x):
+    return jnp.clip(x, 0.0, 1.0)
 
 
 def old_global_call(isp: ISP, images):
     for stage in isp.stages:
         images = jax.lax.optimization_barrier(stage(images))
-    return images
+    return _clip(images)
 
 
 def old_adaptive_chain(isp: AdaptiveISP, images, raw, gates):
@@ -57,7 +63,7 @@ def old_adaptive_chain(isp: AdaptiveISP, images, raw, gates):
             x = jnp.where(gates[:, s, None, None, None], y, x)
         else:
             x = x + gates[:, s, None, None, None] * (y - x)
-    return x
+    return _clip(x)
 
 
 def old_hard_group(images, raw, index, chain):
@@ -65,7 +71,7 @@ def old_hard_group(images, raw, index, chain):
     for name, start, stop in chain:
         cls = STAGES[name]
         x = cls.process(x, cls.constrain(cls.unflatten_raw(raw[:, start:stop])))
-    return x
+    return _clip(x)
 
 
 def old_figure_steps(isp, dark):
@@ -80,8 +86,8 @@ def old_figure_steps(isp, dark):
             if active[r, s]:
                 per_image = {k: v[r : r + 1] for k, v in decisions["values"][name].items()}
                 x = np.asarray(STAGES[name].process(x, per_image))
-                panels[r, s] = x[0]
-        panels[r, "output"] = x[0]
+                panels[r, s] = x[0] if s < len(names) - 1 else np.clip(x[0], 0.0, 1.0)
+        panels[r, "output"] = np.clip(x[0], 0.0, 1.0)
     return panels
 
 
@@ -281,7 +287,7 @@ def test_run_figures_pick_the_isp_figure_by_kind_not_by_class(tmp_path, saved_fi
     from types import SimpleNamespace
 
     from diffisp.report.figures import FIGURES
-    from diffisp.training.loop import EpochRecord
+    from diffisp.training.state import EpochRecord
 
     dark = np.asarray(dark_batch(8))
     data = SimpleNamespace(test_dark=dark, test_clean=dark * 3, test_labels=np.arange(8) % 4)
@@ -294,8 +300,9 @@ def test_run_figures_pick_the_isp_figure_by_kind_not_by_class(tmp_path, saved_fi
         for key, isp in (("global_full", global_isp), ("adaptive_l1", adaptive_isp))
     ]
     for isp, main_figure in ((global_isp, "learned_parameters"), (adaptive_isp, None)):
-        trainer = SimpleNamespace(data=data, history=history, isp=isp)
-        paths = FIGURES.run(tmp_path, trainer, dataset, results, variants)
+        state = SimpleNamespace(history=history, isp=isp)
+        outcome = SimpleNamespace(state=state, data=data, methods=variants)
+        paths = FIGURES.run(tmp_path, outcome, dataset, results)
         stems = [p.stem for p in paths]
         expected_main = main_figure or "adaptive_decisions"
         # The adaptive variant is the trainer's own ISP in the second run: drawn once.

@@ -1,19 +1,29 @@
-"""Every learnable stage: shape, range, identity at init, gradients, batch invariance."""
+"""Every learnable stage: shape, range, identity at init, gradients, batch invariance, clipping."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from helpers import EDGE_INPUTS, randomize
 
 from diffisp.errors import ConfigError
 from diffisp.isp.chain import ISP, SEED_PRESET, parse_stage_list
-from diffisp.isp.stages import STAGES, resolve_stage_name
+from diffisp.isp.stages import STAGES, clip_output, resolve_stage_name
 
 ALL = sorted(STAGES)
+# Stages whose maths maps [0, 1] into [0, 1] for any parameters: they need no clip to stay in
+# range (exposure saturates at white; the others are convex blends or the gamma curve).
+KEEP_THE_RANGE = ("denoise", "desaturation", "exposure", "gamma")
+# Stage inputs outside [0, 1] (what an earlier stage may now hand on) on top of the edge cases.
+STAGE_INPUTS = {
+    **EDGE_INPUTS,
+    "below_zero": np.full((2, 6, 6, 3), -0.4, np.float32),
+    "above_one": np.full((2, 6, 6, 3), 1.6, np.float32),
+}
 
 
 def stage_loss(stage, images, weights):
@@ -31,17 +41,19 @@ def test_shape_and_range_for_random_parameters(name, seed, images):
     stage = randomize(STAGES[name](), seed=seed, scale=3.0)
     out = stage(images)
     assert out.shape == images.shape and out.dtype == images.dtype
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert np.isfinite(np.asarray(out)).all()
+    if name in KEEP_THE_RANGE:  # the others may leave [0, 1]: the chain clips once, at its end
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("edge", sorted(EDGE_INPUTS))
+@pytest.mark.parametrize("edge", sorted(STAGE_INPUTS))
 @pytest.mark.parametrize("random_params", [False, True])
 def test_gradients_are_finite_on_edge_inputs(name, edge, random_params):
     stage = STAGES[name]()
     if random_params:
         randomize(stage, seed=7, scale=3.0)
-    x = jnp.asarray(EDGE_INPUTS[edge])
+    x = jnp.asarray(STAGE_INPUTS[edge])
     w = jax.random.normal(jax.random.key(1), x.shape)
     param_grads, image_grads = nnx.grad(stage_loss, argnums=(0, 1))(stage, x, w)
     for leaf in [*jax.tree.leaves(param_grads), image_grads]:
@@ -158,3 +170,60 @@ def test_full_isp_is_identity_at_init_and_differentiable(images):
     np.testing.assert_allclose(isp(images), images, atol=1e-5)
     grads = nnx.grad(lambda m: jnp.mean(m(images * 0.2) ** 2))(isp)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+# --- where the clipping happens -------------------------------------------------------------
+
+
+def random_full_isp(seed: int = 0) -> ISP:
+    return randomize(ISP("full"), seed=seed, scale=2.0)
+
+
+def test_stages_do_not_clip_and_clip_output_is_jnp_clip_in_value(images):
+    # A random colour matrix takes [0, 1] images both below 0 and above 1; the stage keeps that
+    # for the stages after it, and the chain's one clip brings the output back.
+    ccm = randomize(STAGES["ccm"](), seed=0, scale=3.0)(images)
+    assert float(ccm.min()) < 0.0 and float(ccm.max()) > 1.0
+    np.testing.assert_array_equal(clip_output(ccm), jnp.clip(ccm, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_isp_output_stays_in_the_unit_range(seed, images):
+    out = random_full_isp(seed)(images)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_full_gradient_reaches_exact_zero_and_one_pixels_through_the_whole_chain(images):
+    # 9 % of darkened training pixels are exactly 0. With a jnp.clip in every stage each of them
+    # got half of its gradient per clip (a max/min tie); with one clip_unit at the end, all of it.
+    x = images.at[:, :4].set(0.0).at[:, -4:].set(1.0)
+    isp = ISP("full")  # the identity at initialisation, so d sum(out) / dx is 1 everywhere
+
+    def total(v, clip):
+        return jnp.sum(clip(isp(v)))
+
+    grad = np.asarray(jax.grad(total)(x, clip_output))
+    np.testing.assert_allclose(grad, 1.0, atol=1e-4)
+    grad_jnp_clip = np.asarray(jax.grad(total)(x, lambda v: jnp.clip(v, 0.0, 1.0)))
+    np.testing.assert_allclose(grad_jnp_clip[:, :4], 0.5, atol=1e-4)  # what one jnp.clip gives
+
+
+def test_an_overexposed_all_white_image_recovers():
+    # Exposure +6 stops turns every pixel white. The output clip alone would give the gain zero
+    # gradient; exposure saturates with a straight-through gradient, so it is told to come down.
+    x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3), minval=0.1, maxval=0.3)
+    isp = ISP(("exposure", "gamma"))
+    isp.stage("exposure").ev_raw[...] = jnp.float32(8.0 * np.arctanh(6.0 / 8.0))
+
+    def loss(m):
+        return jnp.mean((clip_output(m(x)) - 0.5) ** 2)
+
+    assert float(clip_output(isp(x)).min()) == 1.0  # all white
+    initial = float(loss(isp))
+    opt = nnx.Optimizer(isp, optax.adam(0.2), wrt=nnx.Param)
+    step = nnx.jit(lambda m, o: o.update(m, nnx.grad(loss)(m)))
+    for _ in range(100):
+        step(isp, opt)
+    white = float(jnp.mean(clip_output(isp(x)) >= 1.0))
+    ev = float(isp.stage("exposure").values()["ev"])
+    assert white < 0.05 and ev < 3.0 and float(loss(isp)) < 0.1 * initial, (white, ev)

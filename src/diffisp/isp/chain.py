@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from diffisp.errors import ConfigError
-from diffisp.isp.stages import STAGES, Stage, resolve_stage_name
+from diffisp.isp.stages import STAGES, Stage, clip_output, resolve_stage_name
 from diffisp.util.checks import check_images
 
 # The reference system's five stages: 9 + 1 + 16 + 1 + 10 = 37 learnable parameters.
@@ -87,6 +87,9 @@ def chain_steps(
 
     Returns:
       ``S`` arrays ``(N, H, W, 3)``: the image after stage 1, ..., after stage ``S`` (the output).
+      Stages do not clip (ops chain, as in dm-pix); the output - and only the output - is
+      clipped to [0, 1] by :func:`~diffisp.isp.stages.clip_output`, with the full gradient
+      inside the closed range.
       Under ``jit`` the intermediates nobody reads cost nothing.
 
     Raises:
@@ -117,6 +120,8 @@ def chain_steps(
         if barrier:
             x = jax.lax.optimization_barrier(x)
         steps.append(x)
+    if steps:  # the chain's one clip
+        steps[-1] = clip_output(steps[-1])
     return steps
 
 

@@ -25,7 +25,7 @@ from flax import nnx
 
 from diffisp.errors import DataError
 from diffisp.isp.chain import ISP
-from diffisp.isp.stages import Stage
+from diffisp.isp.stages import Stage, clip_output
 
 
 class StageOperator(ModalityOperator):
@@ -53,9 +53,33 @@ class StageOperator(ModalityOperator):
         return self._remap_field(data, self.stage(image[None])[0]), state, metadata
 
 
-def isp_operators(isp: ISP, *, field_key: str = "image") -> list[StageOperator]:
-    """One datarax operator per stage of ``isp``, sharing its parameters."""
-    return [StageOperator(stage, field_key=field_key) for stage in isp.stages]
+class OutputClipOperator(ModalityOperator):
+    """The chain's one clip (:func:`~diffisp.isp.stages.clip_output`) as the last operator.
+
+    Stages do not clip; an ISP clips its output once. Its operator view ends the same way, so a
+    datarax composite or pipeline gives exactly the ISP's output.
+    """
+
+    def __init__(self, *, field_key: str = "image", target_key: str | None = None):
+        config = ModalityOperatorConfig(field_key=field_key, target_key=target_key)
+        super().__init__(config, rngs=None, name="clip_output")
+
+    def apply(
+        self,
+        data: Any,
+        state: Any,
+        metadata: dict[str, Any] | None,
+        key: jax.Array | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
+        image = self._extract_field(data, self.config.field_key)
+        return self._remap_field(data, clip_output(image)), state, metadata
+
+
+def isp_operators(isp: ISP, *, field_key: str = "image") -> list[ModalityOperator]:
+    """One datarax operator per stage of ``isp`` (sharing its parameters), then the output clip."""
+    stages = [StageOperator(stage, field_key=field_key) for stage in isp.stages]
+    return [*stages, OutputClipOperator(field_key=field_key)]
 
 
 def isp_composite(isp: ISP, *, field_key: str = "image") -> CompositeOperatorModule:

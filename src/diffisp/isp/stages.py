@@ -21,6 +21,11 @@ contrast          1        factor in (1/4, 4) around the mean luminance     1
 sharpen           10       strength in (-1, 4), 3x3 blur = softmax(9 logits)  strength 0
 denoise           2        strength in [0, 1], edge scale in (0.005, 0.5)    strength 0
 ================  =======  ==============================================  ==================
+
+Clipping: a stage does not clip its output (its op is defined on any real input, see
+:mod:`diffisp.ops`), so what one stage pushes out of [0, 1] a later one can bring back, and
+gradients reach it. A chain clips once, at its end, with :func:`clip_output`. The one exception
+is exposure, which saturates at white like a sensor (see :class:`Exposure` for why).
 """
 
 from __future__ import annotations
@@ -102,8 +107,34 @@ class Stage(nnx.Module):
         return np.concatenate([v.ravel() for v in cls.identity_raw().values()])
 
 
+def clip_output(images: jax.Array) -> jax.Array:
+    """The one clip of a stage chain, applied to its final output: ``(N, H, W, 3)`` -> [0, 1].
+
+    :func:`diffisp.ops.clip_unit`: values as ``jnp.clip``, and the full gradient for every pixel
+    in the closed range [0, 1], exact 0s and 1s included (``jnp.clip`` gives those half).
+    """
+    return ops.clip_unit(images)
+
+
+def saturate(images: jax.Array) -> jax.Array:
+    """Clip values above 1 (highlights saturate); gradients pass as if nothing were clipped.
+
+    A clip has zero gradient above white, so an image pushed there by a learned gain would tell
+    the gain nothing, and a gain that overexposes every pixel could never come back. Passing the
+    gradient straight through tells it which way to go. Values below 1 are left alone.
+    """
+    return images + jax.lax.stop_gradient(jnp.minimum(images, 1.0) - images)
+
+
 class Exposure(Stage):
-    """Digital gain ``2**EV``; EV in (-8, 8) stops."""
+    """Digital gain ``2**EV``, EV in (-8, 8) stops; saturates at white (the one stage that clips).
+
+    Why this stage clips when the others do not: the chain's output clip gives zero gradient to
+    pixels above 1, so if exposure left them there, an image overexposed to all-white would send
+    no gradient back at all and the gain could never recover. Saturating here, with a
+    straight-through gradient (:func:`saturate`), puts such pixels at exactly 1, where the output
+    clip passes their gradient, and on to the gain.
+    """
 
     name = "exposure"
     raw_shapes: ClassVar = {"ev": ()}
@@ -114,7 +145,7 @@ class Exposure(Stage):
 
     @staticmethod
     def process(images, values):
-        return ops.adjust_exposure(images, values["ev"], saturation_gradient=True)
+        return saturate(ops.adjust_exposure(images, values["ev"]))
 
 
 class WhiteBalance(Stage):

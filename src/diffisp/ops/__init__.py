@@ -1,5 +1,10 @@
-"""Pure, batched image-processing functions (NHWC float32 in [0, 1]); no state, no datarax."""
+"""Pure, batched image-processing functions (NHWC float32); no state, no datarax.
 
+Images are nominally in [0, 1], but no op clips unless asked (``clip=True``): as in dm-pix, ops
+chain, and an ISP clips once, at its output, with :func:`clip_unit` (full gradient at 0 and 1).
+"""
+
+from diffisp.ops.clip import clip_unit
 from diffisp.ops.color import (
     LUMA_WEIGHTS,
     adjust_saturation,
@@ -37,6 +42,7 @@ __all__ = [
     "blur3x3",
     "camera_to_srgb",
     "cfa_masks",
+    "clip_unit",
     "demosaic_bilinear",
     "demosaic_malvar2004",
     "denoise",

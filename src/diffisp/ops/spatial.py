@@ -1,6 +1,8 @@
 """Spatial operators: 3x3 blur, unsharp-mask sharpening, edge-preserving denoising.
 
-Contract: images are ``(N, H, W, 3)`` float RGB in [0, 1]. Borders are handled by edge
+Contract: images are ``(N, H, W, 3)`` float RGB, nominally in [0, 1]; any finite values are
+accepted and nothing is clipped unless ``clip=True`` is asked for (every filter here is defined
+on the whole real line, so none needs a domain). Borders are handled by edge
 replication (no dark frame around the image, which zero padding would add). Every filter runs
 on the whole batch at once as shifted multiply-adds over an edge-padded copy, which XLA fuses
 into a single pass; kernels and strengths may be shared or given per image.
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from diffisp.ops._broadcast import per_image
+from diffisp.ops.clip import clip_unit
 from diffisp.ops.color import _luma
 from diffisp.util.checks import check_images, check_param
 
@@ -54,24 +57,25 @@ def _blur3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def sharpen(
-    images: jax.Array, strength: jax.Array, kernel: jax.Array, *, clip: bool = True
+    images: jax.Array, strength: jax.Array, kernel: jax.Array, *, clip: bool = False
 ) -> jax.Array:
     """Unsharp mask: ``out = x + s * (x - blur(x))``.
 
     Args:
-      images: ``(N, H, W, 3)`` RGB in [0, 1].
+      images: ``(N, H, W, 3)`` RGB, any finite values.
       strength: ``s``, scalar or ``(N,)``; 0 is identity, > 0 sharpens, -1 returns the blur.
       kernel: the blur, ``(3, 3)`` shared or ``(N, 3, 3)`` per image (non-negative, sum 1).
-      clip: clip the result to [0, 1] (overshoot at edges leaves it).
+      clip: clip the result to [0, 1] with :func:`~diffisp.ops.clip_unit` (the overshoot at
+        edges leaves it).
 
     Returns:
       ``(N, H, W, 3)``, in [0, 1] when ``clip``.
     """
-    images = check_images(images)
+    images = check_images(images, value_range=None)
     strength = check_param(strength, name="strength", batch=images.shape[0])
     kernel = check_param(kernel, name="kernel", batch=images.shape[0], shape=(3, 3))
     out = images + per_image(strength) * (images - _blur3x3(images, kernel))
-    return jnp.clip(out, 0.0, 1.0) if clip else out
+    return clip_unit(out) if clip else out
 
 
 def denoise(
@@ -85,16 +89,17 @@ def denoise(
     never falls below 1: no division by zero, finite gradients everywhere.
 
     Args:
-      images: ``(N, H, W, 3)`` RGB in [0, 1].
+      images: ``(N, H, W, 3)`` RGB, any finite values.
       strength: blend with the filtered image in [0, 1], scalar or ``(N,)``; 0 is identity.
       sigma_range: intensity scale of edges to keep, > 0, scalar or ``(N,)``. Differences much
         larger than it are kept as edges; smaller ones are smoothed away as noise.
       radius: window radius in pixels (static).
 
     Returns:
-      ``(N, H, W, 3)`` in [0, 1] (a convex combination of input pixels).
+      ``(N, H, W, 3)``; a convex combination of input pixels, so in [0, 1] whenever the
+      input is.
     """
-    images = check_images(images)
+    images = check_images(images, value_range=None)
     strength = check_param(strength, name="strength", batch=images.shape[0], value_range=(0, 1))
     sigma_range = check_param(
         sigma_range, name="sigma_range", batch=images.shape[0], value_range=(1e-6, 1e6)
