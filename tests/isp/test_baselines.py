@@ -15,7 +15,7 @@ from diffisp.isp.baselines import (
     fixed_gamma,
     gray_world,
 )
-from diffisp.ops.color import _luma
+from diffisp.ops.color import luminance
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_gray_world_equalises_channel_means(dark_images):
 def test_auto_exposure_reaches_the_target_mean_luminance(dark_images):
     exposed = auto_exposure(dark_images)
     np.testing.assert_allclose(
-        jnp.mean(_luma(exposed), axis=(1, 2, 3)), AUTO_EXPOSURE_TARGET, rtol=1e-4
+        jnp.mean(luminance(exposed), axis=(1, 2, 3)), AUTO_EXPOSURE_TARGET, rtol=1e-4
     )
 
 

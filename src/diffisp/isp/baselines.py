@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from diffisp.ops import adjust_gamma
-from diffisp.ops.color import _luma
+from diffisp.ops.color import luminance
 
 _EPS = 1e-6
 # A textbook camera pipeline exposes for 18 % grey (mean linear luminance) and encodes with the
@@ -33,7 +33,7 @@ def gray_world(images: jax.Array) -> jax.Array:
 
 def auto_exposure(images: jax.Array, target: float = AUTO_EXPOSURE_TARGET) -> jax.Array:
     """Global gain per image that brings its mean luminance to ``target``."""
-    mean = jnp.mean(_luma(images), axis=(1, 2, 3), keepdims=True)
+    mean = jnp.mean(luminance(images), axis=(1, 2, 3), keepdims=True)
     return jnp.clip(images * target / jnp.maximum(mean, _EPS), 0.0, 1.0)
 
 

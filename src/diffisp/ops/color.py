@@ -34,10 +34,6 @@ def luminance(images: jax.Array) -> jax.Array:
       ``(N, H, W, 1)`` luminance (in [0, 1] when the input is: the weights are positive, sum 1).
     """
     images = check_images(images, value_range=None)
-    return _luma(images)
-
-
-def _luma(images: jax.Array) -> jax.Array:
     weights = jnp.asarray(LUMA_WEIGHTS, dtype=images.dtype)
     return jnp.einsum("nhwc,c->nhw", images, weights)[..., None]
 
@@ -103,7 +99,7 @@ def desaturate(images: jax.Array, strength: jax.Array) -> jax.Array:
     """
     images = check_images(images, value_range=None)
     strength = check_param(strength, name="strength", batch=images.shape[0], value_range=(0, 1))
-    return images + per_image(strength) * (_luma(images) - images)
+    return images + per_image(strength) * (luminance(images) - images)
 
 
 def adjust_saturation(images: jax.Array, factor: jax.Array, *, clip: bool = False) -> jax.Array:
@@ -119,6 +115,6 @@ def adjust_saturation(images: jax.Array, factor: jax.Array, *, clip: bool = Fals
     """
     images = check_images(images, value_range=None)
     factor = check_param(factor, name="factor", batch=images.shape[0], value_range=(0, 1e6))
-    luma = _luma(images)
+    luma = luminance(images)
     out = luma + per_image(factor) * (images - luma)
     return clip_unit(out) if clip else out

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.clip import clip_unit
-from diffisp.ops.color import _luma
+from diffisp.ops.color import luminance
 from diffisp.util.checks import check_images, check_param
 
 
@@ -113,7 +113,7 @@ def _denoise(images: jax.Array, strength: jax.Array, sigma_range: jax.Array, rad
     _, h, w, _ = images.shape
     pad = ((0, 0), (radius, radius), (radius, radius), (0, 0))
     padded = jnp.pad(images, pad, mode="edge")
-    luma = _luma(images)
+    luma = luminance(images)
     padded_luma = jnp.pad(luma, pad, mode="edge")
     inv_two_sr2 = 1.0 / (2.0 * per_image(sigma_range) ** 2)
     sigma_s = radius / 2.0

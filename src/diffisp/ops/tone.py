@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from diffisp.errors import InputError
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.clip import clip_unit
-from diffisp.ops.color import _luma
+from diffisp.ops.color import luminance
 from diffisp.util.checks import check_images, check_param
 
 # Below this input the gamma curve continues as a straight line through 0 (a "linear toe", as in
@@ -147,6 +147,6 @@ def adjust_contrast(images: jax.Array, factor: jax.Array, *, clip: bool = False)
     """
     images = check_images(images, value_range=None)
     factor = check_param(factor, name="factor", batch=images.shape[0], value_range=(0, 1e6))
-    mean = jnp.mean(_luma(images), axis=(1, 2, 3), keepdims=True)
+    mean = jnp.mean(luminance(images), axis=(1, 2, 3), keepdims=True)
     out = mean + per_image(factor) * (images - mean)
     return clip_unit(out) if clip else out

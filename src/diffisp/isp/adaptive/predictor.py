@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from diffisp.isp.stages import STAGES
+from diffisp.ops import luminance
 
 # Floor for log-luminance: a quarter of an 8-bit step, so an all-black image gives finite,
 # moderate features (log2 -> -10) instead of -inf.
@@ -50,8 +51,7 @@ def image_statistics(images: jax.Array) -> jax.Array:
     luminance / 10 (1), luminance standard deviation (1) and maximum luminance (1). All are
     bounded and have finite gradients for any input in [0, 1], including all black.
     """
-    weights = jnp.asarray((0.2126, 0.7152, 0.0722), images.dtype)
-    luma = jnp.einsum("nhwc,c->nhw", images, weights)
+    luma = luminance(images)[..., 0]
     means = images.mean(axis=(1, 2))
     mean_luma = luma.mean(axis=(1, 2))
     return jnp.concatenate(
