@@ -4,12 +4,23 @@ Orbax writes each checkpoint into a temporary directory and renames it when comp
 interrupted write never leaves a half checkpoint that looks valid; ``latest`` only ever sees
 finished ones. Array trees are stored by orbax; small metadata (position, history, config,
 model layout) as JSON inside the same checkpoint.
+
+Orbax does not checksum array data (only the OCDBT shard index carries a crc32c), so one flipped
+bit in a weight file would load silently. Every finished step therefore gets a manifest,
+``diffisp-sha256.json``, listing the SHA-256 and size of each of its files; a step is loaded only
+if every file matches, and a step without a manifest (an older diffisp, or a save killed between
+orbax's rename and the manifest) is not trusted either. Damaged training steps are moved to
+``run_dir/checkpoints-damaged/`` so ``--resume`` continues from the newest intact one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +33,125 @@ from diffisp.isp.chain import ISP
 from diffisp.models.classifier import SmallCNN
 from diffisp.training.config import TrainConfig
 from diffisp.training.loop import PHASES, EpochRecord, Trainer, build_isp
+from diffisp.util.io import atomic_write_json
 
 FORMAT_VERSION = 1
+MANIFEST_NAME = "diffisp-sha256.json"
+_GIST_CHARS = 200  # orbax/TensorStore errors carry kilobytes of JSON specs
+
+
+def _gist(exc: BaseException) -> str:
+    """The first line of an exception, capped: the reason without TensorStore's spec dumps."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > _GIST_CHARS:
+        text = text[:_GIST_CHARS] + " ..."
+    return f"{type(exc).__name__}: {text}"
+
+
+# -- checksums: one manifest per finished step -------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _step_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def write_manifest(step_dir: str | Path) -> Path:
+    """Record the SHA-256 and size of every file of a finished checkpoint step.
+
+    Call after orbax has finished writing ``step_dir`` (``wait_until_finished``). The manifest is
+    itself written atomically; until it exists the step counts as unfinished.
+    """
+    step_dir = Path(step_dir)
+    files = {
+        p.relative_to(step_dir).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in _step_files(step_dir)
+    }
+    return atomic_write_json(step_dir / MANIFEST_NAME, {"format": 1, "files": files})
+
+
+def verify_manifest(step_dir: str | Path) -> None:
+    """Check every file of a checkpoint step against its manifest.
+
+    Raises:
+      CheckpointError: no manifest, an unreadable manifest, or a file missing, truncated,
+        changed or added; the message names the step and the file.
+    """
+    step_dir = Path(step_dir)
+    manifest = step_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        raise CheckpointError(
+            f"checkpoint {step_dir} has no checksum manifest ({MANIFEST_NAME}): its save did "
+            "not finish, or an older diffisp wrote it"
+        )
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        expected = {name: (entry["sha256"], int(entry["bytes"])) for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {step_dir}: unreadable manifest: {_gist(exc)}") from exc
+    present = {p.relative_to(step_dir).as_posix(): p for p in _step_files(step_dir)}
+    for name in sorted(expected.keys() | present.keys()):
+        if name not in present:
+            raise CheckpointError(f"checkpoint {step_dir} is damaged: {name} is missing")
+        if name not in expected:
+            raise CheckpointError(f"checkpoint {step_dir} is damaged: unexpected file {name}")
+        digest, size = expected[name]
+        actual = present[name].stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"checkpoint {step_dir} is damaged: {name} has {actual} bytes, {size} were saved"
+            )
+        if _sha256(present[name]) != digest:
+            raise CheckpointError(f"checkpoint {step_dir} is damaged: {name} fails its checksum")
+
+
+def newest_intact_step(
+    directory: str | Path, steps: Iterable[int]
+) -> tuple[int | None, list[tuple[int, str]]]:
+    """The newest of ``steps`` (orbax step dirs under ``directory``) that passes its manifest.
+
+    Returns:
+      ``(step or None, [(newer damaged step, reason), ...])``, the damaged ones newest first.
+    """
+    damaged = []
+    for step in sorted(steps, reverse=True):
+        try:
+            verify_manifest(Path(directory) / str(step))
+        except CheckpointError as exc:
+            damaged.append((step, str(exc)))
+            continue
+        return step, damaged
+    return None, damaged
+
+
+def quarantine_steps(directory: str | Path, steps: Iterable[int], into: str | Path) -> list[Path]:
+    """Move checkpoint steps out of orbax's sight (kept for inspection, never loaded again)."""
+    into = Path(into)
+    moved = []
+    for step in steps:
+        source = Path(directory) / str(step)
+        if source.exists():
+            into.mkdir(parents=True, exist_ok=True)
+            target = into / f"{step}-{os.getpid()}"
+            source.rename(target)
+            moved.append(target)
+    return moved
+
+
+def _check_format(meta: Any, where: Path) -> None:
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} is in checkpoint format {version!r}; this diffisp reads format "
+            f"{FORMAT_VERSION} only"
+        )
 
 
 def _pure(module: Any) -> dict:
@@ -57,7 +185,27 @@ class TrainingCheckpoints:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.directory = Path(run_dir) / "checkpoints"
+        self.damaged_directory = Path(run_dir) / "checkpoints-damaged"
         self.manager = _manager(self.directory)
+
+    def step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def discard_damaged(self) -> list[tuple[int, str]]:
+        """Move steps newer than the newest intact one to ``checkpoints-damaged/``.
+
+        Call before :meth:`restore_into` (``--resume``) so training continues from the last
+        intact epoch and later saves do not collide with the damaged steps.
+
+        Returns:
+          ``[(step, reason), ...]`` of the steps moved, newest first (empty if all are intact).
+        """
+        _, damaged = newest_intact_step(self.directory, self.manager.all_steps())
+        if damaged:
+            quarantine_steps(self.directory, [s for s, _ in damaged], self.damaged_directory)
+            self.manager.close()
+            self.manager = _manager(self.directory)
+        return damaged
 
     def save(self, trainer: Trainer) -> None:
         modules = _training_modules(trainer)
@@ -78,6 +226,7 @@ class TrainingCheckpoints:
             force=True,
         )
         self.manager.wait_until_finished()
+        write_manifest(self.step_dir(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -87,9 +236,16 @@ class TrainingCheckpoints:
         step = self.latest_step()
         if step is None:
             raise CheckpointError(f"no finished checkpoint in {self.directory}")
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        if meta.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint format {meta.get('format')} is not supported")
+        verify_manifest(self.step_dir(step))
+        try:
+            meta = self.manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            ).meta
+        except Exception as exc:  # orbax raises assorted types on unreadable metadata
+            raise CheckpointError(
+                f"checkpoint {self.step_dir(step)}: unreadable metadata: {_gist(exc)}"
+            ) from exc
+        _check_format(meta, self.step_dir(step))
         if meta["config"] != trainer.cfg.to_dict():
             raise CheckpointError("the checkpoint was written by a run with a different config")
         trainer.position = tuple(meta["position"])
@@ -111,9 +267,9 @@ class TrainingCheckpoints:
             restored = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             ).state
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # layout mismatch or unreadable arrays (TensorStore errors)
             raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not match: {exc}"
+                f"checkpoint {self.step_dir(step)} does not match: {_gist(exc)}"
             ) from exc
         for key, module in modules.items():
             _fill(module, restored[key])
@@ -124,7 +280,12 @@ class TrainingCheckpoints:
 def save_model(
     directory: str | Path, isp: nnx.Module, model: SmallCNN, meta: dict[str, Any]
 ) -> Path:
-    """Save a trained ISP and CNN (and what is needed to rebuild them) for eval/apply."""
+    """Save a trained ISP and CNN (and what is needed to rebuild them) for eval/apply.
+
+    The model is written beside ``directory`` under a temporary name, checksummed, then renamed
+    into place, replacing an earlier save: an interrupted save never leaves a half model, and
+    saving again (a resumed run whose final stage was interrupted) simply overwrites.
+    """
     directory = Path(directory).absolute()
     layout = {
         "format": FORMAT_VERSION,
@@ -133,14 +294,35 @@ def save_model(
         **meta,
     }
     trees = {"isp": _pure(isp), "model": _pure(model)}
-    manager = _manager(directory, max_to_keep=1)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    manager = _manager(staging, max_to_keep=1)
     manager.save(
         0,
         args=ocp.args.Composite(state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(layout)),
         force=True,
     )
     manager.wait_until_finished()
+    manager.close()
+    write_manifest(staging / "0")
+    replace_directory(staging, directory)
     return directory
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, replacing an existing ``target`` directory.
+
+    Two renames (the old one aside, the new one in) with the old one deleted last: a crash in
+    between leaves ``target`` missing but both copies on disk, never a mixture of the two.
+    """
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        source.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        source.rename(target)
 
 
 def load_model(directory: str | Path) -> tuple[nnx.Module, SmallCNN, dict[str, Any]]:
@@ -156,26 +338,34 @@ def load_model(directory: str | Path) -> tuple[nnx.Module, SmallCNN, dict[str, A
         manager = _manager(directory, max_to_keep=1)
         step = manager.latest_step()
     except Exception as exc:  # orbax raises assorted errors on foreign directories
-        raise CheckpointError(f"{directory} is not a diffisp checkpoint: {exc}") from exc
+        raise CheckpointError(f"{directory} is not a diffisp checkpoint: {_gist(exc)}") from exc
     if step is None:
         raise CheckpointError(f"{directory} holds no finished diffisp checkpoint")
+    verify_manifest(directory / str(step))
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as exc:  # orbax raises assorted types on unreadable metadata
+        raise CheckpointError(f"{directory}: unreadable model metadata: {_gist(exc)}") from exc
+    _check_format(meta, directory)
+    try:
         if "config" in meta:
             isp = build_isp(TrainConfig.from_dict(meta["config"]))
         else:
             isp = ISP(meta["isp_stages"])
         model = SmallCNN(int(meta["num_classes"]), rngs=nnx.Rngs(0))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory} has no valid diffisp model metadata: {exc}") from exc
+        raise CheckpointError(
+            f"{directory} has no valid diffisp model metadata: {_gist(exc)}"
+        ) from exc
     target = {"isp": _abstract(_pure(isp)), "model": _abstract(_pure(model))}
     try:
         trees = manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
-    except (ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # layout mismatch or unreadable arrays (TensorStore errors)
         raise CheckpointError(
-            f"checkpoint {directory} does not match an ISP with stages {meta['isp_stages']}: {exc}"
+            f"checkpoint {directory} does not match an ISP with stages "
+            f"{meta.get('isp_stages')}: {_gist(exc)}"
         ) from exc
     _fill(isp, trees["isp"])
     _fill(model, trees["model"])
