@@ -211,13 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from diffisp.experiments.bench import print_bench, run_bench
-    from diffisp.util.io import atomic_write_json, check_output_path
+    from diffisp.util.io import atomic_write_json, check_output_file
 
     if args.num_train < 64 or args.epochs < 1:
         raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
-    if args.out.is_dir():
-        args.out = args.out / "bench.json"
-    check_output_path(args.out, directory=False, what="benchmark output")  # before measuring
+    args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
     result = run_bench(num_train=args.num_train, epochs=args.epochs)
     print_bench(result)
     atomic_write_json(args.out, result)
@@ -397,6 +395,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.max_pixels < 1 or args.tile < 1:
         raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
     check_output_path(args.out, directory=True, what="output directory")
+    args.out.mkdir(parents=True, exist_ok=True)
     plan = plan_outputs(args.images, args.out)  # every name decided before any work
     for path in plan:
         check_pixel_count(path, args.max_pixels)
@@ -413,10 +412,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from diffisp.report.build import build_report
-    from diffisp.util.io import check_output_path
+    from diffisp.util.io import check_output_file
 
     if args.out is not None:
-        check_output_path(args.out, directory=args.out.is_dir(), what="report")
+        args.out = check_output_file(args.out, "report.html", what="report")
 
     print(f"report: {build_report(args.run_dir, args.out)}")
     return 0

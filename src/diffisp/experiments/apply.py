@@ -75,11 +75,17 @@ def check_pixel_count(path: Path, max_pixels: int) -> tuple[int, int]:
       DataError: too many pixels (the message gives the size and the limit) or no readable
         header (the message names the file).
     """
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
+        with warnings.catch_warnings():  # the limit is checked here, with a better message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # above twice Pillow's own limit
+        raise DataError(f"image {path} is too large to decode: {exc}") from None
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except IsADirectoryError:

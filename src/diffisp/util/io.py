@@ -62,6 +62,33 @@ def _first_existing(path: Path) -> Path:
     return Path(".")
 
 
+def _check_name(path: str | Path, what: str) -> Path:
+    """Refuse names no file system accepts (before any system call sees them)."""
+    from diffisp.errors import InputError
+
+    text = str(os.fspath(path))
+    if not text.strip():
+        raise InputError(f"the {what} path is empty")
+    if "\0" in text:
+        raise InputError(f"the {what} path {text!r} contains a NUL byte")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > _NAME_MAX:
+            raise InputError(f"the {what} path has a name longer than {_NAME_MAX} bytes: {part}")
+    return Path(text)
+
+
+def check_output_file(path: str | Path, default_name: str, *, what: str = "output") -> Path:
+    """The file to write for ``--out path``: ``path/default_name`` if ``path`` is a directory.
+
+    Raises:
+      InputError: as :func:`check_output_path`.
+    """
+    path = _check_name(path, what)
+    if path.is_dir():
+        path = path / default_name
+    return check_output_path(path, directory=False, what=what)
+
+
 def check_output_path(path: str | Path, *, directory: bool, what: str = "output") -> Path:
     """Refuse an output path that cannot be written, before anything is computed.
 
@@ -82,15 +109,7 @@ def check_output_path(path: str | Path, *, directory: bool, what: str = "output"
     """
     from diffisp.errors import InputError
 
-    text = os.fspath(path)
-    if not str(text).strip():
-        raise InputError(f"the {what} path is empty")
-    if "\0" in str(text):
-        raise InputError(f"the {what} path {text!r} contains a NUL byte")
-    path = Path(text)
-    for part in path.parts:
-        if len(os.fsencode(part)) > _NAME_MAX:
-            raise InputError(f"the {what} path has a name longer than {_NAME_MAX} bytes: {part}")
+    path = _check_name(path, what)
     existing = _first_existing(path)
     if existing == path:
         if directory and not path.is_dir():
@@ -102,16 +121,15 @@ def check_output_path(path: str | Path, *, directory: bool, what: str = "output"
         if not existing.is_dir():
             raise InputError(f"cannot create the {what} {path}: {existing} is a file")
         parent = existing
-    if _read_only(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the {what} {path}: {parent} is not writable")
-    return path
-
-
-def _read_only(directory: Path) -> bool:
+    # Creating a file is the only honest test: permission bits say nothing to root, and
+    # read-only mounts, /proc and /sys refuse writes that os.access allows.
     try:
-        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
+        with tempfile.TemporaryFile(dir=parent, prefix=".diffisp-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"cannot write the {what} {path}: {parent}: {reason}") from None
+    return path
 
 
 def describe_os_error(exc: OSError) -> str:
