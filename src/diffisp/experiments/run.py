@@ -7,7 +7,7 @@ A run directory holds ``config.json`` (written once the data are loaded, before 
 
 While a run writes, it holds an exclusive lock on ``.diffisp.lock`` in its directory, so a second
 run into the same directory stops at once with the first one's pid. A run is finished once
-``metrics.json`` is written; resuming it is refused (the CLI reports it as done).
+``metrics.json`` is written (the CLI's ``train --resume`` then reports it as done).
 """
 
 from __future__ import annotations
@@ -149,7 +149,11 @@ def run_experiment(
 
     Raises:
       InputError: ``out_dir`` is not writable, or another run holds its lock.
-      ConfigError: a new run into a directory that holds one, or resuming a finished run.
+      ConfigError: a new run into a directory that holds one, or resuming a run that has none.
+
+    Resuming a finished run redoes its final stage (baselines, evaluation, ``model/``, metrics),
+    as :func:`diffisp.experiments.study.run_study` does to get its methods back; the CLI's
+    ``train --resume`` does not: it reports the run as finished (:func:`is_finished`).
     """
     out_dir = check_output_path(out_dir, directory=True, what="run directory")
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
@@ -281,10 +285,6 @@ def _restore_for_resume(
 def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
     config_path = out_dir / "config.json"
     if resume:
-        if is_finished(out_dir):
-            raise ConfigError(
-                f"{out_dir} is a finished run (metrics.json exists); nothing to resume"
-            )
         if not config_path.exists():
             raise ConfigError(f"cannot resume: {config_path} does not exist")
         saved = TrainConfig.load(config_path)
