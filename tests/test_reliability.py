@@ -16,7 +16,13 @@ from diffisp.cli import main
 from diffisp.errors import CheckpointError, ConfigError
 from diffisp.isp.chain import ISP
 from diffisp.models.classifier import SmallCNN
-from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
+from diffisp.training.checkpoint import (
+    MANIFEST_NAME,
+    TrainingCheckpoints,
+    load_model,
+    save_model,
+    write_manifest,
+)
 from diffisp.training.config import TrainConfig
 from diffisp.training.loop import Trainer, prepare_data
 
@@ -74,6 +80,9 @@ def test_checkpoint_of_another_isp_layout_is_refused(tmp_path):
     meta["isp_stages"] = ["exposure", "gamma"]
     meta_file.write_text(json.dumps(meta))
     del manager
+    # Re-sign the step: a consistent foreign layout, not a damaged file (that is refused earlier).
+    (meta_file.parents[1] / MANIFEST_NAME).unlink()
+    write_manifest(meta_file.parents[1])
     with pytest.raises(CheckpointError, match="does not match an ISP with stages"):
         load_model(tmp_path / "m")
 
