@@ -59,6 +59,8 @@ def test_resume_refuses_options_it_would_ignore(run_dir, capsys):
     assert main(["train", "--resume", str(run_dir), "--seed", "9", "--epochs-joint", "10"]) == 2
     err = one_line_error(capsys)
     assert "would ignore --epochs-joint, --seed (" in err and "config.json" in err
+    assert main(["train", "--resume", str(run_dir), "--quick", "--no-progress"]) == 2
+    assert "would ignore --quick/--full (" in one_line_error(capsys)
 
 
 def test_resume_completes_an_interrupted_final_stage_past_a_damaged_epoch(

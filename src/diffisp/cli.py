@@ -250,7 +250,7 @@ def _ignored_by_resume(args: argparse.Namespace) -> list[str]:
     """The options given with ``--resume`` that would change the run (and so are refused)."""
     defaults = vars(build_parser().parse_args([args.command]))
     return [
-        "--" + key.replace("_", "-")
+        "--quick/--full" if key == "preset" else "--" + key.replace("_", "-")
         for key, value in vars(args).items()
         if key not in _RESUME_KEEPS and value != defaults.get(key)
     ]
