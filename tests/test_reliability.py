@@ -19,6 +19,7 @@ from diffisp.models.classifier import SmallCNN
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
+from diffisp.training.integrity import MANIFEST_NAME, write_manifest
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
 
@@ -76,6 +77,9 @@ def test_checkpoint_of_another_isp_layout_is_refused(tmp_path):
     meta["isp_stages"] = ["exposure", "gamma"]
     meta_file.write_text(json.dumps(meta))
     del manager
+    # Re-sign the step: a consistent foreign layout, not a damaged file (that is refused earlier).
+    (meta_file.parents[1] / MANIFEST_NAME).unlink()
+    write_manifest(meta_file.parents[1])
     with pytest.raises(CheckpointError, match="does not match an ISP with stages"):
         load_model(tmp_path / "m")
 

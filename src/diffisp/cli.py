@@ -1,8 +1,10 @@
 """The ``diffisp`` command.
 
-Every deliberate error (bad input, bad config, corrupt file) prints one line and exits with
-status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130 after the last epoch's
-checkpoint is safely on disk.
+Every deliberate error (bad input, bad config, corrupt file) and every failed file operation
+(read-only or full disk, a path under a file) prints one line naming the problem and exits with
+status 2; ``--debug`` shows the traceback and the full message instead. Ctrl-C exits with 130
+after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 130 at once.
+``train --resume`` of a finished run says so and exits 0 (there is nothing left to do).
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from diffisp.errors import ConfigError, DiffispError
+
+# Longer messages are cut at the CLI boundary (orbax errors carry kilobytes of TensorStore JSON).
+MESSAGE_CHARS = 400
+
+
+def _path(text: str) -> Path:
+    """argparse type for paths: an empty name or a NUL byte is a usage error, not a traceback."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"path {text!r} contains a NUL byte")
+    return Path(text)
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None:
@@ -36,7 +50,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.set_defaults(preset=default_preset)
     p.add_argument(
         "--config",
-        type=Path,
+        type=_path,
         help="JSON config file: replaces the preset's values; command-line options win over both",
     )
     p.add_argument("--data", help="auto | cifar10 | builtin | folder:PATH (default: auto)")
@@ -82,7 +96,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--noise-sigma", type=float, help="Gaussian read noise sigma (default 0.02)")
     p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
+    p.add_argument("--out", type=_path, help="run directory (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -149,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="run the three-phase training protocol")
     _add_run_options(train, default_preset="full")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue a stopped run")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -162,33 +176,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(ev, default_preset="full")
     ev.add_argument("--seeds", type=int, help="number of seeds (0..N-1) for the study")
     ev.add_argument("--resume", action="store_true", help="continue a study in --out")
-    ev.add_argument("--checkpoint", type=Path, help="run dir or its model/ dir")
+    ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
 
     apply = sub.add_parser("apply", help="run a saved ISP over image files, write PNGs")
-    apply.add_argument("images", nargs="+", type=Path)
-    apply.add_argument("--checkpoint", type=Path, required=True, help="run dir or its model/ dir")
-    apply.add_argument("--out", type=Path, default=Path("isp_out"))
+    apply.add_argument("images", nargs="+", type=_path)
+    apply.add_argument("--checkpoint", type=_path, required=True, help="run dir or its model/ dir")
+    apply.add_argument("--out", type=_path, default=Path("isp_out"))
+    apply.add_argument(
+        "--max-pixels",
+        type=int,
+        default=64_000_000,
+        help="refuse larger images before decoding them (default 64e6, about 8000x8000)",
+    )
+    apply.add_argument("--tile", type=int, default=1024, help="tile side for large images")
     apply.set_defaults(func=cmd_apply)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
-    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run or evaluation dir")
-    report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html)")
+    report.add_argument("run_dir", type=_path, metavar="RUN_DIR", help="run or evaluation dir")
+    report.add_argument("--out", type=_path, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
     bench.add_argument("--num-train", type=int, default=2048, help="images per epoch")
     bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
-    bench.add_argument("--out", type=Path, default=Path("bench.json"))
+    bench.add_argument(
+        "--out",
+        type=_path,
+        default=Path("bench.json"),
+        help="JSON file, or a directory for DIR/bench.json",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from diffisp.experiments.bench import print_bench, run_bench
-    from diffisp.util.io import atomic_write_json
+    from diffisp.util.io import atomic_write_json, check_output_file
 
     if args.num_train < 64 or args.epochs < 1:
         raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
+    args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
     result = run_bench(num_train=args.num_train, epochs=args.epochs)
     print_bench(result)
     atomic_write_json(args.out, result)
@@ -215,13 +242,36 @@ def _print_results(metrics: dict[str, Any]) -> None:
     Console().print(table)
 
 
+# Options that describe the run itself: with --resume they come from the run's config.json.
+_RESUME_KEEPS = frozenset({"argv", "command", "debug", "func", "no_progress", "resume"})
+
+
+def _ignored_by_resume(args: argparse.Namespace) -> list[str]:
+    """The options given with ``--resume`` that would change the run (and so are refused)."""
+    defaults = vars(build_parser().parse_args([args.command]))
+    return [
+        "--quick/--full" if key == "preset" else "--" + key.replace("_", "-")
+        for key, value in vars(args).items()
+        if key not in _RESUME_KEEPS and value != defaults.get(key)
+    ]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from diffisp.experiments.run import default_run_dir, run_experiment
+    from diffisp.experiments.run import default_run_dir, is_finished, run_experiment
     from diffisp.report.figures import FIGURES
 
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
     resume = getattr(args, "resume", None)
     if resume is not None:
+        ignored = _ignored_by_resume(args)
+        if ignored:
+            raise ConfigError(
+                f"--resume continues {resume} as configured in its config.json; it would ignore "
+                f"{', '.join(ignored)} (start a new run with --out to change them)"
+            )
+        if is_finished(resume):
+            print(f"{resume} is already finished (metrics.json written); nothing to resume")
+            return 0
         metrics = run_experiment(
             None,
             resume,
@@ -333,24 +383,29 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    import jax.numpy as jnp
+    import io
+
     import numpy as np
     from PIL import Image
 
     from diffisp.data import load_image
+    from diffisp.experiments.apply import check_pixel_count, plan_outputs, run_isp_tiled
     from diffisp.training.checkpoint import load_model
-    from diffisp.util.io import atomic_write_bytes
+    from diffisp.util.io import atomic_write_bytes, check_output_path
 
+    if args.max_pixels < 1 or args.tile < 1:
+        raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
+    check_output_path(args.out, directory=True, what="output directory")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan = plan_outputs(args.images, args.out)  # every name decided before any work
+    for path in plan:
+        check_pixel_count(path, args.max_pixels)
     isp, _, _ = load_model(_model_dir(args.checkpoint))
-    for path in args.images:
-        image = load_image(path)
-        out = np.asarray(isp(jnp.asarray(image[None])))[0]
+    for path, target in plan.items():
+        out = run_isp_tiled(isp, load_image(path), tile=args.tile)
         png = Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))
-        import io
-
         buffer = io.BytesIO()
         png.save(buffer, format="PNG")
-        target = args.out / f"{path.stem}_isp.png"
         atomic_write_bytes(target, buffer.getvalue())
         print(f"{path} -> {target}")
     return 0
@@ -358,9 +413,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from diffisp.report.build import build_report
+    from diffisp.util.io import check_output_file
+
+    if args.out is not None:
+        args.out = check_output_file(args.out, "report.html", what="report")
 
     print(f"report: {build_report(args.run_dir, args.out)}")
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line of at most :data:`MESSAGE_CHARS` characters."""
+    if isinstance(exc, OSError) and not isinstance(exc, DiffispError):
+        from diffisp.util.io import describe_os_error
+
+        text = describe_os_error(exc)
+    else:
+        text = str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if len(text) > MESSAGE_CHARS:
+        text = text[:MESSAGE_CHARS] + " ... (--debug shows the full message)"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -370,10 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args) or 0)
-    except DiffispError as exc:
+    except (DiffispError, OSError) as exc:
         if args.debug:
             raise
-        print(f"diffisp: error: {exc}", file=sys.stderr)
+        print(f"diffisp: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffisp: interrupted", file=sys.stderr)

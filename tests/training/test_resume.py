@@ -81,3 +81,36 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     history_a = json.loads((reference / "history.json").read_text())
     history_b = json.loads((killed / "history.json").read_text())
     assert [r["loss"] for r in history_b] == pytest.approx([r["loss"] for r in history_a], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_exits_130_at_once_keeping_an_intact_checkpoint(tmp_path):
+    """Issue 12: a second Ctrl-C (there: during a checkpoint write) hung 300 s in orbax threads.
+
+    Epochs of a few seconds make the timing deterministic: the second SIGINT is sent as soon as
+    the first one is acknowledged, well inside the epoch the first one lets finish.
+    """
+    from diffisp.training.integrity import newest_intact_step
+
+    run = tmp_path / "run"
+    args = [*ARGS, "--num-train", "2048", "--epochs-clean", "5"]  # later values win in argparse
+    victim = diffisp("train", *args, "--out", str(run))
+    lines = []
+    for line in victim.stdout:
+        lines.append(line)
+        if "epoch 1:" in line:  # one checkpoint on disk
+            victim.send_signal(signal.SIGINT)
+        if line.startswith("interrupt: finishing"):
+            victim.send_signal(signal.SIGINT)
+            sent = time.time()
+            break
+    else:
+        pytest.fail("".join(lines))
+    out = "".join(lines) + victim.stdout.read()
+    victim.wait(timeout=60)
+    assert time.time() - sent < 30, out
+    assert victim.returncode == 130, out
+    assert "interrupted again" in out and "Traceback" not in out, out
+    assert "epoch 2:" not in out  # it did not wait for the epoch to finish
+    steps = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    assert newest_intact_step(run / "checkpoints", steps)[0] == 1

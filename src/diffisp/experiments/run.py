@@ -4,13 +4,20 @@ A run directory holds ``config.json`` (written once the data are loaded, before 
 ``--resume`` knows what to continue; a run that cannot start leaves no directory),
 ``checkpoints/`` (orbax, one per epoch), ``model/`` (final ISP + CNN for ``eval``/``apply``),
 ``metrics.json``, ``history.json`` and ``figures/``.
+
+While a run writes, it holds an exclusive lock on ``.diffisp.lock`` in its directory, so a second
+run into the same directory stops at once with the first one's pid. A run is finished once
+``metrics.json`` is written (the CLI's ``train --resume`` then reports it as done).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 import platform
+import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -39,7 +46,7 @@ from diffisp.training.config import TrainConfig
 from diffisp.training.data import RunData, prepare_data
 from diffisp.training.loop import train
 from diffisp.training.state import PHASES, TrainState
-from diffisp.util.io import atomic_write_json
+from diffisp.util.io import DirectoryLock, atomic_write_json, check_output_path
 
 METRICS_SCHEMA = "diffisp.metrics/1"
 PACKAGES = (
@@ -76,13 +83,17 @@ def environment() -> dict[str, Any]:
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
+    """``root/<timestamp>-<4 random hex digits>``: runs started in the same second differ."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / stamp
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(root) / f"{stamp}-{suffix}"
-    return path
+    while True:
+        path = Path(root) / f"{stamp}-{secrets.token_hex(2)}"
+        if not path.exists():
+            return path
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """A run is finished once its ``metrics.json`` is written (the last file a run writes)."""
+    return (Path(run_dir) / "metrics.json").is_file()
 
 
 def load_run_data(cfg: TrainConfig, run_dir: str | Path | None = None) -> Dataset:
@@ -139,9 +150,59 @@ def run_experiment(
     """Train, evaluate and write everything for one run.
 
     With ``resume=True`` the config is read from ``out_dir/config.json`` (``cfg`` must be None or
-    equal) and training continues from the last finished epoch. ``figures`` draws the run's
-    figures (the report layer's :data:`diffisp.report.figures.FIGURES`; ``None``: no figures).
+    equal) and training continues from the last intact epoch (damaged checkpoints are set aside
+    and named). ``figures`` draws the run's figures (the report layer's
+    :data:`diffisp.report.figures.FIGURES`; ``None``: no figures).
+
+    Raises:
+      InputError: ``out_dir`` is not writable, or another run holds its lock.
+      ConfigError: a new run into a directory that holds one, or resuming a run that has none.
+
+    Resuming a finished run redoes its final stage (baselines, evaluation, ``model/``, metrics),
+    as :func:`diffisp.experiments.study.run_study` does to get its methods back; the CLI's
+    ``train --resume`` does not: it reports the run as finished (:func:`is_finished`).
     """
+    out_dir = check_output_path(out_dir, directory=True, what="run directory")
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
+    try:
+        with DirectoryLock(out_dir):
+            return _run_locked(
+                cfg,
+                out_dir,
+                resume=resume,
+                command=command,
+                log=log,
+                progress=progress,
+                figures=figures,
+            )
+    except BaseException:
+        # A run that could not start leaves nothing behind (not even the lock's directory).
+        if created and not (out_dir / "config.json").exists():
+            _remove_created(out_dir, created[1:])
+        raise
+
+
+def _remove_created(out_dir: Path, parents: list[Path]) -> None:
+    """Remove a run directory this call created, and the parents it created if still empty."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for parent in parents:  # never rmtree a parent: another run may have started in it
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def _run_locked(
+    cfg: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    figures: FigureWriter | None = None,
+) -> RunOutcome:
+    """:func:`run_experiment`'s work, with ``out_dir`` locked."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = _resolve_config(cfg, out_dir, resume)
@@ -155,9 +216,8 @@ def run_experiment(
         if dataset.train_files is not None:  # folder data: eval must not re-split it
             atomic_write_json(out_dir / SPLIT_FILE, split_record(dataset))
     checkpoints = TrainingCheckpoints(out_dir)
-    if resume and checkpoints.latest_step() is not None:
-        checkpoints.restore_into(state, data.num_train)
-        log(f"resuming {out_dir} at phase {state.position[0]}, epoch {state.position[1] + 1}")
+    if resume:
+        _restore_for_resume(checkpoints, state, data.num_train, out_dir, log)
     atomic_write_json(out_dir / "environment.json", environment())
 
     def on_epoch(state: TrainState, record) -> None:
@@ -221,6 +281,23 @@ def run_experiment(
     return outcome
 
 
+def _restore_for_resume(
+    checkpoints: TrainingCheckpoints,
+    state: TrainState,
+    num_train: int,
+    out_dir: Path,
+    log: Callable[[str], None],
+) -> None:
+    """Load the newest intact checkpoint into ``state``, saying what was skipped (if any)."""
+    for step, reason in checkpoints.discard_damaged():
+        log(f"warning: {reason}; set aside in {checkpoints.damaged_directory} (epoch {step})")
+    if checkpoints.latest_step() is None:
+        log(f"no intact checkpoint in {checkpoints.directory}: training {out_dir} from the start")
+        return
+    checkpoints.restore_into(state, num_train)
+    log(f"resuming {out_dir} at phase {state.position[0]}, epoch {state.position[1] + 1}")
+
+
 def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
     config_path = out_dir / "config.json"
     if resume:
@@ -259,19 +336,38 @@ def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     }
 
 
+INTERRUPTED_EXIT = 130  # the shell's status for a process ended by SIGINT
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once: no atexit handlers, no joining of orbax's writer threads."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 class _DeferredInterrupt:
     """Ctrl-C during training finishes the current epoch and its checkpoint, then stops.
 
-    Interrupting in the middle of a checkpoint write would leave orbax's writer threads half
-    done; a second Ctrl-C still stops at once.
+    A second Ctrl-C ends the process at once with status 130. It does not raise
+    ``KeyboardInterrupt``: raised during a checkpoint write, that left orbax's non-daemon writer
+    threads for the interpreter to join at exit (a 300 s hang, then their tracebacks). Exiting
+    without them is safe because a step counts only once its checksum manifest is written
+    (:mod:`diffisp.training.checkpoint`): the half-written step is ignored on ``--resume``.
     """
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], exit_now: Callable[[int], None] = _exit_now):
         self.log, self.requested, self.previous = log, False, None
+        self.exit_now = exit_now
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            print(
+                "diffisp: interrupted again: stopped at once; the last intact checkpoint is kept",
+                file=sys.stderr,
+            )
+            self.exit_now(INTERRUPTED_EXIT)
+            return
         self.requested = True
         self.log("interrupt: finishing this epoch and its checkpoint (Ctrl-C again to abort)")
 

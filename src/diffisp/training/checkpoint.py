@@ -1,15 +1,19 @@
-"""Checkpoints (orbax): the training state after every epoch, and the final ISP + CNN.
+"""Checkpoints (orbax): the training state after every epoch, and the final ISP + task model.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so an
 interrupted write never leaves a half checkpoint that looks valid; ``latest`` only ever sees
 finished ones. Array trees are stored by orbax; small metadata (position, history, config,
-model layout) as JSON inside the same checkpoint.
+model layout) as JSON inside the same checkpoint. Every finished step is checksummed and
+verified before it loads (:mod:`diffisp.training.integrity`); damaged training steps are moved
+to ``run_dir/checkpoints-damaged/`` so ``--resume`` continues from the newest intact one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,28 @@ from diffisp.errors import CheckpointError
 from diffisp.isp.chain import ISP
 from diffisp.models.task import TASKS
 from diffisp.training.config import TrainConfig
+from diffisp.training.integrity import (
+    gist,
+    newest_intact_step,
+    quarantine_steps,
+    replace_directory,
+    verify_manifest,
+    write_manifest,
+)
 from diffisp.training.state import PHASES, EpochRecord, TrainState, build_isp
 
-# Training checkpoints: 2 since one optimiser per phase (1 had one per ISP and model).
+# Training checkpoints: format 2 since one optimiser per phase (1 had one per ISP and model).
 FORMAT_VERSION = 2
 MODEL_FORMAT_VERSION = 1
+
+
+def _check_format(meta: Any, where: Path, expected: int) -> None:
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if version != expected:
+        raise CheckpointError(
+            f"{where} is in checkpoint format {version!r}; this diffisp reads format "
+            f"{expected} only"
+        )
 
 
 def _pure(module: Any) -> dict:
@@ -58,7 +79,27 @@ class TrainingCheckpoints:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.directory = Path(run_dir) / "checkpoints"
+        self.damaged_directory = Path(run_dir) / "checkpoints-damaged"
         self.manager = _manager(self.directory)
+
+    def step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def discard_damaged(self) -> list[tuple[int, str]]:
+        """Move steps newer than the newest intact one to ``checkpoints-damaged/``.
+
+        Call before :meth:`restore_into` (``--resume``) so training continues from the last
+        intact epoch and later saves do not collide with the damaged steps.
+
+        Returns:
+          ``[(step, reason), ...]`` of the steps moved, newest first (empty if all are intact).
+        """
+        _, damaged = newest_intact_step(self.directory, self.manager.all_steps())
+        if damaged:
+            quarantine_steps(self.directory, [s for s, _ in damaged], self.damaged_directory)
+            self.manager.close()
+            self.manager = _manager(self.directory)
+        return damaged
 
     def save(self, state: TrainState) -> None:
         modules = _training_modules(state)
@@ -79,6 +120,7 @@ class TrainingCheckpoints:
             force=True,
         )
         self.manager.wait_until_finished()
+        write_manifest(self.step_dir(step))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -91,9 +133,16 @@ class TrainingCheckpoints:
         step = self.latest_step()
         if step is None:
             raise CheckpointError(f"no finished checkpoint in {self.directory}")
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        if meta.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint format {meta.get('format')} is not supported")
+        verify_manifest(self.step_dir(step))
+        try:
+            meta = self.manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            ).meta
+        except Exception as exc:  # orbax raises assorted types on unreadable metadata
+            raise CheckpointError(
+                f"checkpoint {self.step_dir(step)}: unreadable metadata: {gist(exc)}"
+            ) from exc
+        _check_format(meta, self.step_dir(step), FORMAT_VERSION)
         if meta["config"] != state.cfg.to_dict():
             raise CheckpointError("the checkpoint was written by a run with a different config")
         state.position = tuple(meta["position"])
@@ -114,9 +163,9 @@ class TrainingCheckpoints:
             restored = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             ).state
-        except (ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # layout mismatch or unreadable arrays (TensorStore errors)
             raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not match: {exc}"
+                f"checkpoint {self.step_dir(step)} does not match: {gist(exc)}"
             ) from exc
         for key, module in modules.items():
             _fill(module, restored[key])
@@ -127,7 +176,12 @@ class TrainingCheckpoints:
 def save_model(
     directory: str | Path, isp: nnx.Module, model: nnx.Module, meta: dict[str, Any]
 ) -> Path:
-    """Save a trained ISP and CNN (and what is needed to rebuild them) for eval/apply."""
+    """Save a trained ISP and task model (and what is needed to rebuild them) for eval/apply.
+
+    The model is written beside ``directory`` under a temporary name, checksummed, then renamed
+    into place, replacing an earlier save: an interrupted save never leaves a half model, and
+    saving again (a resumed run whose final stage was interrupted) simply overwrites.
+    """
     directory = Path(directory).absolute()
     layout = {
         "format": MODEL_FORMAT_VERSION,
@@ -137,18 +191,23 @@ def save_model(
         **meta,
     }
     trees = {"isp": _pure(isp), "model": _pure(model)}
-    manager = _manager(directory, max_to_keep=1)
+    staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    manager = _manager(staging, max_to_keep=1)
     manager.save(
         0,
         args=ocp.args.Composite(state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(layout)),
         force=True,
     )
     manager.wait_until_finished()
+    manager.close()
+    write_manifest(staging / "0")
+    replace_directory(staging, directory)
     return directory
 
 
 def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str, Any]]:
-    """Rebuild the ISP and CNN saved by :func:`save_model`.
+    """Rebuild the ISP and task model saved by :func:`save_model`.
 
     Raises:
       CheckpointError: missing, unreadable, or not a diffisp model checkpoint.
@@ -160,11 +219,16 @@ def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str,
         manager = _manager(directory, max_to_keep=1)
         step = manager.latest_step()
     except Exception as exc:  # orbax raises assorted errors on foreign directories
-        raise CheckpointError(f"{directory} is not a diffisp checkpoint: {exc}") from exc
+        raise CheckpointError(f"{directory} is not a diffisp checkpoint: {gist(exc)}") from exc
     if step is None:
         raise CheckpointError(f"{directory} holds no finished diffisp checkpoint")
+    verify_manifest(directory / str(step))
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as exc:  # orbax raises assorted types on unreadable metadata
+        raise CheckpointError(f"{directory}: unreadable model metadata: {gist(exc)}") from exc
+    _check_format(meta, directory, MODEL_FORMAT_VERSION)
+    try:
         if "config" in meta:
             isp = build_isp(TrainConfig.from_dict(meta["config"]))
         else:
@@ -172,15 +236,18 @@ def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str,
         task = TASKS[meta.get("task", "classify")]
         model = task.build_model(int(meta["num_classes"]), rngs=nnx.Rngs(0))
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory} has no valid diffisp model metadata: {exc}") from exc
+        raise CheckpointError(
+            f"{directory} has no valid diffisp model metadata: {gist(exc)}"
+        ) from exc
     target = {"isp": _abstract(_pure(isp)), "model": _abstract(_pure(model))}
     try:
         trees = manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
-    except (ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # layout mismatch or unreadable arrays (TensorStore errors)
         raise CheckpointError(
-            f"checkpoint {directory} does not match an ISP with stages {meta['isp_stages']}: {exc}"
+            f"checkpoint {directory} does not match an ISP with stages "
+            f"{meta.get('isp_stages')}: {gist(exc)}"
         ) from exc
     _fill(isp, trees["isp"])
     _fill(model, trees["model"])
