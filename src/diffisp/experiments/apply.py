@@ -13,18 +13,15 @@ Three things the naive loop got wrong, each handled by one function here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from diffisp.errors import DataError, InputError
-from diffisp.isp.adaptive import AdaptiveISP
-from diffisp.isp.chain import ISP
-from diffisp.isp.stages import STAGES
+from diffisp.isp.chain import LearnedISP, run_chain
 
 # 8000 x 8000: one float32 RGB copy is 768 MB; apply holds about three.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -35,8 +32,6 @@ _STAGE_RADIUS = {"sharpen": 1, "denoise": 2}
 # Stages that need a statistic of the whole image (contrast pivots on the mean luminance): they
 # run on the whole image at once, between the tiled runs of the local stages around them.
 _WHOLE_IMAGE_STAGES = frozenset({"contrast"})
-
-Stage = Callable[[jax.Array], jax.Array]
 
 
 def plan_outputs(images: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
@@ -101,31 +96,17 @@ def check_pixel_count(path: Path, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def _stage_functions(isp: nnx.Module, image: jax.Array) -> list[tuple[str, Stage]]:
-    """Each stage as a function of a ``(1, h, w, 3)`` tile, with parameters fixed for the image.
-
-    The adaptive ISP predicts its parameters and gates from the *whole* ``image`` here, once:
-    a tile's own thumbnail would give every tile a different ISP.
-    """
-    if isinstance(isp, ISP):
-        return list(zip(isp.stage_names, isp.stages, strict=True))
-    if not isinstance(isp, AdaptiveISP):
-        raise InputError(f"cannot tile an ISP of type {type(isp).__name__}")
-    raw, logits = isp.predict(image)
-    gates = logits > 0 if isp.gates else jnp.ones_like(logits, dtype=bool)
-    functions = []
-    for s, (name, values) in enumerate(zip(isp.stage_names, isp.stage_values(raw), strict=True)):
-
-        def run(x, name=name, values=values, on=gates[0, s]):
-            return jnp.where(on, STAGES[name].process(x, values), x)
-
-        functions.append((name, run))
-    return functions
-
-
-def _run_local(stages: list[tuple[str, Stage]], image: np.ndarray, tile: int) -> np.ndarray:
-    """Run local stages tile by tile; each tile reads a halo wide enough for all of them."""
-    halo = sum(_STAGE_RADIUS.get(name, 0) for name, _ in stages)
+def _run_tiled(
+    image: np.ndarray,
+    names: Sequence[str],
+    values: Sequence[dict],
+    gates: jax.Array,
+    tile: int,
+    *,
+    clip: bool,
+) -> np.ndarray:
+    """Local stages over ``(1, H, W, 3)`` tile by tile; each tile reads a halo wide enough."""
+    halo = sum(_STAGE_RADIUS.get(name, 0) for name in names)
     _, height, width, _ = image.shape
     out = np.empty_like(image)
     for top in range(0, height, tile):
@@ -134,9 +115,8 @@ def _run_local(stages: list[tuple[str, Stage]], image: np.ndarray, tile: int) ->
             # for the whole image; inside, it holds the real neighbours.
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
             y1, x1 = min(top + tile + halo, height), min(left + tile + halo, width)
-            x = jnp.asarray(image[:, y0:y1, x0:x1])
-            for _, stage in stages:
-                x = stage(x)
+            piece = jnp.asarray(image[:, y0:y1, x0:x1])
+            x = run_chain(piece, names, values, gates=gates, clip=clip)
             h, w = min(tile, height - top), min(tile, width - left)
             out[:, top : top + h, left : left + w] = np.asarray(x)[
                 :, top - y0 : top - y0 + h, left - x0 : left - x0 + w
@@ -144,11 +124,17 @@ def _run_local(stages: list[tuple[str, Stage]], image: np.ndarray, tile: int) ->
     return out
 
 
-def run_isp_tiled(isp: nnx.Module, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
-    """``isp(image[None])[0]``, computed in ``tile x tile`` pieces.
+def run_isp_tiled(isp: LearnedISP, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
+    """``isp(image[None])[0]``, computed in ``tile x tile`` pieces through the one stage chain.
+
+    The ISP's decisions (per-stage values and gates; an adaptive ISP predicts them from the
+    *whole* image, once - a tile's own thumbnail would give every tile a different ISP) are
+    taken first; then the chain runs in segments: local stages tile by tile with a halo,
+    whole-image stages (contrast) on the whole image. Only the last segment clips, as the
+    untiled chain does.
 
     Args:
-      isp: a global :class:`ISP` or an :class:`AdaptiveISP`.
+      isp: any ISP with the :class:`~diffisp.isp.chain.LearnedISP` interface.
       image: ``(H, W, 3)`` float32 in [0, 1].
       tile: side of the square tiles (>= 1); a halo of neighbours is added for spatial stages.
 
@@ -158,14 +144,27 @@ def run_isp_tiled(isp: nnx.Module, image: np.ndarray, tile: int = DEFAULT_TILE) 
     if tile < 1:
         raise InputError(f"tile must be a positive number of pixels; got {tile}")
     batch = np.ascontiguousarray(image[None], dtype=np.float32)
-    stages = _stage_functions(isp, jnp.asarray(batch))
-    local: list[tuple[str, Stage]] = []
-    for name, stage in stages:
-        if name in _WHOLE_IMAGE_STAGES:
-            batch = _run_local(local, batch, tile) if local else batch
-            batch, local = np.asarray(stage(jnp.asarray(batch))), []
+    decisions = isp.decisions(jnp.asarray(batch))
+    names = list(decisions["stage_names"])
+    values = [decisions["values"][name] for name in names]
+    gates = jnp.asarray(decisions["active"], bool)
+    # Segments of the chain: each whole-image stage alone, and the runs of local stages between.
+    segments: list[tuple[bool, list[int]]] = []
+    for s, name in enumerate(names):
+        whole = name in _WHOLE_IMAGE_STAGES
+        if whole or not segments or segments[-1][0]:
+            segments.append((whole, [s]))
         else:
-            local.append((name, stage))
-    if local:
-        batch = _run_local(local, batch, tile)
+            segments[-1][1].append(s)
+    for k, (whole, segment) in enumerate(segments):
+        piece = (
+            [names[s] for s in segment],
+            [values[s] for s in segment],
+            gates[:, segment],
+        )
+        last = k == len(segments) - 1
+        if whole:
+            batch = np.asarray(run_chain(jnp.asarray(batch), *piece[:2], gates=piece[2], clip=last))
+        else:
+            batch = _run_tiled(batch, *piece, tile, clip=last)
     return batch[0]

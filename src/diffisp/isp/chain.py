@@ -69,6 +69,7 @@ def chain_steps(
     *,
     gates: jax.Array | None = None,
     barrier: bool = False,
+    clip: bool = True,
 ) -> list[jax.Array]:
     """Run stages in order and return the image after each of them.
 
@@ -84,6 +85,8 @@ def chain_steps(
       barrier: put ``jax.lax.optimization_barrier`` after every stage. The global ISP needs it
         for speed: without it XLA fuses stages into each other and recomputes expensive
         producers (tone curve, power) once per consumer read. Values are the same either way.
+      clip: clip the output (the chain's one clip). ``False`` only for a chain run in pieces
+        (tiled ``apply``), where just the last piece clips.
 
     Returns:
       ``S`` arrays ``(N, H, W, 3)``: the image after stage 1, ..., after stage ``S`` (the output).
@@ -120,7 +123,7 @@ def chain_steps(
         if barrier:
             x = jax.lax.optimization_barrier(x)
         steps.append(x)
-    if steps:  # the chain's one clip
+    if steps and clip:  # the chain's one clip
         steps[-1] = clip_output(steps[-1])
     return steps
 
@@ -132,9 +135,10 @@ def run_chain(
     *,
     gates: jax.Array | None = None,
     barrier: bool = False,
+    clip: bool = True,
 ) -> jax.Array:
     """The chain's output ``(N, H, W, 3)``; arguments as :func:`chain_steps` (no stage: input)."""
-    steps = chain_steps(images, stage_names, stage_values, gates=gates, barrier=barrier)
+    steps = chain_steps(images, stage_names, stage_values, gates=gates, barrier=barrier, clip=clip)
     return steps[-1] if steps else images
 
 
