@@ -48,12 +48,20 @@ def test_adaptive_isp_trains_in_the_protocol(trained):
 
 def test_usage_and_parameter_summary(trained):
     trainer, _ = trained
-    usage = isp_usage(trainer.isp, trainer.data.test_dark, repeats=1)
-    assert 0 <= usage["active_stages"] <= 3 and usage["isp_ms_per_image"] > 0
-    assert set(usage["stage_rates"]) == {"exposure", "gamma", "tone_curve"}
-    summary = parameter_summary(trainer.isp, trainer.data.test_dark)
-    assert 0 <= summary["exposure"]["active_rate"] <= 1
-    assert set(summary["exposure"]["ev"]) == {"mean", "std"}
+    x = trainer.data.test_dark  # 32 images
+    usage = isp_usage(trainer.isp, x, repeats=1)
+    decisions = trainer.isp.decisions(x)
+    active = np.asarray(decisions["active"], dtype=bool)  # (32, 3), recomputed here
+    rates = dict(zip(("exposure", "gamma", "tone_curve"), active.mean(axis=0), strict=True))
+    assert usage["stage_rates"] == pytest.approx(rates)
+    assert usage["active_stages"] == pytest.approx(active.sum(axis=1).mean())
+    assert all(r * 32 == pytest.approx(round(r * 32)) for r in usage["stage_rates"].values())
+    assert np.isfinite(usage["isp_ms_per_image"]) and usage["isp_ms_per_image"] > 0
+    summary = parameter_summary(trainer.isp, x)
+    assert set(summary) == set(rates)
+    ev = np.asarray(decisions["values"]["exposure"]["ev"])  # (32,) per-image exposure
+    assert summary["exposure"]["active_rate"] == pytest.approx(rates["exposure"])
+    assert summary["exposure"]["ev"] == pytest.approx({"mean": ev.mean(), "std": ev.std()})
 
 
 def test_saved_adaptive_model_reloads_identically(trained, tmp_path):

@@ -92,9 +92,18 @@ def test_protocol_rows_and_sample_counts(tiny_run):
         "learned_isp_phase2",
         "clean_oracle",
     ]
+    floor, ceiling = results["no_isp"]["accuracy"], results["clean_oracle"]["accuracy"]
     for row in results.values():
-        assert 0.0 <= row["accuracy"] <= 1.0 and row["num_samples"] == 32
+        assert row["num_samples"] == 32
+        assert row["accuracy"] * 32 == pytest.approx(round(row["accuracy"] * 32))  # k of 32
+        assert row["gap_closed"] == pytest.approx((row["accuracy"] - floor) / (ceiling - floor))
     assert results["no_isp"]["gap_closed"] == 0.0 and results["clean_oracle"]["gap_closed"] == 1.0
+    # One row recomputed by hand, eagerly: the joint model behind the joint ISP on dark images.
+    model = nnx.clone(trainer.model)
+    model.eval()
+    logits = model(trainer.isp(trainer.data.test_dark))
+    expected = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(trainer.data.test_labels))
+    assert results["learned_isp_phase2"]["accuracy"] == pytest.approx(expected)
     # The toy classes are trivially separable on clean images.
     assert results["clean_oracle"]["accuracy"] > 0.9
 
