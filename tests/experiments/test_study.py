@@ -42,6 +42,7 @@ def study(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_eval_json_has_the_documented_schema(study):
     out, result = study
     on_disk = json.loads((out / "eval.json").read_text())
@@ -51,6 +52,7 @@ def test_eval_json_has_the_documented_schema(study):
     validate(json.loads((out / "seed0" / "metrics.json").read_text()), METRICS)
 
 
+@pytest.mark.slow
 def test_single_point_sweeps(study):
     out, result = study
     for kind, value in (("brightness", 0.2), ("noise_sigma", 0.05)):
@@ -64,6 +66,7 @@ def test_single_point_sweeps(study):
     assert len(headline(result)) == 2
 
 
+@pytest.mark.slow
 def test_one_seed_rows_are_that_seeds_metrics(study):
     out, result = study
     seed = json.loads((out / "seed0" / "metrics.json").read_text())["results"]
@@ -122,6 +125,7 @@ def test_seeds_aggregate_to_mean_and_sample_std():
     assert sweep["methods"]["m"]["std"] == pytest.approx([np.sqrt(0.02), 0.0])
 
 
+@pytest.mark.slow
 def test_study_refuses_to_overwrite_and_bad_seeds(study):
     out, _ = study
     with pytest.raises(ConfigError, match="already holds a study"):

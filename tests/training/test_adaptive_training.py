@@ -38,6 +38,7 @@ def trained():
     return trainer, before
 
 
+@pytest.mark.slow
 def test_adaptive_isp_trains_in_the_protocol(trained):
     trainer, before = trained
     assert isinstance(trainer.isp, AdaptiveISP)
@@ -46,6 +47,7 @@ def test_adaptive_isp_trains_in_the_protocol(trained):
     assert all(np.isfinite(r.loss) for r in trainer.history)
 
 
+@pytest.mark.slow
 def test_usage_and_parameter_summary(trained):
     trainer, _ = trained
     x = trainer.data.test_dark  # 32 images
@@ -64,6 +66,7 @@ def test_usage_and_parameter_summary(trained):
     assert summary["exposure"]["ev"] == pytest.approx({"mean": ev.mean(), "std": ev.std()})
 
 
+@pytest.mark.slow
 def test_saved_adaptive_model_reloads_identically(trained, tmp_path):
     trainer, _ = trained
     save_model(tmp_path / "m", trainer.isp, trainer.model, {"config": trainer.cfg.to_dict()})

@@ -52,6 +52,7 @@ def tiny_run():
     return trainer, snapshots
 
 
+@pytest.mark.slow
 def test_phase0_loss_goes_down_and_only_the_cnn_moves(tiny_run):
     trainer, snaps = tiny_run
     losses = [r.loss for r in trainer.history if r.phase == 0]
@@ -61,6 +62,7 @@ def test_phase0_loss_goes_down_and_only_the_cnn_moves(tiny_run):
     assert not changed(isp0, isp1) and changed(cnn0, cnn1)
 
 
+@pytest.mark.slow
 def test_phase1_moves_only_the_isp(tiny_run):
     _, snaps = tiny_run
     isp_a, cnn_a = snaps[(0, 3)]
@@ -69,6 +71,7 @@ def test_phase1_moves_only_the_isp(tiny_run):
     assert not changed(cnn_a, cnn_b)  # frozen weights and BN statistics
 
 
+@pytest.mark.slow
 def test_phase2_moves_both(tiny_run):
     _, snaps = tiny_run
     isp_a, cnn_a = snaps[(1, 2)]
@@ -76,6 +79,7 @@ def test_phase2_moves_both(tiny_run):
     assert changed(isp_a, isp_b) and changed(cnn_a, cnn_b)
 
 
+@pytest.mark.slow
 def test_protocol_rows_and_sample_counts(tiny_run):
     trainer, _ = tiny_run
     results = evaluate_methods(
@@ -108,6 +112,7 @@ def test_protocol_rows_and_sample_counts(tiny_run):
     assert results["clean_oracle"]["accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(tiny_run):
     trainer, _ = tiny_run
     cfg = TrainConfig(**TINY)
@@ -118,6 +123,7 @@ def test_same_seed_same_result(tiny_run):
     assert [r.loss for r in again.history] == [r.loss for r in trainer.history]
 
 
+@pytest.mark.slow
 def test_model_checkpoint_round_trip(tiny_run, tmp_path):
     trainer, _ = tiny_run
     save_model(tmp_path / "model", trainer.isp, trainer.model, {"image_size": 16})
@@ -137,6 +143,7 @@ def test_load_model_rejects_missing_and_foreign_directories(tmp_path):
         load_model(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
     trainer, _ = tiny_run
     cfg = TrainConfig(**TINY)
