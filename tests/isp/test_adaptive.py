@@ -206,13 +206,13 @@ def test_run_hard_runs_only_the_active_stages_and_their_work(monkeypatch):
     x = dark_batch(64, 32)
     stages = ("exposure", "denoise", "sharpen", "gamma")
     isp = AdaptiveISP(stages, rngs=nnx.Rngs(0))
-    executed = []
+    executed = []  # (stage names, batch size) of every compiled chain run_hard calls
+    real = hard._run_chain
 
     def spy(images, raw, index, chain):
         executed.append(([name for name, _, _ in chain], int(index.shape[0])))
         return real(images, raw, index, chain)
 
-    real = hard._run_chain
     monkeypatch.setattr(hard, "_run_chain", spy)
 
     def run(on):
