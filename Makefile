@@ -30,8 +30,9 @@ test: $(STAMP) lint
 	@$(BIN)/python -m pytest -q -m "not slow" -n 2; $(call PYTEST_OR_FAIL_IF_EMPTY,fast)
 
 # The slow suite: the tests marked slow (full protocol trainings, resume after a kill, ...).
+# --dist loadfile: a file's tests share one module-scoped training, which runs once per worker.
 test-slow: $(STAMP)
-	@$(BIN)/python -m pytest -q -m slow -n 2; $(call PYTEST_OR_FAIL_IF_EMPTY,slow)
+	@$(BIN)/python -m pytest -q -m slow -n 2 --dist loadfile; $(call PYTEST_OR_FAIL_IF_EMPTY,slow)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
