@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python3)
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test lint format bench clean
+.PHONY: all demo test test-slow lint format bench clean
 
 all: test
 
@@ -20,10 +20,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/diffisp demo --quick
 
-test: $(STAMP) lint
-	@$(BIN)/python -m pytest -q -n 2; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
+# pytest exits 5 when it collects nothing: for either suite that means its tests vanished.
+PYTEST_OR_FAIL_IF_EMPTY = rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the $(1) suite is missing" >&2; exit 1; fi; \
 	exit $$rc
+
+# The fast suite: everything except the tests marked slow (end-to-end trainings).
+test: $(STAMP) lint
+	@$(BIN)/python -m pytest -q -m "not slow" -n 2; $(call PYTEST_OR_FAIL_IF_EMPTY,fast)
+
+# The slow suite: the tests marked slow (full protocol trainings, resume after a kill, ...).
+# --dist loadfile: a file's tests share one module-scoped training, which runs once per worker.
+test-slow: $(STAMP)
+	@$(BIN)/python -m pytest -q -m slow -n 2 --dist loadfile; $(call PYTEST_OR_FAIL_IF_EMPTY,slow)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard benchmarks)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import TINY_CLI_ARGS
 
 
 @pytest.fixture
@@ -26,3 +31,27 @@ def saved_figures(monkeypatch) -> list:
 
     monkeypatch.setattr(figures, "_save", keep)
     return kept
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The run directory of one tiny ``diffisp demo`` (``TINY_CLI_ARGS``), made once per session.
+
+    Shared by the CLI and the report tests: treat it as read-only (copy it to write into it).
+    Under pytest-xdist a session fixture runs once per worker, so the first worker to get here
+    runs the demo into the temp folder the workers share, under a file lock, and the others wait
+    for it and reuse it. (``--dist loadgroup`` cannot do this: with pytest 9, xdist 3.8's group
+    suffix on the node id is silently lost.)
+    """
+    from diffisp.cli import main
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker else root  # basetemp/popen-gwN -> basetemp, shared
+    out, done = root / "shared-demo" / "run", root / "shared-demo.ok"
+    with open(root / "shared-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on failure
+        if not done.exists():
+            assert main(["demo", *TINY_CLI_ARGS, "--out", str(out)]) == 0
+            done.touch()
+    return out

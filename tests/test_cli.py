@@ -14,11 +14,10 @@ from diffisp.cli import main
 TINY_ARGS = TINY_CLI_ARGS
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "demo"
-    assert main(["demo", *TINY_ARGS, "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def run_dir(demo_run):
+    """The session's shared tiny demo run (tests/conftest.py); these tests only read it."""
+    return demo_run
 
 
 def test_demo_writes_metrics_figures_and_checkpoint(run_dir):

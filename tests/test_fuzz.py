@@ -1,5 +1,8 @@
 """Fuzzing the public entry points: every input either works or raises a DiffispError.
 
+"Works" is checked: a call that returns must return finite values of the documented shape and
+range (a NaN that slips through validation is a bug, not a success).
+
 Random shapes, dtypes and values go through the ops, the ISP, the low-light model and the config;
 random bytes go through the image and data-set loaders. Anything else escaping (a JAX tracing
 error, an IndexError from deep inside) is a bug: users must get our one-line errors.
@@ -7,11 +10,11 @@ error, an IndexError from deep inside) is a bug: users must get our one-line err
 
 from __future__ import annotations
 
-import contextlib
+import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from diffisp import ops
@@ -26,7 +29,23 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 
 
 @st.composite
-def arrays(draw):
+def valid_batches(draw, shapes=((1, 1, 1, 3), (2, 5, 3, 3), (3, 6, 6, 3))) -> np.ndarray:
+    """A float ``(N, H, W, 3)`` batch in [0, 1], often touching 0 and 1 exactly.
+
+    A few fixed shapes: every new shape recompiles every op (the eager ISP: ~10 s a shape).
+    """
+    shape = draw(st.sampled_from(shapes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    values = rng.uniform(0, 1, shape)
+    if draw(st.booleans()):
+        values.flat[0], values.flat[-1] = 0.0, 1.0
+    return values.astype(draw(st.sampled_from([np.float32, np.float64])))
+
+
+@st.composite
+def arrays(draw, valid_shapes=((1, 1, 1, 3), (2, 5, 3, 3), (3, 6, 6, 3))):
+    if draw(st.integers(0, 2)) == 0:
+        return draw(valid_batches(valid_shapes))  # a third valid: the output checks really run
     rank = draw(st.integers(0, 5))
     shape = tuple(draw(st.lists(st.integers(0, 5), min_size=rank, max_size=rank)))
     if rank == 4 and draw(st.booleans()):
@@ -51,6 +70,12 @@ PARAMS = st.one_of(
     st.lists(st.floats(-2, 2, width=32), max_size=5),
     st.lists(st.lists(st.floats(-2, 2, width=32), max_size=3), max_size=3),
     st.none(),
+    # Valid values for most ops (a strength, a gamma, gains, a colour matrix, curve knots).
+    st.floats(0, 1, width=32),
+    st.floats(0.125, 4, width=32),
+    st.just(np.ones(3, np.float32)),
+    st.just(np.eye(3, dtype=np.float32)),
+    st.just(np.linspace(0, 1, 8, dtype=np.float32)),
 )
 
 OPS = [
@@ -67,25 +92,69 @@ OPS = [
     lambda x, p: ops.luminance(x),
 ]
 
+TONE_CURVE = 7  # index of ops.tone_curve in OPS
 
-def works_or_our_error(fn, *args, **kwargs):
-    with contextlib.suppress(DiffispError):
-        fn(*args, **kwargs)
+RAISED = object()  # what call_or_our_error returns when the call raised a DiffispError
+
+
+def call_or_our_error(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or ``RAISED`` if it raised one of our errors (others escape)."""
+    try:
+        out = fn(*args, **kwargs)
+    except DiffispError:
+        event("raised our error")
+        return RAISED
+    event("returned: output checked")  # --hypothesis-show-statistics shows how often
+    return out
+
+
+def assert_images(out, shape: tuple[int, ...]) -> None:
+    """``out`` has ``shape`` and only finite values in [0, 1] (the ops' and ISP's contract)."""
+    out = np.asarray(out, dtype=np.float64)
+    assert out.shape == shape
+    assert np.isfinite(out).all(), "a call that returned gave NaN/Inf"
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6, (out.min(), out.max())
 
 
 @FAST
 @given(arrays(), PARAMS, st.integers(0, len(OPS) - 1))
 def test_ops_take_any_array_and_parameter(array, param, which):
-    works_or_our_error(OPS[which], array, param)
+    # Known bug, pinned by test_tone_curve_non_numeric_knots_is_our_error below.
+    assume(not (which == TONE_CURVE and (param is None or isinstance(param, str))))
+    out = call_or_our_error(OPS[which], array, param)
+    if out is not RAISED:  # then the input was a valid (N, H, W, 3) batch in [0, 1]
+        luminance = which == len(OPS) - 1
+        assert_images(out, (*array.shape[:3], 1) if luminance else array.shape)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(ValueError, TypeError),
+    reason="bug in src (found by the fuzz test): ops.tone_curve calls jnp.asarray(knots) before "
+    "check_param, so None or str knots escape as ValueError/TypeError. Once fixed, this XPASSes "
+    "(a failure): drop the mark and the assume() in test_ops_take_any_array_and_parameter.",
+)
+@pytest.mark.parametrize("knots", [None, "ab"])
+def test_tone_curve_non_numeric_knots_is_our_error(knots):
+    with pytest.raises(DiffispError, match="knots"):
+        ops.tone_curve(np.full((1, 1, 1, 3), 0.5, np.float32), knots)
 
 
 @FAST
-@given(arrays())
+@given(arrays(valid_shapes=((2, 5, 3, 3),)))
 def test_isp_and_darkening_take_any_array(array):
     import jax
 
-    works_or_our_error(ISP("seed"), array)
-    works_or_our_error(darken, jax.random.key(0), array)
+    out = call_or_our_error(ISP("seed"), array)
+    if out is not RAISED:
+        assert_images(out, array.shape)
+    out = call_or_our_error(darken, jax.random.key(0), array)
+    if out is not RAISED:
+        dark, factors = out
+        assert_images(dark, array.shape)
+        factors = np.asarray(factors)
+        assert factors.shape == (array.shape[0],)
+        assert ((factors >= 0.1 - 1e-7) & (factors <= 0.3 + 1e-7)).all()  # the default range
 
 
 CONFIG_VALUES = st.one_of(
@@ -121,7 +190,9 @@ CONFIG_KEYS = st.sampled_from(
 @FAST
 @given(st.dictionaries(CONFIG_KEYS, CONFIG_VALUES, max_size=4))
 def test_config_takes_any_dict(values):
-    works_or_our_error(TrainConfig.from_dict, values)
+    cfg = call_or_our_error(TrainConfig.from_dict, values)
+    if cfg is not RAISED:  # a valid config survives its own round trip
+        assert isinstance(cfg, TrainConfig) and TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @FAST
@@ -133,15 +204,43 @@ def test_config_takes_any_dict(values):
     )
 )
 def test_low_light_takes_any_settings(values):
-    works_or_our_error(lambda: LowLight(**values))
+    model = call_or_our_error(lambda: LowLight(**values))
+    if model is not RAISED:  # the documented invariants hold on what was accepted
+        low, high = model.brightness
+        assert 0.0 < low <= high <= 1.0 and 0.0 <= model.noise_sigma <= 1.0
+        assert model.noise in ("gaussian", "poisson_gaussian")
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    """The bytes of a small PNG or JPEG, sometimes with one byte changed; or random bytes."""
+    from PIL import Image
+
+    if draw(st.integers(0, 3)) == 0:
+        return draw(st.binary(max_size=300))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    size = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    mode = draw(st.sampled_from(["RGB", "L", "RGBA", "P"]))
+    image = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).convert(mode)
+    buffer = io.BytesIO()
+    image.convert("RGB" if mode == "RGBA" else mode).save(
+        buffer, format=draw(st.sampled_from(["PNG", "JPEG"])) if mode != "P" else "PNG"
+    )
+    data = bytearray(buffer.getvalue())
+    if draw(st.booleans()):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
 
 
 @FAST
-@given(st.binary(max_size=300), st.sampled_from([".png", ".jpg", ".jpeg", ".PNG"]))
+@given(image_files(), st.sampled_from([".png", ".jpg", ".jpeg", ".PNG"]))
 def test_image_loader_takes_any_bytes(tmp_path_factory, data, suffix):
     path = tmp_path_factory.mktemp("fuzz") / f"image{suffix}"
     path.write_bytes(data)
-    works_or_our_error(load_image, path)
+    image = call_or_our_error(load_image, path)
+    if image is not RAISED:
+        assert image.dtype == np.float32 and image.ndim == 3
+        assert_images(image, (*image.shape[:2], 3))
 
 
 def test_truncated_real_png_is_our_error(tmp_path):
@@ -160,10 +259,17 @@ def test_truncated_real_png_is_our_error(tmp_path):
 
 
 @FAST
-@given(st.lists(st.binary(max_size=120), min_size=0, max_size=4))
+@given(st.lists(image_files(), min_size=0, max_size=6))
 def test_folder_data_set_takes_any_files(tmp_path_factory, blobs):
     root = tmp_path_factory.mktemp("folder")
     for i, blob in enumerate(blobs):
         (root / f"class{i % 2}").mkdir(exist_ok=True)
         (root / f"class{i % 2}" / f"{i}.png").write_bytes(blob)
-    works_or_our_error(load_dataset, f"folder:{root}", num_train=None, num_test=None)
+    ds = call_or_our_error(load_dataset, f"folder:{root}", num_train=None, num_test=None)
+    if ds is not RAISED:
+        for images, labels in (
+            (ds.train_images, ds.train_labels),
+            (ds.test_images, ds.test_labels),
+        ):
+            assert_images(images, (len(labels), *images.shape[1:3], 3))
+            assert ((labels >= 0) & (labels < len(ds.class_names))).all()

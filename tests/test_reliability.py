@@ -84,6 +84,7 @@ def test_checkpoint_of_another_isp_layout_is_refused(tmp_path):
         load_model(tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused(tmp_path):
     cfg = TrainConfig(**TINY)
     data = prepare_data(toy_dataset(), cfg)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from diffisp.errors import ConfigError, DataError
 from diffisp.experiments.schemas import EVAL, METRICS, validate
-from diffisp.experiments.study import headline, run_study
+from diffisp.experiments.study import _aggregate_methods, _aggregate_sweep, headline, run_study
 from diffisp.report.figures import FIGURES
 from diffisp.training.config import TrainConfig
+from diffisp.util.stats import gap_closed
 
 TINY = dict(
     data="builtin",
@@ -40,6 +42,7 @@ def study(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_eval_json_has_the_documented_schema(study):
     out, result = study
     on_disk = json.loads((out / "eval.json").read_text())
@@ -49,25 +52,80 @@ def test_eval_json_has_the_documented_schema(study):
     validate(json.loads((out / "seed0" / "metrics.json").read_text()), METRICS)
 
 
+@pytest.mark.slow
 def test_single_point_sweeps(study):
     out, result = study
     for kind, value in (("brightness", 0.2), ("noise_sigma", 0.05)):
         sweep = result["sweeps"][kind]
         assert sweep["values"] == [value]
         for curve in sweep["methods"].values():
-            assert len(curve["mean"]) == 1 and curve["std"] == [0.0]
+            # One seed: the mean is that seed's accuracy on the 32 test images, k / 32.
+            (mean,) = curve["mean"]
+            assert mean * 32 == pytest.approx(round(mean * 32)) and curve["std"] == [0.0]
     assert (out / "figures" / "sweep_brightness.png").stat().st_size > 1000
     assert len(headline(result)) == 2
 
 
-def test_one_seed_has_zero_std_and_gap_closed_bounds(study):
-    _, result = study
+@pytest.mark.slow
+def test_one_seed_rows_are_that_seeds_metrics(study):
+    out, result = study
+    seed = json.loads((out / "seed0" / "metrics.json").read_text())["results"]
     rows = result["methods"]
-    assert all(row["std"] == 0.0 and len(row["accuracy"]) == 1 for row in rows.values())
-    if rows["no_isp"]["gap_closed"] is not None:
-        assert rows["no_isp"]["gap_closed"]["mean"] == 0.0
+    assert list(rows) == list(seed)
+    for key, row in rows.items():
+        acc = seed[key]["accuracy"]
+        assert row["accuracy"] == [acc] and row["mean"] == acc and row["std"] == 0.0
+        assert row["num_samples"] == 32 and acc * 32 == pytest.approx(round(acc * 32))
+        expected_gap = gap_closed(acc, seed["no_isp"]["accuracy"], seed["clean_oracle"]["accuracy"])
+        if expected_gap is None:  # no-ISP and the oracle tie on this tiny run: no gap to close
+            assert row["gap_closed"] is None
+        else:
+            assert row["gap_closed"] == {"mean": pytest.approx(expected_gap), "std": 0.0}
 
 
+def run_metrics(accuracies: dict[str, float]) -> dict:
+    """A seed's metrics.json results as the study reads them (gap from no_isp to clean_oracle)."""
+    floor, ceiling = accuracies["no_isp"], accuracies["clean_oracle"]
+    return {
+        "results": {
+            key: {
+                "description": key,
+                "accuracy": acc,
+                "num_samples": 100,
+                "gap_closed": gap_closed(acc, floor, ceiling),
+            }
+            for key, acc in accuracies.items()
+        }
+    }
+
+
+def test_seeds_aggregate_to_mean_and_sample_std():
+    runs = [
+        run_metrics({"no_isp": 0.2, "learned": 0.5, "clean_oracle": 0.8}),
+        run_metrics({"no_isp": 0.4, "learned": 0.7, "clean_oracle": 0.8}),
+        run_metrics({"no_isp": 0.3, "learned": 0.9, "clean_oracle": 0.8}),
+    ]
+    rows = _aggregate_methods(runs)
+    learned = rows["learned"]
+    assert learned["accuracy"] == [0.5, 0.7, 0.9]
+    assert learned["mean"] == pytest.approx(0.7) and learned["std"] == pytest.approx(0.2)  # ddof=1
+    gaps = [0.3 / 0.6, 0.3 / 0.4, 0.6 / 0.5]  # (acc - no_isp) / (oracle - no_isp) per seed
+    assert learned["gap_closed"]["mean"] == pytest.approx(np.mean(gaps))
+    assert learned["gap_closed"]["std"] == pytest.approx(np.std(gaps, ddof=1))
+    assert rows["no_isp"]["gap_closed"] == {"mean": 0.0, "std": 0.0}
+    sweep = _aggregate_sweep(
+        [{"noise": {"m": [0.1, 0.5]}}, {"noise": {"m": [0.3, 0.5]}}],
+        "noise",
+        "noise sigma",
+        [0.0, 0.1],
+        fixed={},
+        trained=[0.02, 0.02],
+    )
+    assert sweep["methods"]["m"]["mean"] == pytest.approx([0.2, 0.5])
+    assert sweep["methods"]["m"]["std"] == pytest.approx([np.sqrt(0.02), 0.0])
+
+
+@pytest.mark.slow
 def test_study_refuses_to_overwrite_and_bad_seeds(study):
     out, _ = study
     with pytest.raises(ConfigError, match="already holds a study"):

@@ -6,12 +6,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 
 import pytest
-from helpers import TINY_CLI_ARGS
 from PIL import Image
 
 from diffisp.cli import main
@@ -20,7 +20,6 @@ from diffisp.report.build import build_report
 from diffisp.report.html import wilson_interval
 from diffisp.report.sections import _command_lines
 
-TINY_ARGS = TINY_CLI_ARGS
 NBSP = "\u00a0"
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}
 
@@ -67,11 +66,10 @@ def png(path, color=(200, 30, 30)):
     Image.new("RGB", (1, 1), color).save(path)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "demo"
-    assert main(["demo", *TINY_ARGS, "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def run_dir(demo_run, tmp_path):
+    """A copy of the session's shared tiny demo run (tests/conftest.py): the report writes here."""
+    return shutil.copytree(demo_run, tmp_path / "demo")
 
 
 def eval_json(**changes):

@@ -41,6 +41,7 @@ def trained():
     return trainer, before, data
 
 
+@pytest.mark.slow
 def test_adaptive_isp_trains_in_the_protocol(trained):
     trainer, before, _ = trained
     assert isinstance(trainer.isp, AdaptiveISP)
@@ -49,16 +50,26 @@ def test_adaptive_isp_trains_in_the_protocol(trained):
     assert all(np.isfinite(r.loss) for r in trainer.history)
 
 
+@pytest.mark.slow
 def test_usage_and_parameter_summary(trained):
     trainer, _, data = trained
-    usage = isp_usage(trainer.isp, data.test_dark, repeats=1)
-    assert 0 <= usage["active_stages"] <= 3 and usage["isp_ms_per_image"] > 0
-    assert set(usage["stage_rates"]) == {"exposure", "gamma", "tone_curve"}
-    summary = parameter_summary(trainer.isp, data.test_dark)
-    assert 0 <= summary["exposure"]["active_rate"] <= 1
-    assert set(summary["exposure"]["ev"]) == {"mean", "std"}
+    x = data.test_dark  # 32 images
+    usage = isp_usage(trainer.isp, x, repeats=1)
+    decisions = trainer.isp.decisions(x)
+    active = np.asarray(decisions["active"], dtype=bool)  # (32, 3), recomputed here
+    rates = dict(zip(("exposure", "gamma", "tone_curve"), active.mean(axis=0), strict=True))
+    assert usage["stage_rates"] == pytest.approx(rates)
+    assert usage["active_stages"] == pytest.approx(active.sum(axis=1).mean())
+    assert all(r * 32 == pytest.approx(round(r * 32)) for r in usage["stage_rates"].values())
+    assert np.isfinite(usage["isp_ms_per_image"]) and usage["isp_ms_per_image"] > 0
+    summary = parameter_summary(trainer.isp, x)
+    assert set(summary) == set(rates)
+    ev = np.asarray(decisions["values"]["exposure"]["ev"])  # (32,) per-image exposure
+    assert summary["exposure"]["active_rate"] == pytest.approx(rates["exposure"])
+    assert summary["exposure"]["ev"] == pytest.approx({"mean": ev.mean(), "std": ev.std()})
 
 
+@pytest.mark.slow
 def test_saved_adaptive_model_reloads_identically(trained, tmp_path):
     trainer, _, data = trained
     save_model(tmp_path / "m", trainer.isp, trainer.model, {"config": trainer.cfg.to_dict()})
