@@ -14,7 +14,7 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from diffisp import ops
@@ -92,7 +92,6 @@ OPS = [
     lambda x, p: ops.luminance(x),
 ]
 
-TONE_CURVE = 7  # index of ops.tone_curve in OPS
 
 RAISED = object()  # what call_or_our_error returns when the call raised a DiffispError
 
@@ -119,22 +118,13 @@ def assert_images(out, shape: tuple[int, ...]) -> None:
 @FAST
 @given(arrays(), PARAMS, st.integers(0, len(OPS) - 1))
 def test_ops_take_any_array_and_parameter(array, param, which):
-    # Known bug, pinned by test_tone_curve_non_numeric_knots_is_our_error below.
-    assume(not (which == TONE_CURVE and (param is None or isinstance(param, str))))
     out = call_or_our_error(OPS[which], array, param)
     if out is not RAISED:  # then the input was a valid (N, H, W, 3) batch in [0, 1]
         luminance = which == len(OPS) - 1
         assert_images(out, (*array.shape[:3], 1) if luminance else array.shape)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason="bug in src (found by the fuzz test): ops.tone_curve calls jnp.asarray(knots) before "
-    "check_param, so None or str knots escape as ValueError/TypeError. Once fixed, this XPASSes "
-    "(a failure): drop the mark and the assume() in test_ops_take_any_array_and_parameter.",
-)
-@pytest.mark.parametrize("knots", [None, "ab"])
+@pytest.mark.parametrize("knots", [None, "ab", [[0.0, 1.0], [0.5]]])
 def test_tone_curve_non_numeric_knots_is_our_error(knots):
     with pytest.raises(DiffispError, match="knots"):
         ops.tone_curve(np.full((1, 1, 1, 3), 0.5, np.float32), knots)

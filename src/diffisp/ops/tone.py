@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffisp.errors import InputError
 from diffisp.ops._broadcast import per_image
@@ -108,10 +109,14 @@ def tone_curve(images: jax.Array, knots: jax.Array) -> jax.Array:
       ``(N, H, W, 3)``, not clipped: in the range of the knots for inputs in [0, 1].
     """
     images = check_images(images, value_range=None)
-    knots = jnp.asarray(knots)
+    try:
+        shape = np.shape(knots)
+    except ValueError:  # a ragged list: check_param names it
+        shape = ()
+    # (K,) shared or (N, K) per image; check_param converts and refuses None, strings, NaN.
+    knots = check_param(knots, name="knots", batch=images.shape[0], shape=shape[-1:])
     if knots.ndim not in (1, 2) or knots.shape[-1] < 2:
         raise InputError(f"knots must have shape (K,) or (N, K) with K >= 2; got {knots.shape}")
-    knots = check_param(knots, name="knots", batch=images.shape[0], shape=knots.shape[-1:])
     return _tone_curve(images, knots)
 
 
