@@ -121,10 +121,10 @@ def test_default_run_names_differ_within_one_second(tmp_path):
 
 
 def test_second_interrupt_exits_130_at_once(capsys):
-    from diffisp.experiments.run import _DeferredInterrupt
+    from diffisp.experiments.console import DeferredInterrupt
 
     said, exits = [], []
-    handler = _DeferredInterrupt(said.append, exit_now=exits.append)
+    handler = DeferredInterrupt(said.append, exit_now=exits.append)
     handler._handle(2, None)
     assert handler.requested and exits == [] and "finishing this epoch" in said[0]
     handler._handle(2, None)  # no KeyboardInterrupt into orbax's threads: a hard exit
