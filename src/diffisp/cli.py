@@ -396,11 +396,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.max_pixels < 1 or args.tile < 1:
         raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
     check_output_path(args.out, directory=True, what="output directory")
-    args.out.mkdir(parents=True, exist_ok=True)
     plan = plan_outputs(args.images, args.out)  # every name decided before any work
     for path in plan:
         check_pixel_count(path, args.max_pixels)
     isp, _, _ = load_model(_model_dir(args.checkpoint))
+    args.out.mkdir(parents=True, exist_ok=True)  # only once every input passed its checks
     for path, target in plan.items():
         out = run_isp_tiled(isp, load_image(path), tile=args.tile)
         png = Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))

@@ -207,13 +207,13 @@ def test_run_hard_runs_only_the_active_stages_and_their_work(monkeypatch):
     stages = ("exposure", "denoise", "sharpen", "gamma")
     isp = AdaptiveISP(stages, rngs=nnx.Rngs(0))
     executed = []  # (stage names, batch size) of every compiled chain run_hard calls
-    real = hard._run_chain
+    real = hard._run_active_stages
 
     def spy(images, raw, index, chain):
         executed.append(([name for name, _, _ in chain], int(index.shape[0])))
         return real(images, raw, index, chain)
 
-    monkeypatch.setattr(hard, "_run_chain", spy)
+    monkeypatch.setattr(hard, "_run_active_stages", spy)
 
     def run(on):
         set_gates(isp, [5.0 if s in on else -5.0 for s in stages])

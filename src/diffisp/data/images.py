@@ -116,31 +116,54 @@ def _check_is_file(path: str | Path) -> Path:
     return path
 
 
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header alone, nothing decoded.
+
+    The same formats and errors as :func:`load_image`; for checking an image's size before
+    committing the memory to decode it.
+
+    Raises:
+      DataError: missing, not a file, not a supported format, or a header Pillow refuses.
+    """
+    path = _check_is_file(path)
+    with _opened(path, path) as image:
+        return image.size
+
+
+@contextlib.contextmanager
+def _opened(source: Path | io.BytesIO, path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` restricted to :data:`DECODED_FORMATS`; any failure (opening, or in the
+    body of the ``with``) becomes a ``DataError`` naming ``path``."""
+    try:
+        with Image.open(source, formats=DECODED_FORMATS) as image:
+            yield image
+    except DataError:
+        raise
+    except Image.UnidentifiedImageError as exc:
+        raise DataError(
+            f"cannot read image {path}: not a {', '.join(DECODED_FORMATS)} file (the "
+            "content decides, not the name; other formats are refused)"
+        ) from exc
+    except Image.DecompressionBombError as exc:  # above twice Pillow's own pixel limit
+        raise DataError(f"image {path} is too large to decode: {exc}") from exc
+    # Pillow's decoders fail with many exception types (OSError, SyntaxError, ValueError,
+    # struct.error, ...); all mean the same thing here.
+    except Exception as exc:
+        raise DataError(
+            f"cannot read image {path}: {type(exc).__name__}: {exc} (the file is corrupt, "
+            "truncated or not an image)"
+        ) from exc
+
+
 def _decode(source: Path | io.BytesIO, path: Path, image_size: int | None) -> np.ndarray:
     """Decode ``source`` (the file ``path`` or its bytes); errors name ``path``."""
-    with _strict_decoding():
-        try:
-            with Image.open(source, formats=DECODED_FORMATS) as image:
-                if image_size is not None:
-                    # JPEG only: decode at a reduced scale, never below image_size (much faster
-                    # for camera photos; the result is resized with Lanczos anyway).
-                    image.draft(None, (image_size, image_size))
-                image.load()
-                pixels = _to_float_rgb(ImageOps.exif_transpose(image), path)
-        except DataError:
-            raise
-        except Image.UnidentifiedImageError as exc:
-            raise DataError(
-                f"cannot read image {path}: not a {', '.join(DECODED_FORMATS)} file (the "
-                "content decides, not the name; other formats are refused)"
-            ) from exc
-        # Pillow's decoders fail with many exception types (OSError, SyntaxError, ValueError,
-        # struct.error, ...); all mean the same thing here.
-        except Exception as exc:
-            raise DataError(
-                f"cannot read image {path}: {type(exc).__name__}: {exc} (the file is corrupt, "
-                "truncated or not an image)"
-            ) from exc
+    with _strict_decoding(), _opened(source, path) as image:
+        if image_size is not None:
+            # JPEG only: decode at a reduced scale, never below image_size (much faster
+            # for camera photos; the result is resized with Lanczos anyway).
+            image.draft(None, (image_size, image_size))
+        image.load()
+        pixels = _to_float_rgb(ImageOps.exif_transpose(image), path)
     if image_size is not None:
         pixels = resize_center_crop(pixels, image_size)
     return pixels

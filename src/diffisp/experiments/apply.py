@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffisp.data.images import read_image_size
 from diffisp.errors import DataError, InputError
 from diffisp.isp.chain import LearnedISP, run_chain
 
@@ -74,19 +75,9 @@ def check_pixel_count(path: Path, max_pixels: int) -> tuple[int, int]:
 
     from PIL import Image
 
-    try:
-        with warnings.catch_warnings():  # the limit is checked here, with a better message
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as exc:  # above twice Pillow's own limit
-        raise DataError(f"image {path} is too large to decode: {exc}") from None
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"image {path} is a directory, not an image file") from None
-    except Exception as exc:  # Pillow fails with many types; all mean "not an image"
-        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+    with warnings.catch_warnings():  # the limit is checked here, with a better message
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        width, height = read_image_size(path)
     if width * height > max_pixels:
         raise DataError(
             f"image {path} is {width}x{height} ({width * height:,} pixels), above the limit of "

@@ -179,7 +179,8 @@ def _read_json(path: str | Path) -> Any:
     except IsADirectoryError:
         raise ConfigError(f"config path {path} is a directory, not a JSON file") from None
     except OSError as exc:  # name too long, permission denied, a dangling device, ...
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        # The reason first: the CLI caps long messages, and a long path must not hide it.
+        raise ConfigError(f"cannot read config file ({exc.strerror or exc}): {path}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a "
