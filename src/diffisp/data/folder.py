@@ -100,22 +100,35 @@ def load_folder(
         index = stratified_subset(labels, counts[split], rng, len(names))
         images, sources = load_images_with_sources(root, [files[i] for i in index], image_size)
         chosen[split] = (images, labels[index], sources)
+    how = f"seeded stratified split, test_fraction={test_fraction:g}"
+    return folder_dataset(root, names, chosen, how, image_size)
+
+
+def folder_dataset(
+    root: Path,
+    class_names: tuple[str, ...],
+    splits: dict[str, tuple[np.ndarray, np.ndarray, tuple[SourceFile, ...]]],
+    how: str,
+    image_size: int,
+) -> Dataset:
+    """A folder :class:`Dataset` from ``splits["train"|"test"] = (images, labels, files)``."""
+    train, test = splits["train"], splits["test"]
     return Dataset(
         name=f"folder:{root}",
-        train_images=chosen["train"][0],
-        train_labels=chosen["train"][1],
-        test_images=chosen["test"][0],
-        test_labels=chosen["test"][1],
-        class_names=names,
+        train_images=train[0],
+        train_labels=train[1],
+        test_images=test[0],
+        test_labels=test[1],
+        class_names=class_names,
         description=(
-            f"user images from {root}: {len(names)} classes, {len(chosen['train'][1])} train / "
-            f"{len(chosen['test'][1])} test (seeded stratified split, test_fraction="
-            f"{test_fraction:g}), resized and centre-cropped to {image_size}x{image_size}"
+            f"user images from {root}: {len(class_names)} classes, {len(train[1])} train / "
+            f"{len(test[1])} test ({how}), resized and centre-cropped to "
+            f"{image_size}x{image_size}"
         ),
         is_standin=False,
         root=str(root),
-        train_files=chosen["train"][2],
-        test_files=chosen["test"][2],
+        train_files=train[2],
+        test_files=test[2],
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from diffisp.data._common import check_image_size
 from diffisp.data.dataset import Dataset, SourceFile
-from diffisp.data.folder import absolute_root, scan_folder
+from diffisp.data.folder import absolute_root, folder_dataset, scan_folder
 from diffisp.data.images import decode_image_bytes, read_file_bytes
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import DataError
@@ -157,23 +157,8 @@ def load_folder_split(record: dict[str, Any], *, image_size: int | None = None) 
             raise DataError(f"none of the recorded training images of {root} is left unchanged")
         labels = np.asarray([label for _, label in kept], np.int32)
         loaded[split] = (images, labels, tuple(e for e, _ in kept))
-    return Dataset(
-        name=f"folder:{root}",
-        train_images=loaded["train"][0],
-        train_labels=loaded["train"][1],
-        test_images=loaded["test"][0],
-        test_labels=loaded["test"][1],
-        class_names=class_names,
-        description=(
-            f"user images from {root}: {len(class_names)} classes, {len(loaded['train'][1])} "
-            f"train / {len(loaded['test'][1])} test (the recorded split, every file's SHA-256 "
-            f"checked), resized and centre-cropped to {image_size}x{image_size}"
-        ),
-        is_standin=False,
-        root=str(root),
-        train_files=loaded["train"][2],
-        test_files=loaded["test"][2],
-    )
+    how = "the recorded split, every file's SHA-256 checked"
+    return folder_dataset(root, class_names, loaded, how, image_size)
 
 
 def _load_intact(
