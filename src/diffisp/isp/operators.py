@@ -28,18 +28,21 @@ from diffisp.isp.chain import ISP
 from diffisp.isp.stages import Stage, clip_output
 
 
-class StageOperator(ModalityOperator):
-    """A learnable ISP stage as a deterministic datarax ``ModalityOperator``.
+class _ImageOperator(ModalityOperator):
+    """A deterministic datarax ``ModalityOperator`` that maps one record's image field.
 
     ``apply`` handles one record (``(H, W, 3)``); datarax batches it with ``vmap`` (composites,
     ``apply_batch``, the pipeline's fused path), which gives the batched op's values and, measured,
     its speed, so no private datarax method is overridden.
     """
 
-    def __init__(self, stage: Stage, *, field_key: str = "image", target_key: str | None = None):
+    def __init__(self, name: str, *, field_key: str = "image", target_key: str | None = None):
         config = ModalityOperatorConfig(field_key=field_key, target_key=target_key)
-        super().__init__(config, rngs=None, name=stage.name)
-        self.stage = stage
+        super().__init__(config, rngs=None, name=name)
+
+    def process(self, image: jax.Array) -> jax.Array:
+        """``(H, W, 3)`` -> ``(H, W, 3)``."""
+        raise NotImplementedError
 
     def apply(
         self,
@@ -50,10 +53,21 @@ class StageOperator(ModalityOperator):
         stats: dict[str, Any] | None = None,
     ) -> tuple[Any, Any, dict[str, Any] | None]:
         image = self._extract_field(data, self.config.field_key)
-        return self._remap_field(data, self.stage(image[None])[0]), state, metadata
+        return self._remap_field(data, self.process(image)), state, metadata
 
 
-class OutputClipOperator(ModalityOperator):
+class StageOperator(_ImageOperator):
+    """A learnable ISP stage as a datarax operator (the same stage module, same parameters)."""
+
+    def __init__(self, stage: Stage, *, field_key: str = "image", target_key: str | None = None):
+        super().__init__(stage.name, field_key=field_key, target_key=target_key)
+        self.stage = stage
+
+    def process(self, image: jax.Array) -> jax.Array:
+        return self.stage(image[None])[0]
+
+
+class OutputClipOperator(_ImageOperator):
     """The chain's one clip (:func:`~diffisp.isp.stages.clip_output`) as the last operator.
 
     Stages do not clip; an ISP clips its output once. Its operator view ends the same way, so a
@@ -61,19 +75,10 @@ class OutputClipOperator(ModalityOperator):
     """
 
     def __init__(self, *, field_key: str = "image", target_key: str | None = None):
-        config = ModalityOperatorConfig(field_key=field_key, target_key=target_key)
-        super().__init__(config, rngs=None, name="clip_output")
+        super().__init__("clip_output", field_key=field_key, target_key=target_key)
 
-    def apply(
-        self,
-        data: Any,
-        state: Any,
-        metadata: dict[str, Any] | None,
-        key: jax.Array | None = None,
-        stats: dict[str, Any] | None = None,
-    ) -> tuple[Any, Any, dict[str, Any] | None]:
-        image = self._extract_field(data, self.config.field_key)
-        return self._remap_field(data, clip_output(image)), state, metadata
+    def process(self, image: jax.Array) -> jax.Array:
+        return clip_output(image)
 
 
 def isp_operators(isp: ISP, *, field_key: str = "image") -> list[ModalityOperator]:
