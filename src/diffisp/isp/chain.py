@@ -37,26 +37,57 @@ FULL_PRESET: tuple[str, ...] = (
     "saturation",
     "desaturation",
 )
-PRESETS: dict[str, tuple[str, ...]] = {"seed": SEED_PRESET, "full": FULL_PRESET}
+# The RAW front (diffisp.isp.raw): white balance on the mosaic, demosaicing, the camera colour
+# matrix. Its stages take a RawCapture and come first; the chain's stages follow.
+RAW_FRONT: tuple[str, ...] = ("raw_wb", "demosaic", "raw_ccm")
+PRESETS: dict[str, tuple[str, ...]] = {
+    "seed": SEED_PRESET,
+    "full": FULL_PRESET,
+    "raw-seed": RAW_FRONT + SEED_PRESET,
+    "raw-full": RAW_FRONT + FULL_PRESET,
+}
 
 StageValues = Mapping[str, jax.Array]
 
 
 def parse_stage_list(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Stage names from a preset name (``"seed"``, ``"full"``), a comma list or a sequence.
+    """Stage names from a preset name (``"seed"``, ``"full"``, ``"raw-seed"``, ``"raw-full"``),
+    a comma list or a sequence. RAW front stages (:data:`RAW_FRONT`) come first, in their own
+    order, and include ``demosaic``.
 
     Raises:
-      ConfigError: empty list, unknown or repeated stage name.
+      ConfigError: empty list, unknown or repeated stage name, a misplaced RAW front stage.
     """
     if isinstance(spec, str):
         spec = PRESETS.get(spec.strip().lower()) or [s for s in spec.split(",") if s.strip()]
-    names = tuple(resolve_stage_name(n) for n in spec)
+    names = tuple(_resolve_any_stage(n) for n in spec)
     if not names:
         raise ConfigError("an ISP needs at least one stage")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)  # linear, not O(n^2)
     if repeated:
         raise ConfigError(f"ISP stages may appear once each; repeated: {', '.join(repeated)}")
+    front, _ = split_raw_front(names)
+    if front:
+        if "demosaic" not in front:
+            raise ConfigError(f"a RAW front ({', '.join(front)}) needs the 'demosaic' stage")
+        if names[: len(front)] != tuple(n for n in RAW_FRONT if n in front):
+            raise ConfigError(
+                f"RAW stages must come first, in the order {', '.join(RAW_FRONT)}; got "
+                f"{', '.join(names)}"
+            )
     return names
+
+
+def split_raw_front(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(RAW front stages, chain stages)`` of a parsed stage list."""
+    front = tuple(n for n in names if n in RAW_FRONT)
+    return front, tuple(n for n in names if n not in RAW_FRONT)
+
+
+def _resolve_any_stage(name: object) -> str:
+    if isinstance(name, str) and name.strip().lower().replace("-", "_") in RAW_FRONT:
+        return name.strip().lower().replace("-", "_")
+    return resolve_stage_name(name)
 
 
 # ------------------------------------------------------------------------------ the chain
@@ -197,6 +228,11 @@ class ISP(nnx.Module):
 
     def __init__(self, stages: str | Sequence[str] = SEED_PRESET) -> None:
         self.stage_names = parse_stage_list(stages)
+        if split_raw_front(self.stage_names)[0]:
+            raise ConfigError(
+                f"ISP takes RGB images; RAW stages ({', '.join(RAW_FRONT)}) belong to a RawISP "
+                "(diffisp.isp.raw)"
+            )
         self.stages = nnx.List([STAGES[name]() for name in self.stage_names])
 
     def __call__(self, images: jax.Array) -> jax.Array:
