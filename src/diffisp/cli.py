@@ -78,7 +78,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="seed | full | a comma list of stages (global ISP), or 'adaptive' (per-image "
         "parameters and stage gates; stages from --stages, default full)",
     )
-    p.add_argument("--stages", help="stages of the ISP: seed | full | comma list")
+    p.add_argument("--stages", help="ISP stages: seed | full | raw-seed | raw-full | comma list")
     p.add_argument("--cost-weight", type=float, help="adaptive ISP: lambda of the cost penalty")
     p.add_argument("--no-gates", action="store_true", help="adaptive ISP without stage gates")
     p.add_argument(
@@ -95,6 +95,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     )
     p.add_argument("--noise-sigma", type=float, help="Gaussian read noise sigma (default 0.02)")
     p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
+    p.add_argument(
+        "--input",
+        choices=("srgb", "raw"),
+        help="srgb: darkened sRGB images; raw: each image unprocessed into a dark Bayer RAW "
+        "capture (Brooks et al. 2019), learned RAW front in front of the ISP (default srgb)",
+    )
+    p.add_argument(
+        "--raw-demosaic", choices=("bilinear", "malvar"), help="RAW front's fixed demosaic"
+    )
+    p.add_argument(
+        "--no-raw-residual",
+        action="store_true",
+        help="RAW front without the learned demosaic residual",
+    )
+    p.add_argument("--cfa-pattern", choices=("RGGB", "GRBG", "GBRG", "BGGR"))
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=_path, help="run directory (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -123,6 +138,9 @@ _CONFIG_KEYS = (
     "seed",
     "cost_weight",
     "variants",
+    "input",
+    "raw_demosaic",
+    "cfa_pattern",
 )
 
 
@@ -142,6 +160,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["isp"] = args.stages
     if args.no_gates:
         overrides["gates"] = False
+    if getattr(args, "no_raw_residual", False):
+        overrides["raw_residual"] = False
     if args.config is None:
         return TrainConfig.preset_config(args.preset, **overrides)
     # The preset's sizes, then what the file sets, then the options given on the command line.
@@ -356,6 +376,7 @@ def _print_study(study: dict[str, Any]) -> None:
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     from diffisp.experiments.run import load_run_data
+    from diffisp.isp.raw import conventional_pipeline
     from diffisp.models.evaluate import accuracy
     from diffisp.training.checkpoint import load_model
     from diffisp.training.config import TrainConfig
@@ -372,13 +393,16 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     data = prepare_data(load_run_data(cfg, run_dir), cfg)
     n = int(data.test_labels.shape[0])
     with_isp = accuracy(model, data.test_dark, data.test_labels, isp=isp)
-    without = accuracy(model, data.test_dark, data.test_labels)
+    # RAW input: "without" is the conventional camera pipeline (a model cannot read a mosaic).
+    transform = conventional_pipeline if data.raw else None
+    without = accuracy(model, data.test_dark, data.test_labels, transform=transform)
     print(
         f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
         f"noise sigma {cfg.noise_sigma}"
     )
     print(f"learned ISP + CNN: {with_isp:.1%}")
-    print(f"same CNN, no ISP:  {without:.1%}")
+    label = "conventional pipeline" if data.raw else "no ISP"
+    print(f"same CNN, {label}:  {without:.1%}")
     return 0
 
 

@@ -17,12 +17,14 @@ from typing import Any
 import jax
 from flax import nnx
 
-from diffisp.data.degrade import LowLight, darken
+from diffisp.data.degrade import LowLight
 from diffisp.experiments.usage import isp_usage
-from diffisp.isp import baselines
+from diffisp.isp import baselines, raw_baselines
+from diffisp.isp.raw import conventional_pipeline, demosaic_only, packed_raw
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
-from diffisp.training.data import RunData
+from diffisp.training import keys
+from diffisp.training.data import RunData, capture_low_light
 from diffisp.training.loop import finetune_model, train
 from diffisp.training.state import TrainState, detached_copy
 from diffisp.training.variants import parse_variant
@@ -53,86 +55,207 @@ class Method:
         )
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """A fixed (non-learned) input path: ``key``, table label, description and transform."""
+
+    key: str
+    label: str
+    description: str
+    transform: Callable[[Any], jax.Array] | None
+
+
+# The fixed pipelines in front of the clean-trained model, and the two fine-tuned baselines'
+# input paths, per input kind. RAW rows keep the sRGB rows' keys where they play the same role
+# (the floor "no_isp", the gamma, the classical auto ISP...), so tables and gaps line up.
+SRGB_FIXED = (
+    Pipeline("no_isp", "No ISP", "dark images straight into the clean-trained CNN", None),
+    Pipeline(
+        "fixed_gamma",
+        "Fixed gamma 0.5",
+        "fixed gamma 0.5, clean-trained CNN",
+        baselines.fixed_gamma,
+    ),
+    Pipeline(
+        "auto_isp",
+        "Classical auto ISP",
+        "gray-world WB + auto exposure to 18% grey + gamma 1/2.2, clean-trained CNN",
+        baselines.auto_isp,
+    ),
+    Pipeline(
+        "histogram_eq",
+        "Histogram equalisation",
+        "per-image histogram equalisation (as scikit-image), clean-trained CNN",
+        baselines.equalize_histogram,
+    ),
+)
+RAW_FIXED = (
+    Pipeline(
+        "no_isp",
+        "No ISP (demosaic only)",
+        "bilinear-demosaiced camera RGB as recorded (no WB, no matrix, linear), clean-trained CNN",
+        demosaic_only,
+    ),
+    Pipeline(
+        "conventional",
+        "Conventional pipeline",
+        "bilinear demosaic + recorded WB + recorded colour matrix + sRGB curve, clean-trained CNN",
+        conventional_pipeline,
+    ),
+    Pipeline(
+        "fixed_gamma",
+        "Conventional + gamma 0.5",
+        "conventional pipeline, then fixed gamma 0.5, clean-trained CNN",
+        raw_baselines.conventional_gamma,
+    ),
+    Pipeline(
+        "auto_isp",
+        "Conventional + classical auto ISP",
+        "recorded WB + demosaic + matrix, then gray-world + auto exposure + gamma 1/2.2, "
+        "clean-trained CNN",
+        raw_baselines.conventional_auto,
+    ),
+    Pipeline(
+        "histogram_eq",
+        "Conventional + histogram equalisation",
+        "conventional pipeline, then per-image histogram equalisation, clean-trained CNN",
+        raw_baselines.conventional_histeq,
+    ),
+)
+SRGB_FINETUNED = (
+    Pipeline("dark_cnn", "CNN fine-tuned on dark", "no ISP", None),
+    Pipeline(
+        "fixed_gamma_cnn",
+        "Fixed gamma + fine-tuned CNN",
+        "fixed gamma 0.5",
+        baselines.fixed_gamma,
+    ),
+)
+RAW_FINETUNED = (
+    Pipeline(
+        "dark_cnn",
+        "Conventional + fine-tuned CNN",
+        "conventional pipeline",
+        conventional_pipeline,
+    ),
+    Pipeline(
+        "fixed_gamma_cnn",
+        "Conventional + gamma + fine-tuned CNN",
+        "conventional pipeline + fixed gamma 0.5",
+        raw_baselines.conventional_gamma,
+    ),
+)
+
+
+def fixed_pipelines(data: RunData) -> tuple[Pipeline, ...]:
+    return RAW_FIXED if data.raw else SRGB_FIXED
+
+
+def finetuned_pipelines(data: RunData) -> tuple[Pipeline, ...]:
+    return RAW_FINETUNED if data.raw else SRGB_FINETUNED
+
+
 def train_finetuned_baselines(state: TrainState, data: RunData) -> dict[str, nnx.Module]:
     """CNNs trained on from the clean-trained one with the learned ISP's budget after phase 0.
 
-    On dark images (no ISP; behind a fixed gamma), and on clean images: the last is the clean
-    oracle, so that the ceiling had as many epochs as everything it is compared with.
+    On dark inputs (through each of the input kind's fine-tuned pipelines), and on clean
+    images: the last is the clean oracle, so that the ceiling had as many epochs as everything
+    it is compared with. RAW input adds the packed-RAW model (see :func:`train_packed_raw`).
     """
     cfg, start = state.cfg, state.model_after_phase0
     epochs = cfg.epochs_isp + cfg.epochs_joint
     common = dict(epochs=epochs, lr=cfg.lr_cnn, task=state.task)
-    return {
-        "dark_cnn": finetune_model(
-            start, data.train_dark, data.train_labels, cfg, name="dark_cnn", index=10, **common
-        ),
-        "fixed_gamma_cnn": finetune_model(
+    models = {
+        p.key: finetune_model(
             start,
             data.train_dark,
             data.train_labels,
             cfg,
-            transform=baselines.fixed_gamma,
-            name="fixed_gamma_cnn",
-            index=11,
+            transform=p.transform,
+            name=p.key,
+            index=10 + i,
             **common,
-        ),
-        "clean_cnn": finetune_model(
-            start, data.train_clean, data.train_labels, cfg, name="clean_cnn", index=12, **common
-        ),
+        )
+        for i, p in enumerate(finetuned_pipelines(data))
     }
+    models["clean_cnn"] = finetune_model(
+        start, data.train_clean, data.train_labels, cfg, name="clean_cnn", index=12, **common
+    )
+    if data.raw:
+        models["packed_raw"] = train_packed_raw(state, data)
+    return models
 
 
-def protocol_methods(state: TrainState, finetuned: dict[str, nnx.Module]) -> list[Method]:
-    """Every row of the comparison, in table order."""
+def train_packed_raw(state: TrainState, data: RunData) -> nnx.Module:
+    """The "skip the ISP" baseline (as RAW-Adapter's): a model with a 4-channel input trained
+    from scratch on packed dark RAW (``(N, H/2, W/2, 4)``) for every epoch the learned ISP's
+    model had (phase 0 + 1 + 2), at phase 0's learning rate."""
+    cfg = state.cfg
+    rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 7))
+    model = state.task.build_model(state.num_classes, rngs=rngs, in_channels=4)
+    epochs = cfg.epochs_clean + cfg.epochs_isp + cfg.epochs_joint
+    return finetune_model(
+        model,
+        data.train_dark,
+        data.train_labels,
+        cfg,
+        epochs=epochs,
+        lr=cfg.lr_clean,
+        transform=packed_raw,
+        name="packed_raw",
+        index=13,
+        task=state.task,
+    )
+
+
+def protocol_methods(
+    state: TrainState, finetuned: dict[str, nnx.Module], data: RunData | None = None
+) -> list[Method]:
+    """Every row of the comparison, in table order (``data`` says the input kind; sRGB if
+    ``None``)."""
+    raw = data is not None and data.raw
     cnn_clean, isp_phase1 = state.model_after_phase0, state.isp_after_phase1
     epochs = state.cfg.epochs_isp + state.cfg.epochs_joint
-    return [
-        Method("no_isp", "No ISP", "dark images straight into the clean-trained CNN", cnn_clean),
+    methods = [
+        Method(p.key, p.label, p.description, cnn_clean, transform=p.transform)
+        for p in (RAW_FIXED if raw else SRGB_FIXED)
+    ]
+    methods += [
         Method(
-            "fixed_gamma",
-            "Fixed gamma 0.5",
-            "fixed gamma 0.5, clean-trained CNN",
-            cnn_clean,
-            transform=baselines.fixed_gamma,
-        ),
-        Method(
-            "auto_isp",
-            "Classical auto ISP",
-            "gray-world WB + auto exposure to 18% grey + gamma 1/2.2, clean-trained CNN",
-            cnn_clean,
-            transform=baselines.auto_isp,
-        ),
-        Method(
-            "histogram_eq",
-            "Histogram equalisation",
-            "per-image histogram equalisation (as scikit-image), clean-trained CNN",
-            cnn_clean,
-            transform=baselines.equalize_histogram,
-        ),
-        Method(
-            "dark_cnn",
-            "CNN fine-tuned on dark",
-            f"no ISP; the clean-trained CNN fine-tuned on dark images for {epochs} epochs",
-            finetuned["dark_cnn"],
-        ),
-        Method(
-            "fixed_gamma_cnn",
-            "Fixed gamma + fine-tuned CNN",
-            f"fixed gamma 0.5; CNN fine-tuned behind it on dark images for {epochs} epochs",
-            finetuned["fixed_gamma_cnn"],
-            transform=baselines.fixed_gamma,
-        ),
+            p.key,
+            p.label,
+            f"{p.description}; the clean-trained CNN fine-tuned behind it on dark inputs for "
+            f"{epochs} epochs",
+            finetuned[p.key],
+            transform=p.transform,
+        )
+        for p in (RAW_FINETUNED if raw else SRGB_FINETUNED)
+    ]
+    if raw:
+        total = state.cfg.epochs_clean + epochs
+        methods.append(
+            Method(
+                "packed_raw",
+                "Packed-RAW model, no ISP",
+                f"a CNN with 4 input channels trained from scratch on packed dark RAW for "
+                f"{total} epochs (no ISP at all)",
+                finetuned["packed_raw"],
+                transform=packed_raw,
+            )
+        )
+    kind = "RAW " if raw else ""
+    methods += [
         Method(
             "learned_isp_phase1",
-            "Learned ISP (phase 1)",
-            "ISP learned in front of the frozen clean-trained CNN",
+            f"Learned {kind}ISP (phase 1)",
+            f"{kind}ISP learned in front of the frozen clean-trained CNN",
             cnn_clean,
             isp=isp_phase1,
         ),
         Method(
             "learned_isp_phase2",
-            "Learned ISP (phase 2)",
-            "ISP and CNN fine-tuned jointly on dark images",
+            f"Learned {kind}ISP (phase 2)",
+            f"{kind}ISP and CNN fine-tuned jointly on dark inputs",
             state.model,
             isp=state.isp,
         ),
@@ -145,6 +268,7 @@ def protocol_methods(state: TrainState, finetuned: dict[str, nnx.Module]) -> lis
             clean_input=True,
         ),
     ]
+    return methods
 
 
 def evaluate_methods(
@@ -194,7 +318,7 @@ def sweep(
         else:
             low_light = LowLight(tuple(cfg.brightness), value, cfg.noise)
         point_key = jax.random.fold_in(jax.random.fold_in(key, 0 if kind == "brightness" else 1), i)
-        dark, _ = darken(point_key, data.test_clean, low_light)
+        dark = capture_low_light(point_key, data.test_clean, cfg, low_light)
         for m in methods:
             metrics = m.metrics(dark, data.test_clean, data.test_labels, task)
             out[m.key].append(metrics[task.headline])

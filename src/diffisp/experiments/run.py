@@ -246,7 +246,7 @@ def _run_locked(
     train_seconds = time.perf_counter() - train_started
 
     log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
-    methods = protocol_methods(state, train_finetuned_baselines(state, data))
+    methods = protocol_methods(state, train_finetuned_baselines(state, data), data)
     if cfg.variants:
         log(f"training ISP variants against the same CNN: {', '.join(cfg.variants)}")
         clean = methods.pop()  # keep the clean oracle last

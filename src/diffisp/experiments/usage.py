@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from diffisp.isp.chain import LearnedISP
+from diffisp.isp.raw_capture import num_images
 
 
 def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -33,7 +34,7 @@ def isp_usage(isp: LearnedISP, images: jax.Array, *, repeats: int = 3) -> dict[s
     Time is the best of ``repeats`` runs of the ISP's fastest inference over ``images`` in one
     batch, after a first call that compiles it.
     """
-    n = int(images.shape[0])
+    n = num_images(images)
     run = isp.fastest_inference()
     jax.block_until_ready(run(images))
     seconds = best_seconds(lambda: run(images), repeats)

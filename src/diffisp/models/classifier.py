@@ -20,7 +20,8 @@ class SmallCNN(nnx.Module):
     (``model.eval()``). ``im2col=False`` runs the same layers through ``nnx.Conv`` (XLA's
     convolution), the way the reference does; the default computes them as one matmul each.
 
-    Input ``(N, H, W, 3)`` -> logits ``(N, num_classes)``; any ``H, W`` works (global pooling).
+    Input ``(N, H, W, in_channels)`` (3 for images, 4 for packed RAW) -> logits
+    ``(N, num_classes)``; any ``H, W`` works (global pooling).
     """
 
     def __init__(
@@ -30,11 +31,11 @@ class SmallCNN(nnx.Module):
         *,
         rngs: nnx.Rngs,
         im2col: bool = True,
+        in_channels: int = 3,
     ) -> None:
         self.im2col = im2col  # compute convolutions as patches @ kernel (same parameters)
         self.convs = nnx.List()
         self.norms = nnx.List()
-        in_channels = 3
         for width in widths:
             self.convs.append(
                 nnx.Conv(in_channels, width, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs)

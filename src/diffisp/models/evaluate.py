@@ -34,23 +34,30 @@ def predict(
     task: Task = CLASSIFY,
     chunk: int = 500,
 ) -> Any:
-    """The task's predictions for ``(N, H, W, 3)`` images, eval-mode batch norm, on the host.
+    """The task's predictions for ``(N, H, W, 3)`` images (or any pytree of inputs with a leading
+    ``N`` axis, e.g. a RAW capture), eval-mode batch norm, on the host.
 
     The images go through ``transform`` (a fixed function, e.g. a fixed gamma), then ``isp``
     (a learnable ISP), then ``model``. Chunks are padded to one size so there is one compilation.
     """
     graphdef, state = nnx.split((model, isp))
-    n = images.shape[0]
+    n = int(jax.tree.leaves(images)[0].shape[0])
     size = min(chunk, n)
     preds = []
     for start in range(0, n, size):
-        part = images[start : start + size]
-        short = size - part.shape[0]
+        part = jax.tree.map(lambda a, start=start: a[start : start + size], images)
+        short = size - int(jax.tree.leaves(part)[0].shape[0])
         if short:
-            part = jnp.concatenate([part, jnp.zeros((short, *part.shape[1:]), part.dtype)])
+            part = jax.tree.map(lambda a, short=short: _pad(a, short), part)
         out = _predict(graphdef, state, part, transform, task)
         preds.append(jax.tree.map(lambda p, keep=size - short: p[:keep], out))
     return jax.tree.map(lambda *parts: np.asarray(jnp.concatenate(parts)), *preds)
+
+
+def _pad(array: jax.Array, count: int) -> jax.Array:
+    """``array`` with ``count`` copies of its first entry appended (padding that every input
+    path accepts: a zero white balance or matrix would be a degenerate capture)."""
+    return jnp.concatenate([array, jnp.repeat(array[:1], count, axis=0)])
 
 
 def evaluate(

@@ -32,8 +32,9 @@ class Task(Protocol):
     #: The metric that ranks methods (a key of :meth:`metrics`), e.g. ``"accuracy"``.
     headline: str
 
-    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs) -> nnx.Module:
-        """A fresh model for ``num_outputs`` classes (or categories)."""
+    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> nnx.Module:
+        """A fresh model for ``num_outputs`` classes (or categories) and ``in_channels`` input
+        channels (3 for images; 4 for packed RAW)."""
         ...
 
     def loss(
@@ -65,8 +66,8 @@ class Classification:
     name: str = "classify"
     headline: str = "accuracy"
 
-    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs) -> SmallCNN:
-        return SmallCNN(num_outputs, rngs=rngs)
+    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> SmallCNN:
+        return SmallCNN(num_outputs, rngs=rngs, in_channels=in_channels)
 
     def loss(
         self, model: nnx.Module, images: jax.Array, targets: jax.Array

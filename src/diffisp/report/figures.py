@@ -9,11 +9,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
 from diffisp.isp.chain import ISP, LearnedISP, chain_steps
+from diffisp.isp.raw import conventional_pipeline
+from diffisp.isp.raw_capture import RawCapture
 from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig
 
@@ -303,6 +306,15 @@ def _short_value(stage: str, values: dict) -> str:
     return f"{key} {float(np.asarray(values[key]).ravel()[0]):.2f}"
 
 
+def _chain_view(isp: Any, inputs: Any, n: int) -> tuple[Any, np.ndarray]:
+    """The stage-chain ISP and its input for the first ``n`` inputs: for a RAW ISP, the chain
+    behind its RAW front (``None`` if there is none) and the front's output."""
+    inputs = jax.tree.map(lambda a: a[:n], inputs)
+    if isinstance(inputs, RawCapture):
+        return isp.back, np.asarray(isp.front(inputs))
+    return isp, np.asarray(inputs)
+
+
 class ReportFigures:
     """The figures of a run and of a study, drawn for the run layer (``diffisp train``/``eval``)."""
 
@@ -315,16 +327,18 @@ class ReportFigures:
         """
         state, data, methods = outcome.state, outcome.data, outcome.methods
         n = 8
-        dark = np.asarray(data.test_dark[:n])
-        processed = np.asarray(state.isp(data.test_dark[:n]))
+        inputs = jax.tree.map(lambda a: a[:n], data.test_dark)  # images or a RawCapture
+        # What a person sees of a dark input: the image, or a RAW capture through the camera's
+        # conventional pipeline.
+        dark = np.asarray(conventional_pipeline(inputs) if data.raw else inputs)
+        processed = np.asarray(state.isp(inputs))
         labels = np.asarray(data.test_labels[:n])
         names = dataset.class_names
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
         variants = [
             adaptive_decisions_figure(
                 directory / f"adaptive_decisions_{m.key}.png",
-                m.isp,
-                dark[:6],
+                *_chain_view(m.isp, inputs, 6),
                 labels[:6],
                 names,
                 title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
@@ -332,17 +346,21 @@ class ReportFigures:
             for m in methods
             if m.isp is not None and m.isp.per_image and m.isp is not state.isp
         ]
-        return [
+        chain_isp, chain_inputs = _chain_view(state.isp, inputs, 6)
+        if chain_isp is None:
+            isp_figure = None
+        elif chain_isp.per_image:  # which stages ran on which image
+            isp_figure = adaptive_decisions_figure(
+                directory / "adaptive_decisions.png", chain_isp, chain_inputs, labels[:6], names
+            )
+        else:  # a global ISP: its one parameter set
+            isp_figure = parameters_figure(directory / "learned_parameters.png", chain_isp)
+        figures = [
             samples_figure(
                 directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
             ),
             training_curves_figure(directory / "training_curves.png", state.history),
-            # Per-image ISPs: which stages ran on which image; a global ISP: its one parameter set.
-            adaptive_decisions_figure(
-                directory / "adaptive_decisions.png", state.isp, dark[:6], labels[:6], names
-            )
-            if state.isp.per_image
-            else parameters_figure(directory / "learned_parameters.png", state.isp),
+            isp_figure,
             before_after_figure(
                 directory / "before_after.png",
                 dark,
@@ -356,6 +374,7 @@ class ReportFigures:
             ),
             *variants,
         ]
+        return [f for f in figures if f is not None]
 
     def sweeps(
         self, directory: Path, sweeps: dict[str, Any], methods: dict[str, Any]

@@ -13,7 +13,8 @@ from diffisp.data.degrade import LowLight
 from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError
-from diffisp.isp.chain import parse_stage_list
+from diffisp.isp.chain import RAW_FRONT, parse_stage_list, split_raw_front
+from diffisp.ops.raw import BAYER_PATTERNS
 from diffisp.training.variants import parse_variant
 
 
@@ -61,6 +62,14 @@ class TrainConfig:
     cost_weight: float = 0.0
     # Other ISPs trained (phases 1-2) against the same clean-trained CNN and compared.
     variants: tuple[str, ...] = ()
+    # "srgb": darkened sRGB images in; "raw": every image is unprocessed into a dark Bayer RAW
+    # capture (Brooks et al. 2019, diffisp.data.unprocess) and the ISP starts with the RAW front
+    # (added in front of the chosen stages when they have none). With RAW input the sensor noise
+    # is the paper's shot + read model, drawn per image; noise_sigma and noise are not used.
+    input: str = "srgb"
+    raw_demosaic: str = "malvar"
+    raw_residual: bool = True
+    cfa_pattern: str = "RGGB"
     brightness: tuple[float, float] = (0.1, 0.3)
     noise_sigma: float = 0.02
     noise: str = "gaussian"
@@ -114,9 +123,35 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name} must be 'constant' or 'cosine'; got {getattr(self, name)!r}"
                 )
-        object.__setattr__(self, "isp", parse_stage_list(_names("isp", self.isp, preset=True)))
+        stages = parse_stage_list(_names("isp", self.isp, preset=True))
+        self._check_input(stages)
+        if self.input == "raw" and not split_raw_front(stages)[0]:
+            stages = RAW_FRONT + stages
+        object.__setattr__(self, "isp", stages)
         # LowLight validates brightness, noise_sigma and noise; keep its normalised pair.
         object.__setattr__(self, "brightness", self.low_light().brightness)
+
+    def _check_input(self, stages: tuple[str, ...]) -> None:
+        if self.input not in ("srgb", "raw"):
+            raise ConfigError(f"input must be 'srgb' or 'raw'; got {self.input!r}")
+        if self.input == "srgb" and split_raw_front(stages)[0]:
+            raise ConfigError(
+                f"RAW stages ({', '.join(RAW_FRONT)}) need RAW input: add --input raw"
+            )
+        if self.input == "raw" and self.image_size % 2:
+            raise ConfigError(
+                f"RAW input needs an even image_size (whole 2x2 Bayer tiles); got {self.image_size}"
+            )
+        if self.raw_demosaic not in ("bilinear", "malvar"):
+            raise ConfigError(
+                f"raw_demosaic must be 'bilinear' or 'malvar'; got {self.raw_demosaic!r}"
+            )
+        if not isinstance(self.raw_residual, bool):
+            raise ConfigError(f"raw_residual must be true or false; got {self.raw_residual!r}")
+        if self.cfa_pattern not in BAYER_PATTERNS:
+            raise ConfigError(
+                f"cfa_pattern must be one of {', '.join(BAYER_PATTERNS)}; got {self.cfa_pattern!r}"
+            )
 
     def low_light(self) -> LowLight:
         return LowLight(brightness=self.brightness, noise_sigma=self.noise_sigma, noise=self.noise)

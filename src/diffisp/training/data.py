@@ -1,4 +1,9 @@
-"""A run's data on the device: clean and darkened train/test images, with their targets."""
+"""A run's data on the device: clean and low-light train/test inputs, with their targets.
+
+The low-light inputs are darkened sRGB images (``input="srgb"``) or simulated dark RAW
+captures (``input="raw"``: each clean image unprocessed into a Bayer mosaic with camera
+metadata, :mod:`diffisp.data.unprocess`). Both are pytrees with a leading image axis, so
+training and evaluation slice them the same way."""
 
 from __future__ import annotations
 
@@ -9,31 +14,58 @@ import jax
 import jax.numpy as jnp
 
 from diffisp.data import Dataset
-from diffisp.data.degrade import darken
+from diffisp.data.degrade import LowLight, darken
+from diffisp.data.unprocess import UnprocessConfig, unprocess
 from diffisp.errors import DataError
+from diffisp.isp.raw_capture import RawCapture
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
+
+Capture = jax.Array | RawCapture
 
 
 @dataclass
 class RunData:
-    """Device-resident images (``(N, H, W, 3)`` float32 in [0, 1]) and targets.
+    """Device-resident clean images (``(N, H, W, 3)`` float32 in [0, 1]), their low-light
+    captures (images of the same shape, or a :class:`RawCapture`) and targets.
 
     ``*_labels`` are the task's targets: any pytree of arrays with a leading axis of N (class
     indices for classification).
     """
 
     train_clean: jax.Array
-    train_dark: jax.Array
+    train_dark: Capture
     train_labels: Any
     test_clean: jax.Array
-    test_dark: jax.Array
+    test_dark: Capture
     test_labels: Any
     num_classes: int
 
     @property
     def num_train(self) -> int:
         return int(self.train_clean.shape[0])
+
+    @property
+    def raw(self) -> bool:
+        return isinstance(self.train_dark, RawCapture)
+
+
+def capture_low_light(
+    key: jax.Array, clean: jax.Array, cfg: TrainConfig, low_light: LowLight | None = None
+) -> Capture:
+    """The low-light version of ``clean`` a run's ISP sees, deterministic for ``key``.
+
+    sRGB input: :func:`~diffisp.data.degrade.darken` with ``low_light`` (default the config's).
+    RAW input: :func:`~diffisp.data.unprocess.unprocess` with the brightness range of
+    ``low_light`` (the noise is the RAW model's, drawn per image).
+    """
+    low_light = cfg.low_light() if low_light is None else low_light
+    if cfg.input == "raw":
+        raw_cfg = UnprocessConfig(brightness=low_light.brightness, pattern=cfg.cfa_pattern)
+        capture, _ = unprocess(key, clean, raw_cfg)
+        return capture
+    dark, _ = darken(key, clean, low_light)
+    return dark
 
 
 def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
@@ -44,11 +76,10 @@ def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
             f"({cfg.batch_size})"
         )
     key = jax.random.key(cfg.seed)
-    low_light = cfg.low_light()
     train_clean = jnp.asarray(dataset.train_images, jnp.float32)
     test_clean = jnp.asarray(dataset.test_images, jnp.float32)
-    train_dark, _ = darken(jax.random.fold_in(key, keys.DARKEN_TRAIN), train_clean, low_light)
-    test_dark, _ = darken(jax.random.fold_in(key, keys.DARKEN_TEST), test_clean, low_light)
+    train_dark = capture_low_light(jax.random.fold_in(key, keys.DARKEN_TRAIN), train_clean, cfg)
+    test_dark = capture_low_light(jax.random.fold_in(key, keys.DARKEN_TEST), test_clean, cfg)
     return RunData(
         train_clean=train_clean,
         train_dark=train_dark,

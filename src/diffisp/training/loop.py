@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from diffisp.isp.raw_capture import num_images
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training.config import TrainConfig
@@ -130,7 +131,7 @@ def finetune_model(
         transform=transform,
     )
     learner = Learner(None, detached_copy(model))
-    steps = images.shape[0] // cfg.batch_size * epochs
+    steps = num_images(images) // cfg.batch_size * epochs
     optimizer = nnx.Optimizer(learner, make_optimizer(lr, steps, cfg.schedule), wrt=phase.trainable)
     for epoch in range(epochs):
         learner, optimizer, _, _ = train_one_epoch(

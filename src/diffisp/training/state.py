@@ -20,7 +20,8 @@ import optax
 from flax import nnx
 
 from diffisp.isp.adaptive import AdaptiveISP
-from diffisp.isp.chain import ISP, LearnedISP
+from diffisp.isp.chain import ISP, LearnedISP, split_raw_front
+from diffisp.isp.raw import build_raw_isp
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
@@ -127,11 +128,22 @@ def phase_transform(cfg: TrainConfig, phase: Phase, steps: int) -> optax.Gradien
 
 
 def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> LearnedISP:
-    """The ISP a config asks for: the global :class:`ISP`, or the per-image ``AdaptiveISP``."""
-    if not cfg.adaptive:
-        return ISP(cfg.isp)
-    rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 1 + seed_offset))
-    return AdaptiveISP(cfg.isp, gates=cfg.gates, cost_weight=cfg.cost_weight, rngs=rngs)
+    """The ISP a config asks for: the global :class:`ISP` or the per-image ``AdaptiveISP``,
+    behind the learnable RAW front when the stages start with RAW stages (``--input raw``)."""
+
+    def chain_isp(stages: tuple[str, ...]) -> LearnedISP:
+        if not cfg.adaptive:
+            return ISP(stages)
+        seed = jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 1 + seed_offset)
+        return AdaptiveISP(
+            stages, gates=cfg.gates, cost_weight=cfg.cost_weight, rngs=nnx.Rngs(seed)
+        )
+
+    if split_raw_front(cfg.isp)[0]:
+        return build_raw_isp(
+            cfg.isp, chain_isp, demosaic=cfg.raw_demosaic, residual=cfg.raw_residual
+        )
+    return chain_isp(cfg.isp)
 
 
 def detached_copy(module: nnx.Module) -> nnx.Module:

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from diffisp.errors import TrainingDivergedError
+from diffisp.isp.raw_capture import num_images
 from diffisp.models.classifier import recalibrate_batch_norm
 from diffisp.models.task import Task
 from diffisp.training import keys
@@ -47,7 +48,7 @@ def train_step(
     """
     learner, optimizer = nnx.merge(graphdef, state)
     idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
-    x = images[idx]
+    x = jax.tree.map(lambda a: a[idx], images)  # an image array or a RawCapture
     y = jax.tree.map(lambda t: t[idx], targets)
 
     def loss_fn(learner: Learner):
@@ -121,8 +122,9 @@ def train_one_epoch(
     model = learner.model
     model.train() if phase.train_cnn else model.eval()
     graphdef, state = nnx.split((learner, optimizer))
-    perm = keys.epoch_permutation(seed, phase.index, epoch, images.shape[0])
-    steps = images.shape[0] // batch_size
+    count = num_images(images)
+    perm = keys.epoch_permutation(seed, phase.index, epoch, count)
+    steps = count // batch_size
     gate_key = jax.random.fold_in(keys.epoch_key(seed, phase.index, epoch), 1)
     state, (losses, sums) = train_epoch(
         graphdef,
@@ -149,7 +151,7 @@ def train_one_epoch(
             "before saving them. Try a lower learning rate."
         )
     if phase.train_cnn and bn_calibration:
-        calibration = phase.inputs(None, images[:bn_calibration])
+        calibration = phase.inputs(None, jax.tree.map(lambda a: a[:bn_calibration], images))
         isp = learner.isp if phase.use_isp else None
         recalibrate_batch_norm(learner.model, calibration, isp=isp)
     learner.model.eval()
