@@ -330,7 +330,8 @@ class ReportFigures:
         inputs = jax.tree.map(lambda a: a[:n], data.test_dark)  # images or a RawCapture
         # What a person sees of a dark input: the image, or a RAW capture through the camera's
         # conventional pipeline.
-        dark = np.asarray(conventional_pipeline(inputs) if data.raw else inputs)
+        raw = isinstance(inputs, RawCapture)
+        dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
         processed = np.asarray(state.isp(inputs))
         labels = np.asarray(data.test_labels[:n])
         names = dataset.class_names
