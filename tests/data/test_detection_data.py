@@ -97,6 +97,9 @@ def test_split_field_order_files_and_padding(coco):
     ds = load_coco(make(), images_dir, image_size=32)
     assert [i.file for i in ds.train_info] == ["wide.png", "sub/tall.png"]
     assert [i.file for i in ds.test_info] == ["empty.png"]
+    tall = ds.train_info[1]  # 40x80 -> 16x32, centred: 8 columns of padding on the left
+    assert (tall.offset_x, tall.offset_y, tall.scale_x, tall.scale_y) == (8, 0, 0.4, 0.4)
+    np.testing.assert_allclose(ds.train_boxes[1, 0], [10, 2, 18, 28], atol=1e-5)
     assert ds.train_labels[1].tolist() == [1, -1]  # padded slot
     np.testing.assert_array_equal(ds.train_boxes[1, 1], 0)
     assert ds.test_labels.tolist() == [[-1, -1]]  # an image without objects is kept
@@ -352,3 +355,19 @@ def test_voc_missing_image_and_size_mismatch(voc):
     draw(voc / "JPEGImages" / "c.jpg", 60, 60, fmt="JPEG")
     with pytest.raises(DataError, match=r"c.jpg is 60x60 but its annotation says 120x60"):
         load_voc(voc, image_size=32)
+
+
+def test_the_container_refuses_inconsistent_arrays(coco):
+    make, images_dir = coco
+    ds = load_coco(make(), images_dir, image_size=16)
+    fields = {f: getattr(ds, f) for f in ds.__dataclass_fields__}
+    boxes = np.array(ds.train_boxes)
+    boxes[0, 0] = [5, 5, 4, 9]  # x1 < x0
+    with pytest.raises(DataError, match="boxes must be non-empty"):
+        DetectionDataset(**{**fields, "train_boxes": boxes})
+    labels = np.array(ds.train_labels)
+    labels[0, 0] = 2  # only 2 classes
+    with pytest.raises(DataError, match=r"labels must lie in \[-1, 2\)"):
+        DetectionDataset(**{**fields, "train_labels": labels})
+    with pytest.raises(DataError, match="one info entry per image"):
+        DetectionDataset(**{**fields, "test_info": ()})

@@ -107,3 +107,13 @@ def test_coco_files_round_trip_to_the_in_memory_scenes(tmp_path):
                 np.testing.assert_array_equal(a, b)
     areas = [a["area"] for a in data["annotations"]]
     assert min(areas) >= MIN_VISIBLE_PIXELS
+
+
+def test_scenes_whose_objects_are_all_too_hidden_are_redrawn(monkeypatch):
+    import diffisp.data.scenes as scenes_module
+
+    # Demand large visible parts: many objects fail, and some scenes lose all of theirs.
+    monkeypatch.setattr(scenes_module, "MIN_VISIBLE_PIXELS", 60)
+    _, _, labels, masks = generate_scenes_with_masks(64, 32, seed=0)
+    assert min(len(lab) for lab in labels) >= 1
+    assert min(m.sum() for scene in masks for m in scene) >= 60
