@@ -28,7 +28,14 @@ from diffisp.ops.raw import (
     unpack_bayer,
 )
 from diffisp.ops.spatial import blur3x3, denoise, sharpen
-from diffisp.ops.tone import adjust_contrast, adjust_exposure, adjust_gamma, tone_curve
+from diffisp.ops.tone import (
+    adjust_contrast,
+    adjust_exposure,
+    adjust_gamma,
+    inverse_smoothstep,
+    smoothstep,
+    tone_curve,
+)
 
 __all__ = [
     "BAYER_PATTERNS",
@@ -47,11 +54,13 @@ __all__ = [
     "demosaic_malvar2004",
     "denoise",
     "desaturate",
+    "inverse_smoothstep",
     "luminance",
     "mosaic",
     "normalize_levels",
     "pack_bayer",
     "sharpen",
+    "smoothstep",
     "srgb_decode",
     "srgb_encode",
     "tone_curve",

@@ -1,4 +1,4 @@
-"""Tone operators: exposure, gamma, tone curve, contrast.
+"""Tone operators: exposure, gamma, tone curve, contrast, smoothstep and its inverse.
 
 Contract: images are ``(N, H, W, 3)`` float RGB, nominally in [0, 1] but any finite values are
 accepted: nothing is clipped unless ``clip=True`` is asked for (an ISP clips once, at its output),
@@ -18,7 +18,14 @@ from diffisp.errors import InputError
 from diffisp.ops._broadcast import per_image
 from diffisp.ops.clip import clip_unit
 from diffisp.ops.color import luminance
-from diffisp.util.checks import check_images, check_param
+from diffisp.util.checks import check_float_array, check_images, check_param
+
+# Within this distance of 0 (and of 1) the inverse smoothstep is the straight line (secant)
+# through the curve's end point: the exact inverse has an infinite slope there (smoothstep's is
+# 0). The secant's slope is about 1/sqrt(3 t) = 577, and it differs from the exact inverse by
+# at most ~1.5e-4 in x; smoothstep maps that back to within ~3e-7 of y (below float32's step
+# at 1, so invisible after the round trip).
+SMOOTHSTEP_TOE = 1e-6
 
 # Below this input the gamma curve continues as a straight line through 0 (a "linear toe", as in
 # sRGB): the slope at 0 is then t**(gamma-1) (at most ~500 for gamma >= 0.1) instead of infinite,
@@ -155,3 +162,64 @@ def adjust_contrast(images: jax.Array, factor: jax.Array, *, clip: bool = False)
     mean = jnp.mean(luminance(images), axis=(1, 2, 3), keepdims=True)
     out = mean + per_image(factor) * (images - mean)
     return clip_unit(out) if clip else out
+
+
+def smoothstep(x: jax.Array) -> jax.Array:
+    """The smoothstep S-curve ``3 x**2 - 2 x**3``, the tone curve of Brooks et al. (2019).
+
+    It maps [0, 1] onto [0, 1], increasing, with slope 0 at both ends and 1.5 at 0.5: a mild
+    contrast boost that Brooks et al. fit to camera JPEGs (applied to sRGB-encoded values).
+    Outside [0, 1] the cubic turns back (it is 5 at -1 and -4 at 2), so the input is clipped to
+    [0, 1] first: with the slope 0 at the ends this is the curve's own flat continuation, and
+    the gradient outside is 0, the curve's slope at the end it continues.
+
+    Args:
+      x: float array of any shape, usually ``(N, H, W, 3)`` in [0, 1] (any finite values).
+
+    Returns:
+      Same shape, in [0, 1]; gradients finite everywhere.
+    """
+    x = clip_unit(check_float_array(x, name="x"))
+    return x * x * (3.0 - 2.0 * x)
+
+
+def inverse_smoothstep(y: jax.Array) -> jax.Array:
+    """Inverse of :func:`smoothstep`: ``0.5 - sin(asin(1 - 2 y) / 3)`` on [0, 1].
+
+    Computed in a form that is exact in float32 near the ends (where ``1 - 2 y`` rounds to
+    +-1): for ``y <= 0.5`` as ``0.5 - sin(pi/6 - (2/3) asin(sqrt(y)))``, which is the same
+    function (``asin(1 - 2 y) = pi/2 - 2 asin(sqrt(y))``), and for ``y > 0.5`` by the curve's
+    symmetry, ``1 - inverse(1 - y)``. Within :data:`SMOOTHSTEP_TOE` of 0 and of 1 the exact
+    inverse, whose slope is infinite there, is replaced by its secant (slope ~577), so the
+    gradient is finite everywhere, including exactly 0 and 1.
+
+    The input is clipped to [0, 1] first: smoothstep's values on [0, 1] are exactly [0, 1], so
+    nothing outside has a preimage on the curve (the cubic's other branches are not tone
+    curves), and a value slightly outside (rounding, a resampled image) is taken as black or
+    white, the nearest value that has one; its gradient is 0.
+
+    Args:
+      y: float array of any shape, usually ``(N, H, W, 3)`` in [0, 1].
+
+    Returns:
+      Same shape, in [0, 1]: ``smoothstep(inverse_smoothstep(y)) == y`` up to float32 rounding
+      (and ~3e-7 in the toes).
+    """
+    y = clip_unit(check_float_array(y, name="y"))
+    lower_half = y <= 0.5
+    distance = jnp.where(lower_half, y, 1.0 - y)  # to the nearer end; in [0, 0.5]
+    x = _inverse_smoothstep_lower(distance)
+    return jnp.where(lower_half, x, 1.0 - x)
+
+
+def _inverse_smoothstep_lower(t: jax.Array) -> jax.Array:
+    """Inverse smoothstep on [0, 0.5], with the secant toe below :data:`SMOOTHSTEP_TOE`."""
+
+    def exact(v: jax.Array) -> jax.Array:
+        return 0.5 - jnp.sin(np.pi / 6 - (2.0 / 3.0) * jnp.arcsin(jnp.sqrt(v)))
+
+    in_toe = t < SMOOTHSTEP_TOE
+    # The double where: the exact branch never sees t < toe (sqrt's slope is infinite at 0, and
+    # 0 * inf would poison the gradient of the toe's pixels).
+    safe = jnp.where(in_toe, SMOOTHSTEP_TOE, t)
+    return jnp.where(in_toe, t * (exact(SMOOTHSTEP_TOE) / SMOOTHSTEP_TOE), exact(safe))

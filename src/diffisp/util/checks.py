@@ -119,3 +119,19 @@ def check_param(
     if is_concrete(arr):
         check_finite_range(arr, name=name, value_range=value_range)
     return arr.astype(jax.numpy.float32) if not np.issubdtype(arr.dtype, np.floating) else arr
+
+
+def check_float_array(values: Any, *, name: str) -> jax.Array:
+    """Validate a floating-point array of any shape (for elementwise ops); return it as JAX.
+
+    Raises:
+      InputTypeError: not an array, or not floating point.
+      InputError: NaN/Inf (checked when concrete).
+    """
+    if not hasattr(values, "dtype") or not np.issubdtype(np.dtype(values.dtype), np.floating):
+        raise InputTypeError(
+            f"{name} must be a floating-point array; got {getattr(values, 'dtype', type(values))}"
+        )
+    if is_concrete(values):
+        check_finite_range(values, name=name, value_range=None)
+    return jax.numpy.asarray(values)
