@@ -60,7 +60,7 @@ def test_colour_white_balance_and_tone_inversion_is_exact(photos):
     assert 70 < psnr(back, photos) < 100
 
 
-@pytest.mark.parametrize(("demosaic", "floor"), [("bilinear", 23.5), ("malvar2004", 25.4)])
+@pytest.mark.parametrize(("demosaic", "floor"), [("bilinear", 23.5), ("malvar", 25.4)])
 def test_round_trip_through_the_mosaic(photos, demosaic, floor):
     capture, _ = unprocess(jax.random.key(0), photos, EXACT)
     assert psnr(process_capture(capture, demosaic=demosaic), photos) > floor  # 24.04 / 26.00
@@ -87,7 +87,7 @@ def test_every_pattern_samples_the_right_colours_and_round_trips_a_flat_colour(p
     assert capture.pattern == pattern
     want = mosaic(unprocess_rgb(colour, camera, preserve_highlights=False), pattern)
     np.testing.assert_allclose(capture.mosaic, want, atol=1e-6)
-    for demosaic in ("bilinear", "malvar2004"):  # both reproduce a flat colour everywhere
+    for demosaic in ("bilinear", "malvar"):  # both reproduce a flat colour everywhere
         np.testing.assert_allclose(process_capture(capture, demosaic=demosaic), colour, atol=2e-5)
 
 

@@ -22,6 +22,7 @@ from diffisp.isp.raw import (
     packed_raw,
 )
 from diffisp.isp.raw_capture import RawCapture, make_capture, num_images
+from diffisp.ops import smoothstep
 from diffisp.ops.raw import BAYER_PATTERNS, demosaic_malvar2004, mosaic, srgb_encode
 
 CAMERA_MATRIX = np.array([[1.6, -0.4, -0.2], [-0.2, 1.5, -0.3], [0.0, -0.5, 1.5]], np.float32)
@@ -131,7 +132,7 @@ def test_front_without_learned_stages_uses_the_metadata():
 def test_raw_isp_at_init_is_the_chain_after_the_camera_recipe():
     c = capture()
     isp = raw_isp("raw-seed", demosaic="bilinear")
-    expected = ISP(SEED_PRESET)(srgb_encode(jnp.clip(conventional_linear(c), 0, 1)))
+    expected = ISP(SEED_PRESET)(smoothstep(srgb_encode(jnp.clip(conventional_linear(c), 0, 1))))
     np.testing.assert_allclose(isp(c), expected, atol=1e-6)
     assert isp.stage_names == RAW_FRONT + SEED_PRESET
     assert isp.num_params() == 3 + 432 + 9 + 37
@@ -257,4 +258,4 @@ def test_conventional_pipeline_restores_a_neutral_grey():
         pattern="GRBG",
     )
     np.testing.assert_allclose(conventional_linear(c), grey, atol=1e-5)
-    np.testing.assert_allclose(conventional_pipeline(c), srgb_encode(grey), atol=1e-5)
+    np.testing.assert_allclose(conventional_pipeline(c), smoothstep(srgb_encode(grey)), atol=1e-5)

@@ -51,13 +51,12 @@ import numpy as np
 
 from diffisp.data.camera_matrices import srgb_to_camera_matrices
 from diffisp.errors import ConfigError, InputError, InputTypeError
+from diffisp.isp.raw import conventional_linear, display_encode
 from diffisp.isp.raw_capture import RawCapture
 from diffisp.ops import (
     BAYER_PATTERNS,
     camera_to_srgb,
     clip_unit,
-    demosaic_bilinear,
-    demosaic_malvar2004,
     inverse_smoothstep,
     mosaic,
     smoothstep,
@@ -66,7 +65,6 @@ from diffisp.ops import (
 )
 from diffisp.util.checks import check_images
 
-DEMOSAICS = {"bilinear": demosaic_bilinear, "malvar2004": demosaic_malvar2004}
 # Brooks et al.'s highlight-preserving inverse white balance: above this camera-RGB grey level
 # the inverse gains fade towards 1.
 HIGHLIGHT_START = 0.9
@@ -361,20 +359,19 @@ def process_rgb(
 def process_capture(
     capture: RawCapture, *, tone: bool = True, demosaic: str = "bilinear"
 ) -> jax.Array:
-    """The reference camera pipeline that :func:`unprocess` inverts: demosaic, then
-    :func:`process_rgb` with the capture's own metadata. Pure; darkening is not undone.
+    """The reference camera pipeline that :func:`unprocess` inverts: the ISP layer's
+    conventional pipeline (:func:`diffisp.isp.raw.conventional_linear` and
+    :func:`~diffisp.isp.raw.display_encode`) with the capture's own metadata. Pure; darkening
+    is not undone.
 
     Args:
       capture: a :class:`~diffisp.isp.raw_capture.RawCapture`.
       tone: apply the smoothstep tone curve.
-      demosaic: ``"bilinear"`` or ``"malvar2004"``.
+      demosaic: ``"bilinear"`` or ``"malvar"``.
 
     Returns:
       ``(N, H, W, 3)`` sRGB in [0, 1].
     """
     if not isinstance(capture, RawCapture):
         raise InputTypeError(f"capture must be a RawCapture; got {type(capture).__name__}")
-    if demosaic not in DEMOSAICS:
-        raise ConfigError(f"demosaic must be one of {sorted(DEMOSAICS)}; got {demosaic!r}")
-    camera_rgb = DEMOSAICS[demosaic](capture.mosaic, capture.pattern)
-    return process_rgb(camera_rgb, capture.wb_gains, capture.cam_to_srgb, tone=tone)
+    return display_encode(conventional_linear(capture, demosaic=demosaic), tone=tone)

@@ -304,7 +304,9 @@ def sweep(
     """Accuracy of each method as the darkening or the noise changes (ISP trained once).
 
     ``kind="brightness"``: a fixed brightness factor per point, the run's noise sigma.
-    ``kind="noise_sigma"``: the run's brightness range, a given noise sigma per point.
+    ``kind="noise_sigma"``: the run's brightness range, a given noise sigma per point (RAW
+    input: the shot-noise standard deviation of a white sample, see
+    :func:`~diffisp.training.data.capture_low_light`).
     Every method sees the same darkened test images at each point; values are the task's
     headline metric.
     """
@@ -318,7 +320,10 @@ def sweep(
         else:
             low_light = LowLight(tuple(cfg.brightness), value, cfg.noise)
         point_key = jax.random.fold_in(jax.random.fold_in(key, 0 if kind == "brightness" else 1), i)
-        dark = capture_low_light(point_key, data.test_clean, cfg, low_light)
+        raw_noise = value if (kind == "noise_sigma" and data.raw) else None
+        dark = capture_low_light(
+            point_key, data.test_clean, cfg, low_light, raw_noise_at_white=raw_noise
+        )
         for m in methods:
             metrics = m.metrics(dark, data.test_clean, data.test_labels, task)
             out[m.key].append(metrics[task.headline])

@@ -18,10 +18,11 @@ raw_ccm           9        a correction ``C`` applied after the recorded     the
                            1/2): rows of C sum to 1, so white stays white
 ================  =======  ===============================================  ====================
 
-White balance is applied on the mosaic, before demosaicing, as cameras do: Malvar's gradient
-correction mixes colour channels and assumes balanced ones. The front ends with the sRGB
-transfer curve and a clip to [0, 1] (what a camera's output stage does), so the chain behind it
-sees ordinary display-referred images.
+White balance is applied on the mosaic, before demosaicing, as cameras do (Malvar's gradient
+correction mixes colour channels and assumes balanced ones), followed by the sensor's
+saturation at 1. The front ends like a camera's output stage: a clip to [0, 1], the sRGB
+transfer curve and the global tone curve that :mod:`diffisp.data.unprocess` inverts (Brooks et
+al.'s smoothstep), so the chain behind it sees ordinary display-referred images.
 
 The conventional pipeline (:func:`conventional_pipeline`) is the same front with nothing
 learned: the camera's own recipe, the RAW baseline every learned RAW ISP must beat.
@@ -81,24 +82,31 @@ def _check_method(method: str) -> str:
 
 
 def conventional_linear(capture: RawCapture, demosaic: str = "bilinear") -> jax.Array:
-    """Camera recipe up to linear sRGB: recorded WB on the mosaic, demosaic, recorded matrix.
+    """Camera recipe up to linear sRGB: recorded WB on the mosaic, saturation, demosaic,
+    recorded matrix. Returns ``(N, H, W, 3)`` linear sRGB, unclipped.
 
-    Returns ``(N, H, W, 3)`` linear sRGB, unclipped (highlights may exceed 1).
+    The clip after white balance is the sensor's saturation, where Brooks et al. and dcraw's
+    default highlight mode put it: a sample saturated in every channel is ``(r, 1, b) > 1`` after
+    white balance, and without the clip the matrix's negative entries turn it magenta
+    (measured: (1, 0.96, 1)) instead of white.
     """
     capture = _check_capture(capture)
     balanced = apply_cfa_white_balance(capture.mosaic, capture.wb_gains, capture.pattern)
-    rgb = DEMOSAIC_METHODS[_check_method(demosaic)](balanced, capture.pattern)
+    rgb = DEMOSAIC_METHODS[_check_method(demosaic)](ops.clip_unit(balanced), capture.pattern)
     return camera_to_srgb(rgb, capture.cam_to_srgb)
 
 
-def display_encode(linear: jax.Array) -> jax.Array:
-    """Linear sRGB -> display-referred sRGB in [0, 1]: clip, then the sRGB transfer curve."""
-    return srgb_encode(ops.clip_unit(linear))
+def display_encode(linear: jax.Array, *, tone: bool = True) -> jax.Array:
+    """Linear sRGB -> display-referred sRGB in [0, 1]: clip, the sRGB transfer curve, then the
+    global tone curve (Brooks et al.'s smoothstep, on encoded values as they fit it)."""
+    encoded = srgb_encode(ops.clip_unit(linear))
+    return ops.clip_unit(ops.smoothstep(encoded)) if tone else encoded
 
 
 def conventional_pipeline(capture: RawCapture) -> jax.Array:
     """The conventional camera pipeline: bilinear demosaic, recorded WB and colour matrix, sRGB
-    curve. ``RawCapture`` -> ``(N, H, W, 3)`` in [0, 1]. Nothing learned, nothing brightened."""
+    curve and tone curve. ``RawCapture`` -> ``(N, H, W, 3)`` in [0, 1]. Nothing learned, nothing
+    brightened: what :func:`diffisp.data.unprocess.unprocess` inverts."""
     return display_encode(conventional_linear(capture))
 
 
@@ -215,7 +223,8 @@ class RawFront(nnx.Module):
             balanced = apply_cfa_white_balance(capture.mosaic, capture.wb_gains, capture.pattern)
         else:
             balanced = self.raw_wb(capture)
-        rgb = self.demosaic(balanced, capture.pattern)
+        # Saturation after white balance, as in conventional_linear (white stays white).
+        rgb = self.demosaic(ops.clip_unit(balanced), capture.pattern)
         matrix = capture.cam_to_srgb if self.raw_ccm is None else self.raw_ccm.matrices(capture)
         return camera_to_srgb(rgb, matrix)
 

@@ -51,21 +51,33 @@ class RunData:
 
 
 def capture_low_light(
-    key: jax.Array, clean: jax.Array, cfg: TrainConfig, low_light: LowLight | None = None
+    key: jax.Array,
+    clean: jax.Array,
+    cfg: TrainConfig,
+    low_light: LowLight | None = None,
+    *,
+    raw_noise_at_white: float | None = None,
 ) -> Capture:
     """The low-light version of ``clean`` a run's ISP sees, deterministic for ``key``.
 
     sRGB input: :func:`~diffisp.data.degrade.darken` with ``low_light`` (default the config's).
     RAW input: :func:`~diffisp.data.unprocess.unprocess` with the brightness range of
-    ``low_light`` (the noise is the RAW model's, drawn per image).
+    ``low_light``; the noise is the RAW model's, drawn per image, unless
+    ``raw_noise_at_white`` fixes it: a shot-noise standard deviation of that value at a white
+    sample (shot factor = value squared), with the read noise of Brooks et al.'s fit (no
+    scatter). That is how a noise sweep sets RAW noise.
     """
     low_light = cfg.low_light() if low_light is None else low_light
-    if cfg.input == "raw":
-        raw_cfg = UnprocessConfig(brightness=low_light.brightness, pattern=cfg.cfa_pattern)
-        capture, _ = unprocess(key, clean, raw_cfg)
-        return capture
-    dark, _ = darken(key, clean, low_light)
-    return dark
+    if cfg.input != "raw":
+        dark, _ = darken(key, clean, low_light)
+        return dark
+    noise: dict = {}
+    if raw_noise_at_white is not None:
+        shot = max(float(raw_noise_at_white) ** 2, 1e-12)
+        noise = {"shot_noise": (shot, shot), "read_noise_sigma": 0.0}
+    raw_cfg = UnprocessConfig(brightness=low_light.brightness, pattern=cfg.cfa_pattern, **noise)
+    capture, _ = unprocess(key, clean, raw_cfg)
+    return capture
 
 
 def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
