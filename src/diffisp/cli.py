@@ -105,9 +105,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         "--raw-demosaic", choices=("bilinear", "malvar"), help="RAW front's fixed demosaic"
     )
     p.add_argument(
-        "--no-raw-residual",
+        "--raw-residual",
         action="store_true",
-        help="RAW front without the learned demosaic residual",
+        help="RAW front with a learned demosaic residual (off by default)",
     )
     p.add_argument("--cfa-pattern", choices=("RGGB", "GRBG", "GBRG", "BGGR"))
     p.add_argument("--seed", type=int)
@@ -160,8 +160,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["isp"] = args.stages
     if args.no_gates:
         overrides["gates"] = False
-    if getattr(args, "no_raw_residual", False):
-        overrides["raw_residual"] = False
+    if getattr(args, "raw_residual", False):
+        overrides["raw_residual"] = True
     if args.config is None:
         return TrainConfig.preset_config(args.preset, **overrides)
     # The preset's sizes, then what the file sets, then the options given on the command line.

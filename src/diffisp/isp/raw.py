@@ -12,7 +12,7 @@ RAW stage         params   what it learns (bounded by construction)         at i
 raw_wb            3        a correction of the recorded WB gains, x (1/2, 2)  the camera's gains
 demosaic          0 / 432  fixed bilinear or Malvar-He-Cutler, plus an       the fixed demosaic
                            optional residual: a 3x3 conv on the packed
-                           mosaic, each weight in (-1/2, 1/2)
+                           mosaic, each weight in (-0.1, 0.1)
 raw_ccm           9        a correction ``C`` applied after the recorded     the camera's matrix
                            matrix, ``C = I + D - mean_row(D)``, D in (-1/2,
                            1/2): rows of C sum to 1, so white stays white
@@ -59,6 +59,8 @@ DEMOSAIC_METHODS: dict[str, Callable[[jax.Array, str], jax.Array]] = {
 # The residual demosaic: a 3x3 convolution over the packed mosaic (4 channels: R, G1, G2, B)
 # that predicts 12 values per 2x2 tile (3 colours at each of its 4 pixels).
 _RESIDUAL_SHAPE = (3, 3, 4, 12)
+# Each residual weight stays in (-RESIDUAL_LIMIT, RESIDUAL_LIMIT): a correction, not a new filter.
+RESIDUAL_LIMIT = 0.1
 
 
 def _check_capture(capture: Any) -> RawCapture:
@@ -150,10 +152,11 @@ class Demosaic(nnx.Module):
 
     The residual is a 3x3 convolution over the packed mosaic, so it sees a 6x6-pixel window and
     can learn a different filter for each of the four tile positions; its weights start at 0
-    (the fixed demosaic exactly) and stay in (-1/2, 1/2).
+    (the fixed demosaic exactly) and stay in (-0.1, 0.1). Off by default in training
+    (``raw_residual``): measured, it hurt phase 1 and painted CFA-periodic stripes.
     """
 
-    def __init__(self, method: str = "malvar", residual: bool = True) -> None:
+    def __init__(self, method: str = "malvar", residual: bool = False) -> None:
         self.method = _check_method(method)
         self.residual_raw = nnx.Param(jnp.zeros(_RESIDUAL_SHAPE, jnp.float32)) if residual else None
 
@@ -163,7 +166,7 @@ class Demosaic(nnx.Module):
         if self.residual_raw is None:
             return rgb
         packed = pack_bayer(mosaic, pattern)
-        kernel = params.symmetric_bounded(self.residual_raw[...], 0.5)
+        kernel = params.symmetric_bounded(self.residual_raw[...], RESIDUAL_LIMIT)
         out = jax.lax.conv_general_dilated(
             packed, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
@@ -203,7 +206,7 @@ class RawFront(nnx.Module):
         stage_names: Sequence[str] = RAW_FRONT,
         *,
         demosaic: str = "malvar",
-        residual: bool = True,
+        residual: bool = False,
     ) -> None:
         names = tuple(stage_names)
         if "demosaic" not in names or any(n not in RAW_FRONT for n in names):
@@ -237,7 +240,7 @@ class RawFront(nnx.Module):
     def parameter_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"demosaic": {"method": self.demosaic.method}}
         if self.demosaic.residual_raw is not None:
-            weights = params.symmetric_bounded(self.demosaic.residual_raw[...], 0.5)
+            weights = params.symmetric_bounded(self.demosaic.residual_raw[...], RESIDUAL_LIMIT)
             out["demosaic"]["residual_max_abs_weight"] = float(jnp.max(jnp.abs(weights)))
         if self.raw_wb is not None:
             out["raw_wb"] = self.raw_wb.summary()
@@ -315,7 +318,7 @@ def build_raw_isp(
     make_back: Callable[[tuple[str, ...]], LearnedISP],
     *,
     demosaic: str = "malvar",
-    residual: bool = True,
+    residual: bool = False,
 ) -> RawISP:
     """A :class:`RawISP` for a stage list holding RAW stages; ``make_back(chain_stages)`` builds
     the chain ISP behind the front (global or adaptive) when there are chain stages."""
