@@ -9,7 +9,8 @@ For each file: diffisp's :func:`~diffisp.isp.raw.conventional_pipeline` (bilinea
 LINEAR demosaic, sRGB), PSNR over the whole image and without a 4-pixel border; then the grey
 patches of the colour chart rendered (linear sRGB) with the white balance read three ways: the
 file's value as LibRaw reports it (divided by G), that value taken as a neutral (inverted), and
-the gains that make the chart's grey patches grey (measured here). Writes a side-by-side figure.
+the gains that make the chart's grey patches grey (measured here). Writes a figure: diffisp and
+rawpy side by side, and diffisp with the measured white balance.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def compare(path: Path) -> dict:
         "psnr_inner": psnr(ours[inner], reference[inner]),
         "warnings": [str(w.message) for w in caught],
         "white_balance": wb,
+        "grey_balanced": np.asarray(
+            conventional_pipeline(capture.replace(wb_gains=np.asarray(measured, np.float32)[None]))
+        )[0],
     }
 
 
@@ -92,14 +96,14 @@ def figure(results: list[dict], out: Path, step: int = 3) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 2, figsize=(11, 4 * len(results)))
+    columns = {
+        "ours": "diffisp conventional (bilinear)",
+        "reference": "rawpy.postprocess (LINEAR), same settings",
+        "grey_balanced": "diffisp, WB from the chart's grey patches",
+    }
+    fig, axes = plt.subplots(len(results), 3, figsize=(16, 3.9 * len(results)))
     for row, result in zip(axes, results, strict=True):
-        for ax, key, label in zip(
-            row,
-            ("ours", "reference"),
-            ("diffisp conventional (bilinear)", "rawpy.postprocess (LINEAR)"),
-            strict=True,
-        ):
+        for ax, (key, label) in zip(row, columns.items(), strict=True):
             ax.imshow(result[key][::step, ::step])
             ax.set_title(f"{result['name']}: {label}", fontsize=9)
             ax.axis("off")

@@ -299,6 +299,16 @@ def _colour_matrix(raw: Any, warn) -> np.ndarray:
     return matrix
 
 
+def _margin_mean(raw: Any) -> float | None:
+    sizes, full = raw.sizes, raw.raw_image
+    inside = np.zeros(full.shape, bool)
+    inside[
+        sizes.top_margin : sizes.top_margin + sizes.height,
+        sizes.left_margin : sizes.left_margin + sizes.width,
+    ] = True
+    return float(full[~inside].mean()) if (~inside).any() else None
+
+
 def read_raw(
     path: str | Path, *, white_balance: str = "camera", max_pixels: int | None = None
 ) -> tuple[RawCapture, RawFileInfo]:
@@ -355,6 +365,10 @@ def read_raw(
             "visible_shape": list(visible.shape),
             "margins": [int(raw.sizes.top_margin), int(raw.sizes.left_margin)],
             "min_max": [int(counts.min()), int(counts.max())],
+            "raw_image_min": int(raw.raw_image.min()),
+            # The masked (optically black) margins, where there are any: a check of the black
+            # level by eye (tinydng's average 2050 against its BlackLevel of 2056).
+            "margin_mean": _margin_mean(raw),
         }
         flip = int(raw.sizes.flip)
     finally:

@@ -152,7 +152,9 @@ def _source_mosaic(source: str | Path | None, height: int, width: int) -> dict[s
         }
     import rawpy
 
-    _, info = read_raw(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RawMetadataWarning)  # the bench times, it does not check
+        _, info = read_raw(source)
     with rawpy.imread(str(source)) as raw:
         counts = tiled_counts(np.array(raw.raw_image_visible), height, width)
     # The DNG ColorMatrix1 (XYZ -> camera) whose LibRaw matrix is the source's camera -> sRGB:
