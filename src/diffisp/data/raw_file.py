@@ -39,7 +39,7 @@ import numpy as np
 
 from diffisp.errors import DataError, InputError
 from diffisp.isp.raw_capture import RawCapture, make_capture
-from diffisp.ops.raw import normalize_levels
+from diffisp.ops.raw import BAYER_PATTERNS, normalize_levels
 
 # Linear sRGB -> XYZ (D65), IEC 61966-2-1; dcraw/LibRaw's ``xyz_rgb`` is the same matrix.
 SRGB_TO_XYZ = np.array(
@@ -163,7 +163,7 @@ def _pattern(raw: Any, path: Path) -> tuple[str, np.ndarray]:
     # colour indices name entries of color_desc (RGBG: index 3 is the second green).
     tile = np.asarray(raw.raw_colors_visible[:2, :2])
     name = "".join(colours[c] if c < len(colours) else "?" for c in tile.ravel())
-    if pattern.shape != (2, 2) or raw.num_colors != 3 or name not in _BAYER:
+    if pattern.shape != (2, 2) or raw.num_colors != 3 or name not in BAYER_PATTERNS:
         raise DataError(
             f"diffisp reads Bayer RAW only; {path} has a {pattern.shape[0]}x{pattern.shape[1]} "
             f"CFA of colours {colours!r} ({name})"
@@ -171,10 +171,9 @@ def _pattern(raw: Any, path: Path) -> tuple[str, np.ndarray]:
     return name, tile
 
 
-_BAYER = ("RGGB", "GRBG", "GBRG", "BGGR")
-
-
-def _black_levels(raw: Any, counts: np.ndarray, tile: np.ndarray, white: float, warn) -> np.ndarray:
+def _black_levels(
+    raw: Any, counts: np.ndarray, tile: np.ndarray, white: float, warn: _Warnings
+) -> np.ndarray:
     per_channel = np.asarray(raw.black_level_per_channel, np.float64)
     black = per_channel[tile.ravel()]
     positions = [counts[i::2, j::2] for i in range(2) for j in range(2)]
@@ -201,7 +200,7 @@ def _black_levels(raw: Any, counts: np.ndarray, tile: np.ndarray, white: float, 
     return black
 
 
-def _white_level(raw: Any, counts: np.ndarray, warn) -> float:
+def _white_level(raw: Any, counts: np.ndarray, warn: _Warnings) -> float:
     white = float(raw.white_level)
     peak = float(counts.max())
     if np.isfinite(white) and white > 0 and peak <= white:
@@ -227,7 +226,9 @@ def _gray_world(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     return np.array([g / r, 1.0, g / b])
 
 
-def _white_balance(raw: Any, mosaic: np.ndarray, pattern: str, source: str, warn) -> np.ndarray:
+def _white_balance(
+    raw: Any, mosaic: np.ndarray, pattern: str, source: str, warn: _Warnings
+) -> np.ndarray:
     reported = {"camera": raw.camera_whitebalance, "daylight": raw.daylight_whitebalance}
     usable = {name: _usable_gains(values) for name, values in reported.items()}
     if source != "gray_world" and usable[source] is None:
@@ -267,7 +268,7 @@ def _camera_to_srgb(xyz_to_camera: np.ndarray) -> np.ndarray:
     return np.linalg.inv(srgb_to_camera)
 
 
-def _colour_matrix(raw: Any, warn) -> np.ndarray:
+def _colour_matrix(raw: Any, warn: _Warnings) -> np.ndarray:
     """White-balanced camera RGB -> linear sRGB, rows summing to 1.
 
     Rows sum to 1 because the RawCapture applies it to *white-balanced* camera RGB, where a
