@@ -142,7 +142,7 @@ def test_a_bad_file_among_good_ones_stops_before_any_output(dng, tmp_path, capsy
     [
         (["x.png"], "one of the two"),  # images and --raw
         ([], "needs --checkpoint"),  # --raw without a checkpoint or --conventional
-        (["--conventional", "--checkpoint", "m"], "needs --checkpoint"),
+        (["--conventional", "--checkpoint", "m"], "--conventional goes with --raw"),
     ],
 )
 def test_apply_raw_argument_errors(dng, tmp_path, capsys, extra, message):
@@ -159,3 +159,8 @@ def test_bench_raw_tiny(tmp_path, capsys):
         assert result[key]["megapixels_per_s"] > 0
     assert "diffisp / rawpy" in capsys.readouterr().out
     assert main(["bench", "--raw", "--raw-size", "31x48", "--out", str(out)]) == 2
+
+
+def test_conventional_needs_raw_files(tmp_path, capsys):
+    assert main(["apply", "x.png", "--conventional", "--out", str(tmp_path / "o")]) == 2
+    assert "--conventional goes with --raw" in capsys.readouterr().err

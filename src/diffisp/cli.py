@@ -429,8 +429,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
     if bool(args.images) == bool(args.raw):
         raise ConfigError("apply takes image files or --raw FILE..., one of the two")
-    if (args.checkpoint is None) != bool(args.raw and args.conventional):
-        raise ConfigError("apply needs --checkpoint, or --raw FILE... --conventional without one")
+    if args.conventional and (args.checkpoint is not None or not args.raw):
+        raise ConfigError("--conventional goes with --raw FILE... and no --checkpoint")
+    if args.checkpoint is None and not args.conventional:
+        raise ConfigError("apply needs --checkpoint (or, with --raw, --conventional)")
     check_output_path(args.out, directory=True, what="output directory")
     if args.raw:
         return _apply_raw(args)
