@@ -199,9 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
 
-    apply = sub.add_parser("apply", help="run a saved ISP over image files, write PNGs")
-    apply.add_argument("images", nargs="+", type=_path)
-    apply.add_argument("--checkpoint", type=_path, required=True, help="run dir or its model/ dir")
+    apply = sub.add_parser("apply", help="run a saved ISP over image or RAW files, write PNGs")
+    apply.add_argument("images", nargs="*", type=_path)
+    apply.add_argument("--raw", nargs="+", type=_path, metavar="FILE", help="Bayer RAW files")
+    apply.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
+    apply.add_argument(
+        "--conventional",
+        action="store_true",
+        help="with --raw and no checkpoint: the conventional camera pipeline alone",
+    )
+    apply.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bits per sample")
     apply.add_argument("--out", type=_path, default=Path("isp_out"))
     apply.add_argument(
         "--max-pixels",
@@ -225,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("bench.json"),
         help="JSON file, or a directory for DIR/bench.json",
     )
+    bench.add_argument(
+        "--raw",
+        nargs="?",
+        const="synthetic",
+        metavar="FILE",
+        help="instead: full-resolution RAW rendering, diffisp vs rawpy (FILE tiled up, or a "
+        "synthetic mosaic)",
+    )
+    bench.add_argument("--raw-size", default="3000x4000", help="HEIGHTxWIDTH for --raw")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -236,9 +252,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.num_train < 64 or args.epochs < 1:
         raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
     args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
+    if args.raw is not None:
+        return _bench_raw(args)
     result = run_bench(num_train=args.num_train, epochs=args.epochs)
     print_bench(result)
     atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_raw(args: argparse.Namespace) -> int:
+    from diffisp.experiments.raw_bench import bench_raw, print_raw_bench
+    from diffisp.util.io import atomic_write_json
+
+    try:
+        height, width = (int(v) for v in args.raw_size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--raw-size must be HEIGHTxWIDTH; got {args.raw_size!r}") from None
+    if height < 32 or width < 32 or height % 2 or width % 2:  # LibRaw refuses tiny images
+        raise ConfigError(f"--raw-size needs even sides >= 32; got {args.raw_size!r}")
+    source = None if args.raw == "synthetic" else Path(args.raw)
+    result = bench_raw(source, height=height, width=width)
+    print_raw_bench(result)
+    atomic_write_json(args.out, {"schema": "diffisp.bench-raw/1", "raw": result})
     print(f"wrote {args.out}")
     return 0
 
@@ -407,19 +443,23 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     from diffisp.data import load_image
     from diffisp.experiments.apply import check_pixel_count, plan_outputs, run_isp_tiled
+    from diffisp.experiments.apply_raw import png_bytes
     from diffisp.training.checkpoint import load_model
     from diffisp.util.io import atomic_write_bytes, check_output_path
 
     if args.max_pixels < 1 or args.tile < 1:
         raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
+    if bool(args.images) == bool(args.raw):
+        raise ConfigError("apply takes image files or --raw FILE..., one of the two")
+    if args.conventional and (args.checkpoint is not None or not args.raw):
+        raise ConfigError("--conventional goes with --raw FILE... and no --checkpoint")
+    if args.checkpoint is None and not args.conventional:
+        raise ConfigError("apply needs --checkpoint (or, with --raw, --conventional)")
     check_output_path(args.out, directory=True, what="output directory")
+    if args.raw:
+        return _apply_raw(args)
     plan = plan_outputs(args.images, args.out)  # every name decided before any work
     for path in plan:
         check_pixel_count(path, args.max_pixels)
@@ -427,11 +467,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)  # only once every input passed its checks
     for path, target in plan.items():
         out = run_isp_tiled(isp, load_image(path), tile=args.tile)
-        png = Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))
-        buffer = io.BytesIO()
-        png.save(buffer, format="PNG")
-        atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_bytes(target, png_bytes(out, args.bits))
         print(f"{path} -> {target}")
+    return 0
+
+
+def _apply_raw(args: argparse.Namespace) -> int:
+    from diffisp.experiments.apply_raw import apply_raw_files
+    from diffisp.training.checkpoint import load_model
+
+    isp = None if args.conventional else load_model(_model_dir(args.checkpoint))[0]
+    apply_raw_files(
+        args.raw,
+        args.out,
+        isp,
+        bits=args.bits,
+        tile=args.tile,
+        max_pixels=args.max_pixels,
+        warn=lambda message: print(f"diffisp: warning: {message}", file=sys.stderr),
+    )
     return 0
 
 

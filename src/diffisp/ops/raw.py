@@ -317,7 +317,9 @@ def srgb_encode(linear: jax.Array) -> jax.Array:
     # The double where: the power branch only ever sees x > knee. With the plain x in it, the
     # masked-out branch's gradient at x <= 0 is inf or NaN, and 0 * NaN poisons the result.
     x_power = jnp.where(above, x, 1.0)
-    return jnp.where(above, 1.055 * jnp.power(x_power, 1 / 2.4) - 0.055, 12.92 * x)
+    # exp(log(x) / 2.4), not x ** (1 / 2.4): the same to float32 rounding, and XLA's CPU pow is
+    # 2x slower (it dominated the 12 MP conventional pipeline against LibRaw).
+    return jnp.where(above, 1.055 * jnp.exp(jnp.log(x_power) * (1 / 2.4)) - 0.055, 12.92 * x)
 
 
 def srgb_decode(encoded: jax.Array) -> jax.Array:
