@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import randomize
 from PIL import Image
 
 from diffisp.cli import main
@@ -19,6 +20,8 @@ from diffisp.isp.chain import ISP
 from diffisp.isp.raw import build_raw_isp, conventional_pipeline
 from diffisp.models.classifier import SmallCNN
 from diffisp.training.checkpoint import save_model
+from diffisp.training.config import TrainConfig
+from diffisp.training.state import build_isp
 
 pytestmark = pytest.mark.filterwarnings("ignore::diffisp.data.raw_file.RawMetadataWarning")
 HEIGHT, WIDTH = 24, 36
@@ -96,14 +99,10 @@ def test_render_raw_with_a_raw_isp_equals_the_isp(dng):
     np.testing.assert_allclose(rendered, np.asarray(isp(capture))[0], atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_model builds ISP(meta['isp_stages']), which refuses RAW stages: it needs the "
-    "--input raw wiring of training/ (build_isp / load_model) to rebuild a RawISP",
-)
 def test_apply_raw_with_a_raw_isp_checkpoint(dng, tmp_path, capsys):
-    isp = build_raw_isp("raw-seed", ISP)
-    save_model(tmp_path / "m", isp, SmallCNN(rngs=nnx.Rngs(0)), {"image_size": 32})
+    cfg = TrainConfig(input="raw")  # what a --input raw run saves with its model
+    isp = randomize(build_isp(cfg), seed=0, scale=0.3)
+    save_model(tmp_path / "m", isp, SmallCNN(rngs=nnx.Rngs(0)), {"config": cfg.to_dict()})
     out = tmp_path / "o"
     args = ["apply", "--raw", str(dng), "--checkpoint", str(tmp_path / "m"), "--out", str(out)]
     assert main(args) == 0
