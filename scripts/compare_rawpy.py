@@ -53,7 +53,7 @@ def compare(path: Path) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RawMetadataWarning)
         capture, info = read_raw(path)
-    ours = np.asarray(conventional_pipeline(capture))[0]
+    ours = np.asarray(conventional_pipeline(capture, tone=False))[0]
     with rawpy.imread(str(path)) as raw:
         reference = rawpy_render(raw).astype(np.float32) / 65535
     assert reference.shape == ours.shape, (reference.shape, ours.shape)
@@ -85,7 +85,9 @@ def compare(path: Path) -> dict:
         "warnings": [str(w.message) for w in caught],
         "white_balance": wb,
         "grey_balanced": np.asarray(
-            conventional_pipeline(capture.replace(wb_gains=np.asarray(measured, np.float32)[None]))
+            conventional_pipeline(
+                capture.replace(wb_gains=np.asarray(measured, np.float32)[None]), tone=False
+            )
         )[0],
     }
 

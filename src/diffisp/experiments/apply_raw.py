@@ -48,7 +48,8 @@ def describe_pipeline(isp: Any) -> str:
 
 @jax.jit
 def _conventional_front(capture: RawCapture) -> jax.Array:
-    return display_encode(conventional_linear(capture))
+    # No tone curve: real files are rendered as LibRaw renders them (docs/raw-files.md).
+    return display_encode(conventional_linear(capture), tone=False)
 
 
 def render_raw(capture: RawCapture, isp: Any = None, *, tile: int = DEFAULT_TILE) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from diffisp.data.raw_file import SRGB_TO_XYZ, RawMetadataWarning, read_raw
 from diffisp.experiments.usage import best_seconds
 from diffisp.isp.raw import DEMOSAIC_METHODS, display_encode
+from diffisp.ops.clip import clip_unit
 from diffisp.ops.raw import apply_cfa_white_balance, camera_to_srgb, normalize_levels
 
 RAWPY_EQUIVALENT: dict[str, Any] = {
@@ -119,8 +120,9 @@ def compiled_conventional(pattern: str, demosaic: str = "bilinear") -> Callable[
     @jax.jit
     def render(counts, black, white, gains, matrix):
         mosaic = normalize_levels(counts[None], black, white)
-        rgb = demosaic_fn(apply_cfa_white_balance(mosaic, gains, pattern), pattern)
-        encoded = display_encode(camera_to_srgb(rgb, matrix))[0]
+        balanced = clip_unit(apply_cfa_white_balance(mosaic, gains, pattern))
+        rgb = demosaic_fn(balanced, pattern)
+        encoded = display_encode(camera_to_srgb(rgb, matrix), tone=False)[0]
         return jnp.round(encoded * 65535).astype(jnp.uint16)
 
     return render

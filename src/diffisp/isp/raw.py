@@ -105,11 +105,13 @@ def display_encode(linear: jax.Array, *, tone: bool = True) -> jax.Array:
     return ops.clip_unit(ops.smoothstep(encoded)) if tone else encoded
 
 
-def conventional_pipeline(capture: RawCapture) -> jax.Array:
+def conventional_pipeline(capture: RawCapture, *, tone: bool = True) -> jax.Array:
     """The conventional camera pipeline: bilinear demosaic, recorded WB and colour matrix, sRGB
-    curve and tone curve. ``RawCapture`` -> ``(N, H, W, 3)`` in [0, 1]. Nothing learned, nothing
-    brightened: what :func:`diffisp.data.unprocess.unprocess` inverts."""
-    return display_encode(conventional_linear(capture))
+    curve and (``tone``) the global tone curve. ``RawCapture`` -> ``(N, H, W, 3)`` in [0, 1].
+    Nothing learned, nothing brightened: with the tone curve, what
+    :func:`diffisp.data.unprocess.unprocess` inverts; without it, what LibRaw computes with
+    :data:`diffisp.experiments.raw_bench.RAWPY_EQUIVALENT` (real files are rendered so)."""
+    return display_encode(conventional_linear(capture), tone=tone)
 
 
 def demosaic_only(capture: RawCapture) -> jax.Array:
