@@ -74,6 +74,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--schedule", choices=("constant", "cosine"), help="CNN learning-rate schedule")
     p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
     p.add_argument(
+        "--isp-warmup-epochs",
+        type=int,
+        help="phase 1 warm-up: epochs matching the clean images' channel statistics first",
+    )
+    p.add_argument(
         "--isp",
         help="seed | full | a comma list of stages (global ISP), or 'adaptive' (per-image "
         "parameters and stage gates; stages from --stages, default full)",
@@ -131,6 +136,7 @@ _CONFIG_KEYS = (
     "lr_predictor",
     "schedule",
     "isp_schedule",
+    "isp_warmup_epochs",
     "isp",
     "brightness",
     "noise_sigma",

@@ -52,6 +52,9 @@ class TrainConfig:
     # docs/experiments.md).
     schedule: str = "cosine"
     isp_schedule: str = "constant"
+    # Phase 1's warm-up (diffisp.training.warmup): epochs in which the ISP first learns to
+    # match the clean training images' per-channel mean and std, before the task loss.
+    isp_warmup_epochs: int = 0
     # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
     bn_calibration: int = 512
     isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
@@ -82,7 +85,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("num_train", "num_test", "image_size", "batch_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("epochs_clean", "epochs_isp", "epochs_joint", "seed", "bn_calibration"):
+        for name in (
+            "epochs_clean",
+            "epochs_isp",
+            "epochs_joint",
+            "seed",
+            "bn_calibration",
+            "isp_warmup_epochs",
+        ):
             _non_negative_int(name, getattr(self, name))
         if self.seed > MAX_SEED:
             raise ConfigError(f"seed must be in [0, 2**32 - 1 = {MAX_SEED}]; got {self.seed}")

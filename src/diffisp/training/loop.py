@@ -29,6 +29,7 @@ from diffisp.training.state import (
     make_optimizer,
 )
 from diffisp.training.step import train_one_epoch
+from diffisp.training.warmup import warm_up_isp
 
 OnEpoch = Callable[[TrainState, EpochRecord], None]
 OnStep = Callable[[Phase, int], None]
@@ -54,6 +55,8 @@ def train(
             state.end_phase(phase)
             continue
         if epoch == 0:
+            if phase.index == 1 and state.cfg.isp_warmup_epochs:
+                warm_up_isp(state, data)
             state.optimizer = state.new_optimizer(phase, data.num_train)
         record = run_epoch(state, data, phase, epoch)
         if on_step is not None:

@@ -1,0 +1,86 @@
+"""Phase 1 warm-up: the ISP learns the clean images' channel statistics; the model is untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import toy_dataset
+
+from diffisp.errors import ConfigError
+from diffisp.training.config import TrainConfig
+from diffisp.training.data import prepare_data
+from diffisp.training.loop import train
+from diffisp.training.state import TrainState
+from diffisp.training.warmup import (
+    StatisticsMatching,
+    batch_statistics,
+    clean_statistics,
+    warm_up_isp,
+)
+
+CFG = TrainConfig(
+    num_train=64,
+    num_test=32,
+    image_size=16,
+    batch_size=16,
+    epochs_clean=1,
+    epochs_isp=1,
+    epochs_joint=0,
+    isp=("exposure", "gamma"),
+    isp_warmup_epochs=3,
+    lr_isp=5e-2,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(toy_dataset(num_train=64, num_test=32, size=16), CFG)
+
+
+def test_batch_statistics_known_values():
+    images = jnp.stack([jnp.zeros((4, 4, 3)), jnp.ones((4, 4, 3))])
+    np.testing.assert_allclose(batch_statistics(images), [0.5] * 3 + [0.5] * 3, atol=1e-6)
+    task = StatisticsMatching((0.5,) * 6)
+    loss, sums = task.loss(None, images, None)
+    assert float(loss) == pytest.approx(0.0, abs=1e-10) and "loss" in sums
+
+
+def test_warm_up_brings_the_isp_output_to_the_clean_statistics(data):
+    state = TrainState.create(CFG, data.num_classes)
+    model_before = jax.tree.map(np.asarray, nnx.state(state.model))
+    target = np.asarray(clean_statistics(data))
+
+    def distance():
+        return float(
+            np.sum((np.asarray(batch_statistics(state.isp(data.train_dark))) - target) ** 2)
+        )
+
+    before = distance()
+    warm_up_isp(state, data)
+    after = distance()
+    assert after < 0.3 * before, (before, after)
+    # Exposure went up: the dark images were brought towards the clean brightness.
+    assert float(state.isp.values()["exposure"]["ev"]) > 0.5
+    model_after = jax.tree.map(np.asarray, nnx.state(state.model))
+    jax.tree.map(np.testing.assert_array_equal, model_before, model_after)
+
+
+def test_train_runs_the_warm_up_before_phase_1_only_when_asked(data):
+    with_warmup = train(TrainState.create(CFG, data.num_classes), data)
+    without = train(
+        TrainState.create(dataclasses.replace(CFG, isp_warmup_epochs=0), data.num_classes), data
+    )
+    ev_with = float(with_warmup.isp.values()["exposure"]["ev"])
+    ev_without = float(without.isp.values()["exposure"]["ev"])
+    assert ev_with != pytest.approx(ev_without)
+    assert [r.phase for r in with_warmup.history] == [0, 1]  # no extra history records
+
+
+def test_bad_warmup_config():
+    with pytest.raises(ConfigError, match="isp_warmup_epochs"):
+        dataclasses.replace(CFG, isp_warmup_epochs=-1)
