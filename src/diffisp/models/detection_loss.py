@@ -154,7 +154,7 @@ def detection_loss(
     heat = jax.lax.stop_gradient(jax.nn.sigmoid(output.heatmap))
     peak = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
     found = (heat == peak) & (heat > HIT_SCORE)  # (N, Ho, Wo, C)
-    at_centre = _at_centres(found.reshape(n, ho, wo, c), t.index)  # (N, M, C)
+    at_centre = _at_centres(found, t.index)  # (N, M, C)
     label = jnp.clip(targets["labels"], 0, c - 1)
     hit = jnp.take_along_axis(at_centre, label[..., None], axis=-1)[..., 0] & (t.mask > 0)
     sums = {
