@@ -3,7 +3,8 @@
 Training knows nothing about classes, logits or boxes. A task says how to build its model, how
 to score a batch (the loss the ISP is trained for), how to turn model outputs into predictions
 and how to measure them. :class:`Classification` is today's task; a detector implements the
-same four methods and the training core runs it unchanged.
+same four methods and the training core runs it unchanged
+(:class:`~diffisp.models.detection.Detection`, registered here as ``"detect"``).
 
 Targets are any pytree of arrays with a leading batch axis (class indices here; boxes and
 classes for a detector), so the training step can slice a batch out of them on the device.
@@ -23,6 +24,7 @@ import optax
 from flax import nnx
 
 from diffisp.models.classifier import SmallCNN
+from diffisp.models.detection import DETECT, Detection
 
 
 class Task(Protocol):
@@ -91,4 +93,6 @@ class Classification:
 
 
 CLASSIFY = Classification()
-TASKS: dict[str, Task] = {CLASSIFY.name: CLASSIFY}
+TASKS: dict[str, Task] = {CLASSIFY.name: CLASSIFY, DETECT.name: DETECT}
+
+__all__ = ["CLASSIFY", "DETECT", "TASKS", "Classification", "Detection", "Task"]
