@@ -158,6 +158,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
         print(f"CIFAR-10 is in {download_cifar10(args.data_dir)}")
 
+    overrides = config_overrides(args)
+    if args.config is None:
+        return TrainConfig.preset_config(args.preset, **overrides)
+    # The preset's sizes, then what the file sets, then the options given on the command line.
+    file_values = TrainConfig.load_dict(args.config)
+    return TrainConfig.preset_config(args.preset, **{**file_values, **overrides})
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values given on the command line (and only those)."""
     overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k, None) is not None}
     if overrides.get("isp", "").strip().lower() == "adaptive":
         overrides["adaptive"] = True
@@ -168,11 +178,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["gates"] = False
     if getattr(args, "raw_residual", False):
         overrides["raw_residual"] = True
-    if args.config is None:
-        return TrainConfig.preset_config(args.preset, **overrides)
-    # The preset's sizes, then what the file sets, then the options given on the command line.
-    file_values = TrainConfig.load_dict(args.config)
-    return TrainConfig.preset_config(args.preset, **{**file_values, **overrides})
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run the three-phase training protocol")
     _add_run_options(train, default_preset="full")
     train.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--frozen-model",
+        type=_path,
+        metavar="CHECKPOINT",
+        help="train only an ISP (phase 1 + warm-up) for the saved model of a run, left unchanged",
+    )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -324,6 +336,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
     resume = getattr(args, "resume", None)
+    if getattr(args, "frozen_model", None) is not None:
+        return _train_frozen(args, command)
     if resume is not None:
         ignored = _ignored_by_resume(args)
         if ignored:
@@ -355,6 +369,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"train time {metrics['timing']['train_seconds']:.1f} s, "
         f"total {metrics['timing']['total_seconds']:.1f} s"
     )
+    return 0
+
+
+def _train_frozen(args: argparse.Namespace, command: str) -> int:
+    from diffisp.experiments.frozen import run_frozen_model
+    from diffisp.experiments.run import default_run_dir
+
+    if args.resume is not None or args.config is not None:
+        raise ConfigError("--frozen-model takes neither --resume nor --config")
+    out = args.out or default_run_dir()
+    overrides = config_overrides(args)
+    result = run_frozen_model(args.frozen_model, overrides, out, command=command)
+    key, rows = result["metric"], result["results"]
+    print(f"ISP trained for the frozen model of {result['checkpoint']} ({key}, test set):")
+    for name, label in (
+        ("model_alone", "frozen model on dark images"),
+        ("model_with_isp", "learned ISP + frozen model"),
+        ("model_on_clean", "frozen model on clean images"),
+    ):
+        print(f"  {label:30s} {rows[name][key]:.1%}")
+    print(f"output: {out} (model/: the ISP with the unchanged model; frozen.json)")
     return 0
 
 
