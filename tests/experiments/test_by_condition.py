@@ -11,6 +11,7 @@ from diffisp.data.conditions import condition_bins
 from diffisp.errors import DataError, InputError
 from diffisp.experiments.by_condition import (
     accuracy_by_bin,
+    accuracy_by_condition,
     correct_per_image,
     distinct_gate_patterns,
     gate_patterns,
@@ -19,6 +20,7 @@ from diffisp.experiments.by_condition import (
 )
 from diffisp.experiments.protocol import Method
 from diffisp.isp.adaptive import AdaptiveISP
+from diffisp.training.data import RunData
 
 
 def test_accuracy_by_bin_known_answers_in_display_order():
@@ -155,3 +157,33 @@ def test_gate_patterns_name_the_empty_chain():
     assert gate_patterns(Off(), _coloured([(0.5,) * 3] * 3)) == {"none": 3}
     with pytest.raises(InputError, match="one label per image"):
         gate_usage_by_bin(Off(), _coloured([(0.5,) * 3] * 3), {"darkness": ["dark"]})
+
+
+def test_accuracy_by_condition_splits_every_method_by_the_recorded_conditions():
+    clean = _coloured([(0.9, 0.1, 0.1), (0.1, 0.9, 0.1), (0.1, 0.1, 0.9), (0.1, 0.9, 0.1)])
+    labels = jnp.array([0, 1, 2, 0])  # the last image is wrong for any colour-faithful method
+    # Tungsten-like dark captures: red dominates every dark image.
+    dark = clean * jnp.array([0.5, 0.05, 0.01])
+    conditions = {
+        "brightness": np.array([0.03, 0.03, 0.6, 0.6]),
+        "gain": np.array([16.7, 16.7, 1.0, 1.0]),
+        "illuminant": np.array([5, 5, 5, 0]),
+        "blur_sigma": np.zeros(4),
+    }
+    data = RunData(clean, dark, labels, clean, dark, labels, 3, test_conditions=conditions)
+    methods = [
+        Method("no_isp", "No ISP", "dark in", ChannelClassifier()),
+        Method("oracle", "Oracle", "clean in", ChannelClassifier(), clean_input=True),
+    ]
+    out = accuracy_by_condition(methods, data)
+    # Dark: every prediction red -> right on images 0 and 3 (one per darkness bin).
+    assert out["no_isp"]["darkness"]["very dark"]["accuracy"] == 0.5
+    assert out["no_isp"]["darkness"]["bright"]["accuracy"] == 0.5
+    assert out["oracle"]["darkness"]["very dark"]["accuracy"] == 1.0
+    assert out["oracle"]["darkness"]["bright"]["accuracy"] == 0.5
+    assert out["oracle"]["cast"] == {
+        "daylight": {"accuracy": 0.0, "num_samples": 1},
+        "tungsten": {"accuracy": 1.0, "num_samples": 3},
+    }
+    with pytest.raises(DataError, match="conditions='mixed'"):
+        accuracy_by_condition(methods, RunData(clean, dark, labels, clean, dark, labels, 3))

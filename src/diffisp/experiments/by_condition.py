@@ -11,17 +11,18 @@ gates differ between bins and its accuracy beats the global ISP's in them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
-from diffisp.data.conditions import BIN_LABELS
+from diffisp.data.conditions import BIN_LABELS, condition_bins
 from diffisp.errors import DataError, InputError
 from diffisp.isp.raw_capture import num_images
 from diffisp.models.evaluate import Transform, predict
+from diffisp.training.data import RunData
 
 Bins = Mapping[str, Any]
 
@@ -74,6 +75,29 @@ def accuracy_by_bin(correct: Any, bins: Bins) -> dict[str, dict[str, dict[str, A
                 "num_samples": int(members.size),
             }
     return out
+
+
+def accuracy_by_condition(
+    methods: Sequence[Any], data: RunData
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """:func:`accuracy_by_bin` of every method on the run's test set, binned by its recorded
+    conditions: ``{method key: {kind: {label: {"accuracy", "num_samples"}}}}``.
+
+    Needs ``data.test_conditions`` (a run with ``conditions="mixed"``); methods are
+    :class:`~diffisp.experiments.protocol.Method` s.
+    """
+    if data.test_conditions is None:
+        raise DataError(
+            "the test images have no recorded conditions; results can be split by condition "
+            "only for runs with conditions='mixed' (--conditions mixed)"
+        )
+    bins = condition_bins(data.test_conditions)
+    return {
+        method.key: accuracy_by_bin(
+            method_correct(method, data.test_dark, data.test_clean, data.test_labels), bins
+        )
+        for method in methods
+    }
 
 
 def gate_usage_by_bin(
