@@ -174,7 +174,8 @@ def capture_mixed(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Simulate a capture of each clean image under its own randomly drawn conditions.
 
-    Deterministic for a given ``key``; batched and jitted (the config is static).
+    Deterministic for a given ``key``; batched, jitted (compiled once per image shape and blur
+    kernel size, the config's numbers are traced) and usable inside ``jax.jit``.
 
     Args:
       key: a JAX PRNG key.
