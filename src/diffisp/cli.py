@@ -101,6 +101,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--noise-sigma", type=float, help="Gaussian read noise sigma (default 0.02)")
     p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
     p.add_argument(
+        "--conditions",
+        choices=("uniform", "mixed"),
+        help="uniform: every image darkened alike (--brightness, --noise-sigma); mixed: per-image "
+        "brightness 0.02-1, ISO-like gain and noise, colour cast, blur (default uniform)",
+    )
+    p.add_argument(
         "--input",
         choices=("srgb", "raw"),
         help="srgb: darkened sRGB images; raw: each image unprocessed into a dark Bayer RAW "
@@ -141,6 +147,7 @@ _CONFIG_KEYS = (
     "brightness",
     "noise_sigma",
     "noise",
+    "conditions",
     "seed",
     "cost_weight",
     "variants",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffisp.data.conditions import MixedConditions
 from diffisp.data.degrade import LowLight
 from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
@@ -79,6 +80,13 @@ class TrainConfig:
     brightness: tuple[float, float] = (0.1, 0.3)
     noise_sigma: float = 0.02
     noise: str = "gaussian"
+    # "uniform": every image darkened by the model above (brightness, noise_sigma, noise);
+    # "mixed": per-image brightness, ISO-like gain and noise, colour cast and blur
+    # (diffisp.data.conditions; sRGB input only), with these ranges and MixedConditions' others.
+    conditions: str = "uniform"
+    mixed_brightness: tuple[float, float] = (0.02, 1.0)
+    mixed_shot_noise: float = 1e-4
+    mixed_blur: float = 0.2
     seed: int = 0
     preset: str = "custom"
 
@@ -143,6 +151,19 @@ class TrainConfig:
         object.__setattr__(self, "isp", stages)
         # LowLight validates brightness, noise_sigma and noise; keep its normalised pair.
         object.__setattr__(self, "brightness", self.low_light().brightness)
+        self._check_conditions()
+
+    def _check_conditions(self) -> None:
+        if self.conditions not in ("uniform", "mixed"):
+            raise ConfigError(f"conditions must be 'uniform' or 'mixed'; got {self.conditions!r}")
+        if self.conditions == "mixed" and self.input == "raw":
+            raise ConfigError("mixed conditions with RAW input are not supported yet")
+        # MixedConditions validates the mixed_* values; keep its normalised pair.
+        try:
+            mixed = self.mixed_conditions()
+        except ConfigError as exc:
+            raise ConfigError(f"mixed conditions (mixed_* keys): {exc}") from None
+        object.__setattr__(self, "mixed_brightness", mixed.brightness)
 
     def _check_input(self, stages: tuple[str, ...]) -> None:
         if self.input not in ("srgb", "raw"):
@@ -169,6 +190,14 @@ class TrainConfig:
     def low_light(self) -> LowLight:
         return LowLight(brightness=self.brightness, noise_sigma=self.noise_sigma, noise=self.noise)
 
+    def mixed_conditions(self) -> MixedConditions:
+        """The per-image conditions of ``conditions="mixed"`` (validated also when unused)."""
+        return MixedConditions(
+            brightness=self.mixed_brightness,
+            shot_noise=self.mixed_shot_noise,
+            blur_probability=self.mixed_blur,
+        )
+
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
         """``quick`` (the reference's QUICK_MODE sizes) or ``full`` (its full sizes)."""
@@ -182,6 +211,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["isp"] = list(self.isp)
         out["brightness"] = list(self.brightness)
+        out["mixed_brightness"] = list(self.mixed_brightness)
         out["variants"] = list(self.variants)
         return out
 
@@ -197,7 +227,7 @@ class TrainConfig:
                 f"valid keys: {', '.join(sorted(known))}"
             )
         values = dict(values)
-        for key in ("isp", "brightness", "variants"):
+        for key in ("isp", "brightness", "variants", "mixed_brightness"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)

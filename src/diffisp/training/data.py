@@ -12,11 +12,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffisp.data import Dataset
+from diffisp.data.conditions import capture_mixed
 from diffisp.data.degrade import LowLight, darken
 from diffisp.data.unprocess import UnprocessConfig, unprocess
-from diffisp.errors import DataError
+from diffisp.errors import ConfigError, DataError
 from diffisp.isp.raw_capture import RawCapture
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
@@ -30,7 +32,10 @@ class RunData:
     captures (images of the same shape, or a :class:`RawCapture`) and targets.
 
     ``*_labels`` are the task's targets: any pytree of arrays with a leading axis of N (class
-    indices for classification).
+    indices for classification). ``test_conditions``: with ``conditions="mixed"``, each test
+    image's capture conditions (``(N,)`` host arrays from
+    :func:`diffisp.data.conditions.capture_mixed`), to split results by condition; ``None``
+    otherwise.
     """
 
     train_clean: jax.Array
@@ -40,6 +45,7 @@ class RunData:
     test_dark: Capture
     test_labels: Any
     num_classes: int
+    test_conditions: dict[str, np.ndarray] | None = None
 
     @property
     def num_train(self) -> int:
@@ -67,6 +73,8 @@ def capture_low_light(
     sample (shot factor = value squared), with the read noise of Brooks et al.'s fit (no
     scatter). That is how a noise sweep sets RAW noise.
     """
+    if low_light is None and cfg.conditions == "mixed":
+        return capture_with_conditions(key, clean, cfg)[0]
     low_light = cfg.low_light() if low_light is None else low_light
     if cfg.input != "raw":
         dark, _ = darken(key, clean, low_light)
@@ -80,6 +88,20 @@ def capture_low_light(
     return capture
 
 
+def capture_with_conditions(
+    key: jax.Array, clean: jax.Array, cfg: TrainConfig
+) -> tuple[Capture, dict[str, np.ndarray] | None]:
+    """:func:`capture_low_light` with the config's model, and each image's recorded conditions
+    (``conditions="mixed"``: :func:`~diffisp.data.conditions.capture_mixed`'s, on the host;
+    ``None`` for the uniform model)."""
+    if cfg.conditions != "mixed":
+        return capture_low_light(key, clean, cfg), None
+    if cfg.input == "raw":
+        raise ConfigError("mixed conditions with RAW input are not supported yet")
+    dark, conditions = capture_mixed(key, clean, cfg.mixed_conditions())
+    return dark, {name: np.asarray(values) for name, values in conditions.items()}
+
+
 def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
     """Darken the data set once, deterministically from ``cfg.seed``, and put it on the device."""
     if len(dataset.train_labels) < cfg.batch_size:
@@ -91,7 +113,9 @@ def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
     train_clean = jnp.asarray(dataset.train_images, jnp.float32)
     test_clean = jnp.asarray(dataset.test_images, jnp.float32)
     train_dark = capture_low_light(jax.random.fold_in(key, keys.DARKEN_TRAIN), train_clean, cfg)
-    test_dark = capture_low_light(jax.random.fold_in(key, keys.DARKEN_TEST), test_clean, cfg)
+    test_dark, test_conditions = capture_with_conditions(
+        jax.random.fold_in(key, keys.DARKEN_TEST), test_clean, cfg
+    )
     return RunData(
         train_clean=train_clean,
         train_dark=train_dark,
@@ -100,4 +124,5 @@ def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
         test_dark=test_dark,
         test_labels=jnp.asarray(dataset.test_labels, jnp.int32),
         num_classes=dataset.num_classes,
+        test_conditions=test_conditions,
     )

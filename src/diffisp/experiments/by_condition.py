@@ -1,0 +1,174 @@
+"""Results split by capture condition: accuracy and ISP stage usage per condition bin.
+
+With mixed capture conditions (:mod:`diffisp.data.conditions`) every test image has its own
+brightness, gain, colour cast and blur; :func:`~diffisp.data.conditions.condition_bins` groups
+the images by them. Here, per bin: each method's accuracy (:func:`accuracy_by_bin`), how often
+each ISP stage runs (:func:`gate_usage_by_bin`), and how many different per-image stage
+subsets an adaptive ISP uses (:func:`gate_patterns`). A per-image ISP earns its keep where its
+gates differ between bins and its accuracy beats the global ISP's in them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from diffisp.data.conditions import BIN_LABELS, condition_bins
+from diffisp.errors import DataError, InputError
+from diffisp.isp.raw_capture import num_images
+from diffisp.models.evaluate import Transform, predict
+from diffisp.training.data import RunData
+
+Bins = Mapping[str, Any]
+
+
+def correct_per_image(
+    model: nnx.Module,
+    images: Any,
+    labels: Any,
+    *,
+    isp: nnx.Module | None = None,
+    transform: Transform | None = None,
+) -> np.ndarray:
+    """``(N,)`` bool: whether ``model`` behind ``transform`` and ``isp`` classifies each image
+    right (eval mode, :func:`diffisp.models.evaluate.predict`)."""
+    predictions = predict(model, images, isp=isp, transform=transform)
+    return np.asarray(predictions) == np.asarray(labels)
+
+
+def method_correct(method: Any, dark: Any, clean: jax.Array, labels: Any) -> np.ndarray:
+    """:func:`correct_per_image` for a :class:`~diffisp.experiments.protocol.Method` (its model,
+    ISP and transform; the clean images when it is the clean-input reference)."""
+    images = clean if method.clean_input else dark
+    return correct_per_image(
+        method.model, images, labels, isp=method.isp, transform=method.transform
+    )
+
+
+def accuracy_by_bin(correct: Any, bins: Bins) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy within each condition bin.
+
+    Args:
+      correct: ``(N,)`` per-image correctness (bool or 0/1).
+      bins: ``{kind: (N,) labels}``, e.g. :func:`~diffisp.data.conditions.condition_bins`.
+
+    Returns:
+      ``{kind: {label: {"accuracy": float, "num_samples": int}}}``, labels in display order
+      (:data:`~diffisp.data.conditions.BIN_LABELS`; others sorted after them), empty bins left
+      out.
+    """
+    correct = np.asarray(correct)
+    if correct.ndim != 1:
+        raise InputError(f"correct must be a (N,) vector; got shape {correct.shape}")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind, labels in _checked_bins(bins, correct.shape[0]).items():
+        out[kind] = {}
+        for label in _ordered_labels(kind, labels):
+            members = correct[labels == label]
+            out[kind][label] = {
+                "accuracy": float(np.mean(members.astype(np.float64))),
+                "num_samples": int(members.size),
+            }
+    return out
+
+
+def accuracy_by_condition(
+    methods: Sequence[Any], data: RunData
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """:func:`accuracy_by_bin` of every method on the run's test set, binned by its recorded
+    conditions: ``{method key: {kind: {label: {"accuracy", "num_samples"}}}}``.
+
+    Needs ``data.test_conditions`` (a run with ``conditions="mixed"``); methods are
+    :class:`~diffisp.experiments.protocol.Method` s.
+    """
+    if data.test_conditions is None:
+        raise DataError(
+            "the test images have no recorded conditions; results can be split by condition "
+            "only for runs with conditions='mixed' (--conditions mixed)"
+        )
+    bins = condition_bins(data.test_conditions)
+    return {
+        method.key: accuracy_by_bin(
+            method_correct(method, data.test_dark, data.test_clean, data.test_labels), bins
+        )
+        for method in methods
+    }
+
+
+def gate_usage_by_bin(
+    isp: nnx.Module, images: Any, bins: Bins
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Share of each bin's images that each ISP stage runs on.
+
+    ``isp`` is any ISP with ``stage_names`` and ``decisions(images)["active"]`` (``(N, S)``);
+    a global ISP runs every stage everywhere (rate 1).
+
+    Returns:
+      ``{kind: {label: {stage: rate in [0, 1]}}}``, labels ordered as in
+      :func:`accuracy_by_bin`.
+    """
+    active = _active(isp, images)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for kind, labels in _checked_bins(bins, active.shape[0]).items():
+        out[kind] = {
+            label: {
+                stage: float(active[labels == label, s].mean())
+                for s, stage in enumerate(isp.stage_names)
+            }
+            for label in _ordered_labels(kind, labels)
+        }
+    return out
+
+
+def gate_patterns(isp: nnx.Module, images: Any) -> dict[str, int]:
+    """How many images use each distinct subset of stages, most frequent first.
+
+    A pattern is written as its active stages joined by ``+`` in chain order (``"none"`` when no
+    stage runs); ties are broken by the pattern's name.
+    """
+    active = _active(isp, images)
+    names = [
+        "+".join(s for s, on in zip(isp.stage_names, row, strict=True) if on) or "none"
+        for row in active
+    ]
+    return dict(sorted(Counter(names).items(), key=lambda item: (-item[1], item[0])))
+
+
+def distinct_gate_patterns(isp: nnx.Module, images: Any) -> int:
+    """Number of distinct per-image stage subsets the ISP uses on ``images``."""
+    return len(gate_patterns(isp, images))
+
+
+def _active(isp: nnx.Module, images: Any) -> np.ndarray:
+    active = np.asarray(isp.decisions(images)["active"], dtype=bool)
+    expected = (num_images(images), len(isp.stage_names))
+    if active.shape != expected:
+        raise InputError(
+            f"the ISP's decisions have shape {active.shape}; expected (images, stages) {expected}"
+        )
+    return active
+
+
+def _checked_bins(bins: Bins, n: int) -> dict[str, np.ndarray]:
+    if not bins:
+        raise DataError("no condition bins given (were the test conditions recorded?)")
+    out = {}
+    for kind, labels in bins.items():
+        labels = np.asarray(labels, dtype=object)
+        if labels.shape != (n,):
+            raise InputError(
+                f"bins[{kind!r}] has shape {labels.shape}; expected one label per image ({n},)"
+            )
+        out[kind] = labels
+    return out
+
+
+def _ordered_labels(kind: str, labels: np.ndarray) -> list[str]:
+    present = set(labels.tolist())
+    known = [label for label in BIN_LABELS.get(kind, ()) if label in present]
+    return known + sorted(present - set(known), key=str)
