@@ -172,3 +172,55 @@ def _ordered_labels(kind: str, labels: np.ndarray) -> list[str]:
     present = set(labels.tolist())
     known = [label for label in BIN_LABELS.get(kind, ()) if label in present]
     return known + sorted(present - set(known), key=str)
+
+
+def condition_report(methods: Sequence[Any], data: RunData) -> dict[str, Any]:
+    """What a mixed-conditions run records: every method's accuracy per bin, and for every
+    method with an ISP its stage usage per bin and its distinct gate patterns."""
+    bins = condition_bins(data.test_conditions) if data.test_conditions is not None else None
+    with_isp = [m for m in methods if m.isp is not None]
+    return {
+        "accuracy": accuracy_by_condition(methods, data),
+        "gate_usage": {m.key: gate_usage_by_bin(m.isp, data.test_dark, bins) for m in with_isp},
+        "gate_patterns": {m.key: gate_patterns(m.isp, data.test_dark) for m in with_isp},
+    }
+
+
+def aggregate_condition_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Seeds' :func:`condition_report` s -> per method and bin: accuracy mean, s.d. and the
+    per-seed values; mean stage usage; the number of distinct gate patterns per seed."""
+    first = reports[0]
+    accuracy: dict[str, Any] = {}
+    for key, kinds in first["accuracy"].items():
+        accuracy[key] = {}
+        for kind, labels in kinds.items():
+            accuracy[key][kind] = {}
+            for label in labels:
+                cells = [r["accuracy"][key][kind][label] for r in reports]
+                values = [cell["accuracy"] for cell in cells]
+                accuracy[key][kind][label] = {
+                    "accuracy": values,
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "num_samples": [
+                        r["accuracy"][key][kind][label]["num_samples"] for r in reports
+                    ],
+                }
+    usage: dict[str, Any] = {}
+    for key, kinds in first["gate_usage"].items():
+        usage[key] = {
+            kind: {
+                label: {
+                    stage: float(
+                        np.mean([r["gate_usage"][key][kind][label][stage] for r in reports])
+                    )
+                    for stage in rates
+                }
+                for label, rates in labels.items()
+            }
+            for kind, labels in kinds.items()
+        }
+    patterns = {
+        key: [len(r["gate_patterns"][key]) for r in reports] for key in first["gate_patterns"]
+    }
+    return {"accuracy": accuracy, "gate_usage": usage, "distinct_gate_patterns": patterns}

@@ -30,6 +30,7 @@ import jax
 from diffisp.data import Dataset, load_dataset, load_folder_split, split_record
 from diffisp.data.split import SPLIT_FILE, read_split
 from diffisp.errors import ConfigError
+from diffisp.experiments.by_condition import condition_report
 from diffisp.experiments.console import DeferredInterrupt, PhaseProgress
 from diffisp.experiments.protocol import (
     Method,
@@ -273,6 +274,8 @@ def _run_locked(
         "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
         "environment": environment(),
     }
+    if data.test_conditions is not None:  # mixed capture conditions: results per bin
+        metrics["by_condition"] = condition_report(methods, data)
     atomic_write_json(out_dir / "history.json", [dataclasses.asdict(r) for r in state.history])
     atomic_write_json(out_dir / "metrics.json", metrics)
     outcome.metrics = metrics

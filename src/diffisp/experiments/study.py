@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from diffisp.errors import ConfigError
+from diffisp.experiments.by_condition import aggregate_condition_reports
 from diffisp.experiments.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, sweep
 from diffisp.experiments.run import FigureWriter, environment, run_experiment
 from diffisp.training.config import TrainConfig
@@ -113,6 +114,8 @@ def run_study(
         "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
         "environment": environment(),
     }
+    if all("by_condition" in run for run in runs):
+        study["by_condition"] = aggregate_condition_reports([run["by_condition"] for run in runs])
     atomic_write_json(out_dir / "eval.json", study)
     return study
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from diffisp.errors import DataError
 from diffisp.report import eval_sections as ev
+from diffisp.report.condition_sections import conditions_section
 from diffisp.report.html import DASH, Markup, join, number, page, pct, seconds, table, tag
 from diffisp.report.html import wilson_interval as _wilson
 from diffisp.report.sections import (
@@ -204,6 +205,7 @@ def _eval_page(eval_dir: Path, out: Path) -> str:
         ev.summary(stats, dataset),
         _section("Results", ev.results_section(stats, headline)),
         ev.sweeps_section(sweeps, labels, figures, eval_dir),
+        conditions_section(data.get("by_condition"), labels),
         _section("Figures", figures_block([p for p in figures if p.stem not in swept], eval_dir)),
         ev.seed_runs_section(runs, stats, seeds, out, eval_dir),
         reproducibility_section(

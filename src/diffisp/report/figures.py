@@ -315,6 +315,16 @@ def _chain_view(isp: Any, inputs: Any, n: int) -> tuple[Any, np.ndarray]:
     return isp, np.asarray(inputs)
 
 
+def _by_condition(data: Any, n: int) -> np.ndarray | None:
+    """Indices of ``n`` test images evenly spread over the recorded brightness, darkest first
+    (``None`` without recorded capture conditions)."""
+    conditions = getattr(data, "test_conditions", None)
+    if not conditions or "brightness" not in conditions:
+        return None
+    order = np.argsort(np.asarray(conditions["brightness"]))
+    return order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)]
+
+
 class ReportFigures:
     """The figures of a run and of a study, drawn for the run layer (``diffisp train``/``eval``)."""
 
@@ -336,23 +346,27 @@ class ReportFigures:
         labels = np.asarray(data.test_labels[:n])
         names = dataset.class_names
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
+        # With mixed capture conditions the six images span the brightness range, darkest first.
+        picked = _by_condition(data, 6)
+        shown = inputs if picked is None else jax.tree.map(lambda a: a[picked], data.test_dark)
+        shown_labels = labels[:6] if picked is None else np.asarray(data.test_labels)[picked]
         variants = [
             adaptive_decisions_figure(
                 directory / f"adaptive_decisions_{m.key}.png",
-                *_chain_view(m.isp, inputs, 6),
-                labels[:6],
+                *_chain_view(m.isp, shown, 6),
+                shown_labels,
                 names,
                 title=f"{m.label}: stages run per image (grey: skipped) and the image after each",
             )
             for m in methods
             if m.isp is not None and m.isp.per_image and m.isp is not state.isp
         ]
-        chain_isp, chain_inputs = _chain_view(state.isp, inputs, 6)
+        chain_isp, chain_inputs = _chain_view(state.isp, shown, 6)
         if chain_isp is None:
             isp_figure = None
         elif chain_isp.per_image:  # which stages ran on which image
             isp_figure = adaptive_decisions_figure(
-                directory / "adaptive_decisions.png", chain_isp, chain_inputs, labels[:6], names
+                directory / "adaptive_decisions.png", chain_isp, chain_inputs, shown_labels, names
             )
         else:  # a global ISP: its one parameter set
             isp_figure = parameters_figure(directory / "learned_parameters.png", chain_isp)
