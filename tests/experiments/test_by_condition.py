@@ -187,3 +187,95 @@ def test_accuracy_by_condition_splits_every_method_by_the_recorded_conditions():
     }
     with pytest.raises(DataError, match="conditions='mixed'"):
         accuracy_by_condition(methods, RunData(clean, dark, labels, clean, dark, labels, 3))
+
+
+def _report(acc_dark: float, acc_bright: float, patterns: int) -> dict:
+    return {
+        "accuracy": {
+            "adaptive_l0": {
+                "darkness": {
+                    "dark": {"accuracy": acc_dark, "num_samples": 10},
+                    "bright": {"accuracy": acc_bright, "num_samples": 5},
+                }
+            }
+        },
+        "gate_usage": {
+            "adaptive_l0": {
+                "darkness": {
+                    "dark": {"denoise": 1.0, "gamma": 1.0},
+                    "bright": {"denoise": 0.0, "gamma": 1.0},
+                }
+            }
+        },
+        "gate_patterns": {"adaptive_l0": {f"p{i}": 1 for i in range(patterns)}},
+    }
+
+
+def test_seeds_aggregate_per_bin_and_the_report_shows_them():
+    from diffisp.experiments.by_condition import aggregate_condition_reports
+    from diffisp.report.condition_sections import conditions_section
+
+    out = aggregate_condition_reports([_report(0.5, 0.9, 2), _report(0.7, 0.9, 3)])
+    dark = out["accuracy"]["adaptive_l0"]["darkness"]["dark"]
+    assert dark["accuracy"] == [0.5, 0.7] and dark["mean"] == pytest.approx(0.6)
+    assert dark["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert out["accuracy"]["adaptive_l0"]["darkness"]["bright"]["std"] == 0.0
+    assert out["gate_usage"]["adaptive_l0"]["darkness"]["bright"]["denoise"] == 0.0
+    assert out["distinct_gate_patterns"] == {"adaptive_l0": [2, 3]}
+    html = str(conditions_section(out, {"adaptive_l0": "Adaptive ISP, λ=0"}))
+    assert "Accuracy by darkness" in html and "60.0" in html and "dark (n=10)" in html
+    assert "share of images each stage runs on" in html and "[2, 3]" in html
+    assert conditions_section(None, {}) == ""
+
+
+def test_decision_figures_pick_images_across_the_brightness_range():
+    from types import SimpleNamespace
+
+    from diffisp.report.figures import _by_condition
+
+    brightness = np.array([0.5, 0.02, 0.9, 0.1, 0.3, 0.05, 1.0, 0.2])
+    picked = _by_condition(SimpleNamespace(test_conditions={"brightness": brightness}), 4)
+    assert brightness[picked].tolist() == sorted(brightness[picked].tolist())
+    assert brightness[picked][0] == 0.02 and brightness[picked][-1] == 1.0
+    assert _by_condition(SimpleNamespace(test_conditions=None), 4) is None
+
+
+@pytest.mark.slow
+def test_a_mixed_conditions_study_records_and_reports_results_by_condition(tmp_path):
+    import json
+
+    from diffisp.experiments.study import run_study
+    from diffisp.report.build import build_report
+    from diffisp.report.figures import FIGURES
+    from diffisp.training.config import TrainConfig
+
+    cfg = TrainConfig(
+        data="builtin",
+        num_train=64,
+        num_test=48,
+        image_size=16,
+        batch_size=16,
+        epochs_clean=1,
+        epochs_isp=1,
+        epochs_joint=1,
+        conditions="mixed",
+        variants=("adaptive:0.5",),
+    )
+    out = tmp_path / "study"
+    study = run_study(
+        cfg,
+        [0],
+        out,
+        progress=False,
+        log=lambda m: None,
+        brightness_values=(0.2,),
+        noise_values=(0.05,),
+        figures=FIGURES,
+    )
+    seed = json.loads((out / "seed0" / "metrics.json").read_text())["by_condition"]
+    by_bin = seed["accuracy"]["adaptive_l0.5"]["darkness"]
+    assert sum(cell["num_samples"] for cell in by_bin.values()) == 48
+    assert set(seed["gate_usage"]) == {"learned_isp_phase1", "learned_isp_phase2", "adaptive_l0.5"}
+    assert study["by_condition"]["distinct_gate_patterns"]["adaptive_l0.5"][0] >= 1
+    assert (out / "seed0" / "figures" / "adaptive_decisions_adaptive_l0.5.png").exists()
+    assert "Results by capture condition" in build_report(out).read_text()
