@@ -78,7 +78,11 @@ def main() -> None:
             args.out,
             {
                 "command": "PYTHONPATH=src python scripts/phase1_robustness.py "
-                + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+                + " ".join(
+                    f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in vars(args).items()
+                    if v is not None
+                ),
                 "num_test": cfg.num_test,
                 "seeds": list(range(args.seeds)),
                 "input": args.input,
