@@ -94,3 +94,25 @@ def test_voc_folder_study(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "mAP@0.5" in html and "mAP@[.5:.95]" in html
     assert "map50" in capsys.readouterr().out
+
+
+def test_detection_bench_times_every_phase_and_the_inference_path():
+    from diffisp.experiments.detection_bench import run_detection_bench
+
+    result = run_detection_bench(
+        num_train=16,
+        num_test=8,
+        epochs=1,
+        image_size=32,
+        batch_size=8,
+        bn_calibration=8,
+        repeats=1,
+        log=lambda _: None,
+    )
+    assert set(result["training"]) == {"phase0", "phase1", "phase2"}
+    for row in result["training"].values():
+        assert row["images_per_s"] > 0 and row["epoch_s"] > 0
+    inference = result["inference"]
+    assert inference["num_images"] == 8
+    assert inference["isp_only_images_per_s"] > inference["predict_images_per_s"] > 0
+    assert result["detector_parameters"] == 417_754  # SmallCenterNet with the scenes' 6 classes
