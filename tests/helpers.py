@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,3 +71,35 @@ TINY_CLI_ARGS = [
     "--batch-size", "16", "--epochs-clean", "1", "--epochs-isp", "1", "--epochs-joint", "1",
     "--no-progress",
 ]  # fmt: skip
+
+
+def write_voc_from_scenes(coco_dir: Path, root: Path) -> Path:
+    """A Pascal VOC folder (PNG images, 1-based inclusive boxes) holding the scenes that
+    :func:`write_scenes_coco` wrote to ``coco_dir``, with an ImageSets split (train/test)."""
+    data = json.loads((coco_dir / "instances.json").read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    sets: dict[str, list[str]] = {"train": [], "test": []}
+    for image in data["images"]:
+        stem = image["file_name"].replace("/", "_").removesuffix(".png")
+        shutil.copy(coco_dir / "images" / image["file_name"], root / "JPEGImages" / f"{stem}.png")
+        sets[image["split"]].append(stem)
+        parts = [
+            f"<annotation><filename>{stem}.png</filename><size><width>{image['width']}</width>"
+            f"<height>{image['height']}</height><depth>3</depth></size>"
+        ]
+        for a in data["annotations"]:
+            if a["image_id"] != image["id"]:
+                continue
+            x, y, w, h = a["bbox"]
+            parts.append(
+                f"<object><name>{names[a['category_id']]}</name><difficult>0</difficult>"
+                f"<bndbox><xmin>{x + 1}</xmin><ymin>{y + 1}</ymin><xmax>{x + w}</xmax>"
+                f"<ymax>{y + h}</ymax></bndbox></object>"
+            )
+        (root / "Annotations" / f"{stem}.xml").write_text("".join(parts) + "</annotation>")
+    for split, stems in sets.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return root

@@ -53,7 +53,17 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         type=_path,
         help="JSON config file: replaces the preset's values; command-line options win over both",
     )
-    p.add_argument("--data", help="auto | cifar10 | builtin | folder:PATH (default: auto)")
+    p.add_argument(
+        "--task",
+        choices=("classify", "detect"),
+        help="downstream task (default classify); detect: CenterNet detector, mAP, detection "
+        "data (default --data scenes --image-size 64)",
+    )
+    p.add_argument(
+        "--data",
+        help="classify: auto | cifar10 | builtin | folder:PATH (default auto); "
+        "detect: scenes | coco:PATH | voc:ROOT (default scenes)",
+    )
     p.add_argument("--data-dir", help="directory holding cifar-10-batches-py")
     p.add_argument(
         "--download",
@@ -127,6 +137,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
 
 
 _CONFIG_KEYS = (
+    "task",
     "data",
     "data_dir",
     "num_train",
@@ -166,11 +177,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
         print(f"CIFAR-10 is in {download_cifar10(args.data_dir)}")
 
     overrides = config_overrides(args)
-    if args.config is None:
-        return TrainConfig.preset_config(args.preset, **overrides)
     # The preset's sizes, then what the file sets, then the options given on the command line.
-    file_values = TrainConfig.load_dict(args.config)
-    return TrainConfig.preset_config(args.preset, **{**file_values, **overrides})
+    file_values = {} if args.config is None else TrainConfig.load_dict(args.config)
+    values = {**file_values, **overrides}
+    if values.get("task") == "detect":  # detection's defaults: the scenes at their own size
+        values.setdefault("data", "scenes")
+        values.setdefault("image_size", 64)
+    return TrainConfig.preset_config(args.preset, **values)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=_path, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
-    bench.add_argument("--num-train", type=int, default=2048, help="images per epoch")
+    bench.add_argument(
+        "--num-train", type=int, help="images per epoch (default 2048; --task detect 256)"
+    )
     bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
     bench.add_argument(
         "--out",
@@ -266,19 +281,50 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic mosaic)",
     )
     bench.add_argument("--raw-size", default="3000x4000", help="HEIGHTxWIDTH for --raw")
+    bench.add_argument(
+        "--task",
+        choices=("classify", "detect"),
+        default="classify",
+        help="detect: detector training/inference throughput on the scenes (--image-size, "
+        "default 64; --num-train, default here 256)",
+    )
+    bench.add_argument("--image-size", type=int, help="with --task detect (default 64)")
     bench.set_defaults(func=cmd_bench)
+
+    scenes = sub.add_parser(
+        "scenes", help="write the stand-in detection scenes as COCO (load with --data coco:OUT)"
+    )
+    scenes.add_argument("out", type=_path, metavar="OUT", help="folder to write")
+    scenes.add_argument("--num-train", type=int, default=2000)
+    scenes.add_argument("--num-test", type=int, default=500)
+    scenes.add_argument("--image-size", type=int, default=64)
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.set_defaults(func=cmd_scenes)
     return parser
+
+
+def cmd_scenes(args: argparse.Namespace) -> int:
+    from diffisp.experiments.detection_commands import write_scenes
+
+    write_scenes(args.out, args.num_train, args.num_test, args.image_size, args.seed)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from diffisp.experiments.bench import print_bench, run_bench
     from diffisp.util.io import atomic_write_json, check_output_file
 
+    if args.num_train is None:
+        args.num_train = 256 if args.task == "detect" else 2048
     if args.num_train < 64 or args.epochs < 1:
         raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
     args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
     if args.raw is not None:
         return _bench_raw(args)
+    if args.task == "detect":
+        from diffisp.experiments.detection_commands import bench_detection
+
+        return bench_detection(args)
     result = run_bench(num_train=args.num_train, epochs=args.epochs)
     print_bench(result)
     atomic_write_json(args.out, result)
@@ -308,19 +354,30 @@ def _print_results(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ds = metrics["dataset"]
+    ds, metric = metrics["dataset"], metrics.get("metric", "accuracy")
     table = Table(
-        title=f"Test accuracy on {ds['name']} ({ds['num_test']} test images, "
+        title=f"Test {metric} on {ds['name']} ({ds['num_test']} test images, "
         f"seed {metrics['seed']})"
     )
+    # Detection: mAP@[.5:.95] beside the headline mAP@0.5.
+    columns = [metric, *(["map"] if metric != "accuracy" else [])]
     table.add_column("method")
-    table.add_column("accuracy", justify="right")
+    for column in columns:
+        table.add_column(column, justify="right")
     table.add_column("gap closed", justify="right")
     table.add_column("what goes in")
     for row in metrics["results"].values():
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
-        table.add_row(row["label"], f"{row['accuracy']:.1%}", gap, row["description"])
+        values = [_percent(row.get(c)) for c in columns]
+        table.add_row(row["label"], *values, gap, row["description"])
     Console().print(table)
+
+
+def _percent(value: Any, digits: int = 1) -> str:
+    """A metric in [0, 1] as a percentage; a dash for a missing or NaN value."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.{digits}%}"
 
 
 # Options that describe the run itself: with --resume they come from the run's config.json.
@@ -446,13 +503,17 @@ def _print_study(study: dict[str, Any]) -> None:
     table = Table(
         title=f"{ds['name']}: mean ± std over {n} seed(s), {ds['num_test']} test images per seed"
     )
-    for column in ("method", "accuracy", "gap closed"):
+    metric = study.get("metric", "accuracy")
+    secondary = sorted({k for row in study["methods"].values() for k in row.get("secondary", {})})
+    for column in ("method", metric, *secondary, "gap closed"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in study["methods"].values():
         gap = row["gap_closed"]
+        extra = [row.get("secondary", {}).get(k) for k in secondary]
         table.add_row(
             row["label"],
-            f"{row['mean']:.1%} ± {row['std']:.1%}",
+            f"{_percent(row['mean'])} ± {_percent(row['std'])}",
+            *("" if e is None else f"{_percent(e['mean'])} ± {_percent(e['std'])}" for e in extra),
             "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
         )
     Console().print(table)
@@ -461,7 +522,8 @@ def _print_study(study: dict[str, Any]) -> None:
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     from diffisp.experiments.run import load_run_data
     from diffisp.isp.raw import conventional_pipeline
-    from diffisp.models.evaluate import accuracy
+    from diffisp.models.evaluate import evaluate
+    from diffisp.models.task import TASKS
     from diffisp.training.checkpoint import load_model
     from diffisp.training.config import TrainConfig
     from diffisp.training.data import prepare_data
@@ -475,18 +537,22 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(values)
     run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
     data = prepare_data(load_run_data(cfg, run_dir), cfg)
-    n = int(data.test_labels.shape[0])
-    with_isp = accuracy(model, data.test_dark, data.test_labels, isp=isp)
+    n = int(data.test_clean.shape[0])
+    task = TASKS[cfg.task]
+    with_isp = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)[task.headline]
     # RAW input: "without" is the conventional camera pipeline (a model cannot read a mosaic).
     transform = conventional_pipeline if data.raw else None
-    without = accuracy(model, data.test_dark, data.test_labels, transform=transform)
+    without = evaluate(model, data.test_dark, data.test_labels, transform=transform, task=task)[
+        task.headline
+    ]
     print(
         f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
         f"noise sigma {cfg.noise_sigma}"
     )
-    print(f"learned ISP + CNN: {with_isp:.1%}")
+    named = "" if task.headline == "accuracy" else f"{task.headline} "
+    print(f"learned ISP + CNN: {named}{with_isp:.1%}")
     label = "conventional pipeline" if data.raw else "no ISP"
-    print(f"same CNN, {label}:  {without:.1%}")
+    print(f"same CNN, {label}:  {named}{without:.1%}")
     return 0
 
 

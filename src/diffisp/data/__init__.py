@@ -14,7 +14,8 @@ the contract of :mod:`diffisp.ops`) with int32 labels:
 
 Detection data come as a :class:`DetectionDataset` (letterboxed images, padded boxes and class
 ids): :func:`load_coco` (COCO JSON), :func:`load_voc` (Pascal VOC folders) and the generated
-offline stand-in :func:`load_scenes` (:func:`write_scenes_coco` writes it as COCO files).
+offline stand-in :func:`load_scenes` (:func:`write_scenes_coco` writes it as COCO files);
+:func:`load_detection` picks one by a spec string (``scenes``, ``coco:PATH``, ``voc:ROOT``).
 """
 
 from diffisp.data.builtin import load_builtin
@@ -22,6 +23,7 @@ from diffisp.data.cifar import find_cifar10, read_cifar10
 from diffisp.data.coco import load_coco
 from diffisp.data.dataset import Dataset
 from diffisp.data.detection import DetectionDataset
+from diffisp.data.detection_loader import DETECTION_SPECS, load_detection
 from diffisp.data.download import default_cache_dir, download_cifar10
 from diffisp.data.folder import load_folder
 from diffisp.data.images import load_image
@@ -31,6 +33,7 @@ from diffisp.data.split import SplitChanges, compare_split, load_folder_split, s
 from diffisp.data.voc import load_voc
 
 __all__ = [
+    "DETECTION_SPECS",
     "VALID_SPECS",
     "Dataset",
     "DetectionDataset",
@@ -43,6 +46,7 @@ __all__ = [
     "load_builtin",
     "load_coco",
     "load_dataset",
+    "load_detection",
     "load_folder",
     "load_folder_split",
     "load_image",

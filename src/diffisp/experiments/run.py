@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import jax
 
 from diffisp.data import Dataset, load_dataset, load_folder_split, split_record
+from diffisp.data.detection import DetectionDataset
+from diffisp.data.detection_loader import load_detection
 from diffisp.data.split import SPLIT_FILE, read_split
 from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import condition_report
@@ -95,8 +97,20 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "metrics.json").is_file()
 
 
-def load_run_data(cfg: TrainConfig, run_dir: str | Path | None = None) -> Dataset:
-    """The run's data: the exact recorded split when ``run_dir`` holds one (folder data)."""
+def load_run_data(
+    cfg: TrainConfig, run_dir: str | Path | None = None
+) -> Dataset | DetectionDataset:
+    """The run's data: the exact recorded split when ``run_dir`` holds one (folder data);
+    detection data (``cfg.task == "detect"``) through
+    :func:`~diffisp.data.detection_loader.load_detection`."""
+    if cfg.task == "detect":
+        return load_detection(
+            cfg.data,
+            num_train=cfg.num_train,
+            num_test=cfg.num_test,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+        )
     split = None if run_dir is None else Path(run_dir) / SPLIT_FILE
     if split is not None and split.is_file():
         return load_folder_split(read_split(split), image_size=cfg.image_size)
@@ -208,23 +222,28 @@ def _run_locked(
     dataset = load_run_data(cfg, out_dir if resume else None)
     if dataset.is_standin:
         log(f"note: {dataset.description}")
+    for line in annotation_notes(dataset):
+        log(line)
     data = prepare_data(dataset, cfg)
     state = TrainState.create(cfg, data.num_classes)
     if not resume:  # only now: a run that cannot start leaves no directory behind
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
-        if dataset.train_files is not None:  # folder data: eval must not re-split it
+        # Folder data: eval must not re-split it (detection data have no train_files).
+        if getattr(dataset, "train_files", None) is not None:
             atomic_write_json(out_dir / SPLIT_FILE, split_record(dataset))
     checkpoints = TrainingCheckpoints(out_dir)
     if resume:
         _restore_for_resume(checkpoints, state, data.num_train, out_dir, log)
     atomic_write_json(out_dir / "environment.json", environment())
 
+    train_name, test_name = _score_names(state.task.headline)
+
     def on_epoch(state: TrainState, record) -> None:
         checkpoints.save(state)
         log(
             f"phase {record.phase} ({record.phase_name}) epoch {record.epoch}: "
-            f"loss {record.loss:.3f}, train acc {record.train_acc:.1%}, "
-            f"test acc {record.test_acc:.1%} ({record.seconds:.1f} s)"
+            f"loss {record.loss:.3f}, train {train_name} {record.train_acc:.1%}, "
+            f"test {test_name} {record.test_acc:.1%} ({record.seconds:.1f} s)"
         )
         if bar:
             bar.show(record)
@@ -262,6 +281,9 @@ def _run_locked(
         "schema": METRICS_SCHEMA,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
+        "task": cfg.task,
+        # The key of every results row that ranks the methods (the task's headline metric).
+        "metric": state.task.headline,
         "seed": cfg.seed,
         "dataset": dataset_summary(dataset),
         "config": cfg.to_dict(),
@@ -280,6 +302,28 @@ def _run_locked(
     atomic_write_json(out_dir / "metrics.json", metrics)
     outcome.metrics = metrics
     return outcome
+
+
+def annotation_notes(dataset: Any) -> list[str]:
+    """What a detection reader dropped or clipped (its ``skipped``/``clipped`` counts), as
+    lines to print; nothing when all annotations were used as they are."""
+    skipped = {k: v for k, v in (getattr(dataset, "skipped", None) or {}).items() if v}
+    clipped = getattr(dataset, "clipped", 0)
+    lines = []
+    if skipped:
+        what = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
+        total = sum(skipped.values())
+        lines.append(f"note: skipped {total} annotation(s) of {dataset.name}: {what}")
+    if clipped:
+        lines.append(f"note: clipped {clipped} box(es) of {dataset.name} to their image")
+    return lines
+
+
+def _score_names(headline: str) -> tuple[str, str]:
+    """How the epoch log names the training score and the test metric."""
+    if headline == "accuracy":
+        return "acc", "acc"
+    return "score", headline  # a detector's training score is centre recall, not mAP
 
 
 def _restore_for_resume(
@@ -320,8 +364,8 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "description": dataset.description,
         "is_standin": dataset.is_standin,
-        "num_train": len(dataset.train_labels),
-        "num_test": len(dataset.test_labels),
+        "num_train": len(dataset.train_images),
+        "num_test": len(dataset.test_images),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "image_size": int(dataset.train_images.shape[1]),
@@ -330,6 +374,9 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
 
 def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     return {
+        "task": cfg.task,
+        # The class count, not read off the model: a detector's last layer is not a classifier.
+        "num_classes": dataset.num_classes,
         "image_size": cfg.image_size,
         "class_names": list(dataset.class_names),
         "dataset": dataset.name,

@@ -2,7 +2,10 @@
 
 ``docs/results-format.md`` explains every field; :func:`validate` checks a loaded file against the
 layout below (required keys and their JSON types), so a change of format fails the tests instead of
-silently breaking readers such as ``diffisp report``.
+silently breaking readers such as ``diffisp report``. :func:`validate_metrics` and
+:func:`validate_eval` also check that every row carries the file's headline metric (the
+top-level ``"metric"``: ``"accuracy"`` for classification, ``"map50"`` for detection; files
+written before it existed have no ``"metric"`` and mean ``"accuracy"``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ DATASET = {
 }
 RESULT_ROW = {
     "label": str,
-    "accuracy": NUMBER,
     "num_samples": int,
     "description": str,
     "gap_closed": OPTIONAL_NUMBER,
@@ -64,7 +66,6 @@ EVAL = {
         "*": {
             "label": str,
             "description": str,
-            "accuracy": list,
             "mean": NUMBER,
             "std": NUMBER,
             "num_samples": int,
@@ -94,6 +95,37 @@ def validate(obj: Any, layout: dict[str, Any], where: str = "$") -> None:
         if key not in obj:
             raise DataError(f"{where} has no {key!r} field")
         _check(obj[key], spec, f"{where}.{key}")
+
+
+def file_metric(obj: dict[str, Any]) -> str:
+    """The headline metric key of a ``metrics.json`` or ``eval.json`` (``"accuracy"`` for files
+    that predate the ``"metric"`` field)."""
+    metric = obj.get("metric", "accuracy")
+    if not isinstance(metric, str) or not metric:
+        raise DataError(f"$.metric must be a metric name; got {metric!r}")
+    return metric
+
+
+def validate_metrics(obj: Any) -> None:
+    """:func:`validate` against :data:`METRICS`, and every results row has the headline metric
+    as a number (``null`` where there was nothing to measure)."""
+    validate(obj, METRICS)
+    metric = file_metric(obj)
+    for key, row in obj["results"].items():
+        if metric not in row:
+            raise DataError(f"$.results.{key} has no {metric!r} field (the file's metric)")
+        _check(row[metric], OPTIONAL_NUMBER, f"$.results.{key}.{metric}")
+
+
+def validate_eval(obj: Any) -> None:
+    """:func:`validate` against :data:`EVAL`, and every method has the headline metric's
+    per-seed list."""
+    validate(obj, EVAL)
+    metric = file_metric(obj)
+    for key, row in obj["methods"].items():
+        if metric not in row:
+            raise DataError(f"$.methods.{key} has no {metric!r} field (the file's metric)")
+        _check(row[metric], list, f"$.methods.{key}.{metric}")
 
 
 def _check(value: Any, spec: Any, where: str) -> None:

@@ -74,13 +74,20 @@ def run_study(
                     outcome.state.cfg,
                     "brightness",
                     brightness_values,
+                    outcome.state.task,
                 ),
                 "noise_sigma": sweep(
-                    outcome.methods, outcome.data, outcome.state.cfg, "noise_sigma", noise_values
+                    outcome.methods,
+                    outcome.data,
+                    outcome.state.cfg,
+                    "noise_sigma",
+                    noise_values,
+                    outcome.state.task,
                 ),
             }
         )
-    methods = _aggregate_methods(runs)
+    metric = runs[0].get("metric", "accuracy")
+    methods = _aggregate_methods(runs, metric)
     sweeps = {
         "brightness": _aggregate_sweep(
             sweeps_per_seed,
@@ -89,6 +96,7 @@ def run_study(
             brightness_values,
             fixed={"noise_sigma": cfg.noise_sigma},
             trained=list(cfg.brightness),
+            metric=metric,
         ),
         "noise_sigma": _aggregate_sweep(
             sweeps_per_seed,
@@ -97,6 +105,7 @@ def run_study(
             noise_values,
             fixed={"brightness": list(cfg.brightness)},
             trained=[cfg.noise_sigma] * 2,
+            metric=metric,
         ),
     }
     figure_paths = [] if figures is None else figures.sweeps(out_dir / "figures", sweeps, methods)
@@ -104,6 +113,8 @@ def run_study(
         "schema": EVAL_SCHEMA,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
+        "task": cfg.task,
+        "metric": metric,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "dataset": runs[0]["dataset"],
         "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
@@ -120,26 +131,46 @@ def run_study(
     return study
 
 
-def _aggregate_methods(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+# Metrics aggregated beside the headline, when the runs' rows have them (detection: the
+# COCO mAP@[.5:.95] next to the headline mAP@0.5).
+SECONDARY_METRICS = ("map",)
+
+
+def _aggregate_methods(
+    runs: list[dict[str, Any]], metric: str = "accuracy"
+) -> dict[str, dict[str, Any]]:
+    """Per method: the headline ``metric`` per seed (under its own key), its mean and std,
+    the gap closed, and ``secondary`` ``{name: {"values", "mean", "std"}}`` for
+    :data:`SECONDARY_METRICS` other than the headline that every run reports."""
     out = {}
     for key, first in runs[0]["results"].items():
-        accs = [run["results"][key]["accuracy"] for run in runs]
-        gaps = [run["results"][key].get("gap_closed") for run in runs]
+        rows = [run["results"][key] for run in runs]
+        values = [row[metric] for row in rows]
+        gaps = [row.get("gap_closed") for row in rows]
         out[key] = {
             "label": first.get("label", key),
             "description": first["description"],
-            "accuracy": accs,
-            **mean_std(accs),
+            metric: values,
+            **mean_std(values),
             "num_samples": first["num_samples"],
             "gap_closed": None if any(g is None for g in gaps) else mean_std(gaps),
         }
+        secondary = {
+            name: {"values": [row[name] for row in rows], **mean_std([row[name] for row in rows])}
+            for name in SECONDARY_METRICS
+            if name != metric and all(name in row for row in rows)
+        }
+        if secondary:
+            out[key]["secondary"] = secondary
         for extra in ("active_stages", "isp_ms_per_image"):
-            if all(extra in run["results"][key] for run in runs):
-                out[key][extra] = mean_std([run["results"][key][extra] for run in runs])
+            if all(extra in row for row in rows):
+                out[key][extra] = mean_std([row[extra] for row in rows])
     return out
 
 
-def _aggregate_sweep(per_seed, kind, parameter, values, *, fixed, trained) -> dict[str, Any]:
+def _aggregate_sweep(
+    per_seed, kind, parameter, values, *, fixed, trained, metric="accuracy"
+) -> dict[str, Any]:
     keys = per_seed[0][kind].keys()
     methods = {}
     for key in keys:
@@ -148,6 +179,7 @@ def _aggregate_sweep(per_seed, kind, parameter, values, *, fixed, trained) -> di
         methods[key] = {"mean": curves.mean(axis=0).tolist(), "std": std.tolist()}
     return {
         "parameter": parameter,
+        "metric": metric,
         "values": list(values),
         "fixed": fixed,
         "trained_range": trained,

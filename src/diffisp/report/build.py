@@ -33,11 +33,13 @@ from diffisp.report.sections import (
     as_dict,
     as_list,
     figures_block,
+    file_metric,
     header,
     headline_key,
     history_section,
     method_cell,
     method_label,
+    metric_label,
     parameters_section,
     phase2_caveat,
     reproducibility_section,
@@ -117,7 +119,7 @@ def _run_page(run_dir: Path) -> str:
         header(title, metrics, str(run_dir)),
         standin_notice(dataset),
         _run_summary(metrics, results),
-        _section("Results", _run_results(results)),
+        _section("Results", _run_results(results, file_metric(metrics))),
         _section("Figures", figures_block(list(by_stem.values()), run_dir)),
         _section("Training history", join([history_html, figures_block(curves, run_dir)])),
         _section("Learned ISP parameters", join([params_html, figures_block(param_fig, run_dir)])),
@@ -135,11 +137,13 @@ def _run_page(run_dir: Path) -> str:
 
 
 def _run_summary(metrics: dict[str, Any], results: dict[str, dict]) -> Markup | str:
-    accs = {k: number(r.get("accuracy")) for k, r in results.items()}
+    metric = file_metric(metrics)
+    accs = {k: number(r.get(metric)) for k, r in results.items()}
     key = headline_key(accs)
     if key is None:
         return ""
-    text = f"{method_label(key)}: {pct(accs[key])}"
+    named = "" if metric == "accuracy" else f"{metric_label(metric)} "
+    text = f"{method_label(key)}: {named}{pct(accs[key])}"
     if accs.get("no_isp") is not None and key != "no_isp":
         text += f" vs no ISP {pct(accs['no_isp'])}"
     if accs.get("clean_oracle") is not None:
@@ -151,16 +155,24 @@ def _run_summary(metrics: dict[str, Any], results: dict[str, dict]) -> Markup | 
     text += f". One training run{f', seed {seed}' if seed is not None else ''}"
     text += f", {int(n)} test images" if n is not None else ""
     if as_dict(metrics.get("dataset")).get("is_standin"):
-        text += ", on the built-in stand-in data (not CIFAR-10)"
+        text += (
+            ", on generated stand-in scenes"
+            if metric != "accuracy"
+            else ", on the built-in stand-in data (not CIFAR-10)"
+        )
     text += "; the spread across seeds is unknown (a multi-seed evaluation measures it)."
     caveat = phase2_caveat(key, results)
-    return join([tag("p", text, class_="summary"), caveat, sampling_note(accs[key], n)])
+    # The binomial sampling note is about an accuracy; mAP has no such closed form.
+    note = sampling_note(accs[key], n) if metric == "accuracy" else ""
+    return join([tag("p", text, class_="summary"), caveat, note])
 
 
-def _run_results(results: dict[str, dict]) -> Markup | str:
+def _run_results(results: dict[str, dict], metric: str = "accuracy") -> Markup | str:
     if not results:
         return ""
-    accs = {k: number(r.get("accuracy")) for k, r in results.items()}
+    if metric != "accuracy":
+        return _detection_results(results, metric)
+    accs = {k: number(r.get(metric)) for k, r in results.items()}
     floor, ceiling = accs.get("no_isp"), accs.get("clean_oracle")
     headline = headline_key(accs)
     rows, classes = [], []
@@ -186,10 +198,50 @@ def _run_results(results: dict[str, dict]) -> Markup | str:
     return join([table(headers, rows, numeric=(1, 2, 3, 4), row_classes=classes), note])
 
 
+# Columns of a detection run's table beside the headline, when the rows have them.
+DETECTION_COLUMNS = ("map", "map75", "map_small", "map_medium", "map_large")
+
+
+def _detection_results(results: dict[str, dict], metric: str) -> Markup | str:
+    """The results table of a non-accuracy task: the headline, the other COCO metrics, the
+    gap closed (no interval: mAP has no binomial sampling interval)."""
+    values = {k: number(r.get(metric)) for k, r in results.items()}
+    floor, ceiling = values.get("no_isp"), values.get("clean_oracle")
+    headline = headline_key(values)
+    extra = [c for c in DETECTION_COLUMNS if c != metric and any(c in r for r in results.values())]
+    rows, classes = [], []
+    for key, row in results.items():
+        gap = gap_closed(values[key], floor, ceiling) if key not in REFERENCES else None
+        n = number(row.get("num_samples"))
+        rows.append(
+            [
+                method_cell(key, row),
+                pct(values[key]),
+                *(pct(row.get(c)) for c in extra),
+                n if n is None else int(n),
+                pct(gap, 0),
+            ]
+        )
+        classes.append("head" if key == headline else ("ref" if key in REFERENCES else None))
+    headers = ["Method", metric_label(metric), *map(metric_label, extra)]
+    headers += ["Test images", "Gap closed"]
+    note = tag(
+        "p",
+        f"COCO-style average precision (faster-coco-eval) on the test images; "
+        f"{metric_label(metric)} ranks the rows. A dash: nothing to measure (e.g. no objects of "
+        "that size). Gap closed: share of the gap between no ISP and the clean-image oracle "
+        "that the row closes. Shaded rows are the references.",
+        class_="note",
+    )
+    numeric = range(1, len(headers))
+    return join([table(headers, rows, numeric=numeric, row_classes=classes), note])
+
+
 def _eval_page(eval_dir: Path, out: Path) -> str:
     data = read_json(eval_dir / "eval.json", EVAL_SCHEMA)
     dataset = as_dict(data.get("dataset"))
-    stats = ev.method_stats(as_dict(data.get("methods")))
+    metric = file_metric(data)
+    stats = ev.method_stats(as_dict(data.get("methods")), metric)
     headline = headline_key({k: s.mean for k, s in stats.items()})
     seeds = as_list(data.get("seeds"))
     runs, sources = _seed_runs(eval_dir, as_list(data.get("runs")))
@@ -202,12 +254,12 @@ def _eval_page(eval_dir: Path, out: Path) -> str:
     body = [
         header(title, data, str(eval_dir)),
         standin_notice(dataset),
-        ev.summary(stats, dataset),
-        _section("Results", ev.results_section(stats, headline)),
-        ev.sweeps_section(sweeps, labels, figures, eval_dir),
+        ev.summary(stats, dataset, metric),
+        _section("Results", ev.results_section(stats, headline, metric)),
+        ev.sweeps_section(sweeps, labels, figures, eval_dir, metric),
         conditions_section(data.get("by_condition"), labels),
         _section("Figures", figures_block([p for p in figures if p.stem not in swept], eval_dir)),
-        ev.seed_runs_section(runs, stats, seeds, out, eval_dir),
+        ev.seed_runs_section(runs, stats, seeds, out, eval_dir, metric),
         reproducibility_section(
             data,
             sources=["eval.json", *sources],

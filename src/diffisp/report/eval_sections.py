@@ -31,12 +31,15 @@ from diffisp.report.sections import (
     headline_key,
     method_cell,
     method_label,
+    metric_label,
     phase2_caveat,
     sampling_note,
 )
 
 # Keys of a method row that are not extra {"mean", "std"} columns.
 _CORE_KEYS = {"label", "description", "accuracy", "mean", "std", "num_samples", "gap_closed"}
+# Aggregated metrics beside the headline (eval.json's "secondary"), shown as their own columns.
+_SECONDARY_ORDER = ("map",)
 # Known extra columns: (header, number format, unit, scale). Unknown ones get a header from their
 # key.
 _EXTRA_COLUMNS = {
@@ -64,9 +67,10 @@ class MethodStats:
     std: float | None
 
     @classmethod
-    def of(cls, key: str, row: Any) -> MethodStats:
+    def of(cls, key: str, row: Any, metric: str = "accuracy") -> MethodStats:
+        """``row``'s per-seed values of ``metric`` (the file's headline) and their summary."""
         row = as_dict(row)
-        accs = [a for a in map(number, as_list(row.get("accuracy"))) if a is not None]
+        accs = [a for a in map(number, as_list(row.get(metric))) if a is not None]
         mean = number(row.get("mean"))
         std = number(row.get("std"))
         # Older files may lack the summary; recompute it (sample s.d.) from the per-seed values.
@@ -83,17 +87,20 @@ class MethodStats:
         return pct_pm(self.mean, self.std)
 
 
-def method_stats(methods: Mapping[str, Any]) -> dict[str, MethodStats]:
-    return {key: MethodStats.of(key, row) for key, row in methods.items()}
+def method_stats(methods: Mapping[str, Any], metric: str = "accuracy") -> dict[str, MethodStats]:
+    return {key: MethodStats.of(key, row, metric) for key, row in methods.items()}
 
 
-def summary(stats: Mapping[str, MethodStats], dataset: Mapping[str, Any]) -> Markup | str:
+def summary(
+    stats: Mapping[str, MethodStats], dataset: Mapping[str, Any], metric: str = "accuracy"
+) -> Markup | str:
     """The headline in words: the main row against no ISP, seeds, test images, gap closed."""
     key = headline_key({k: s.mean for k, s in stats.items()})
     if key is None:
         return ""
     head = stats[key]
-    text = f"{method_label(key, head.row)}: {head.text}"
+    named = "" if metric == "accuracy" else f"{metric_label(metric)} "
+    text = f"{method_label(key, head.row)}: {named}{head.text}"
     if "no_isp" in stats and key != "no_isp":
         text += f" vs no ISP {stats['no_isp'].text}"
     n_seeds = len(head.accuracies)
@@ -103,7 +110,11 @@ def summary(stats: Mapping[str, MethodStats], dataset: Mapping[str, Any]) -> Mar
     if n_images is not None:
         text += f", {int(n_images)} test images each"
     if dataset.get("is_standin"):
-        text += " (built-in stand-in data, not CIFAR-10)"
+        text += (
+            " (built-in stand-in data, not CIFAR-10)"
+            if metric == "accuracy"
+            else " (generated stand-in scenes)"
+        )
     text += "."
     sentences = [text]
     if "clean_oracle" in stats:
@@ -124,20 +135,30 @@ def summary(stats: Mapping[str, MethodStats], dataset: Mapping[str, Any]) -> Mar
     if n_seeds:
         sentences.append("Values are mean ± standard deviation across seeds.")
     parts = [tag("p", " ".join(sentences), class_="summary"), phase2_caveat(key, stats)]
-    parts.append(sampling_note(head.mean, n_images))
+    if metric == "accuracy":  # a binomial interval; mAP has none
+        parts.append(sampling_note(head.mean, n_images))
     return join(parts)
 
 
-def results_section(stats: Mapping[str, MethodStats], headline: str | None) -> Markup | str:
+def results_section(
+    stats: Mapping[str, MethodStats], headline: str | None, metric: str = "accuracy"
+) -> Markup | str:
     """One row per method; optional columns appear only when some method has them."""
     if not stats:
         return ""
+    secondary = [
+        name
+        for name in _SECONDARY_ORDER
+        if any(name in as_dict(s.row.get("secondary")) for s in stats.values())
+    ]
     extras: list[str] = []
     for s in stats.values():
         for k, v in s.row.items():
             if k not in _CORE_KEYS and isinstance(v, dict) and "mean" in v and k not in extras:
                 extras.append(k)
-    headers = ["Method", "Accuracy", "Per seed (%)", "Seeds", "Test images / seed", "Gap closed"]
+    label = metric_label(metric)
+    headers = ["Method", label, "Per seed (%)", *(metric_label(n) for n in secondary)]
+    headers += ["Seeds", "Test images / seed", "Gap closed"]
     headers += [_EXTRA_COLUMNS.get(k, (k.replace("_", " ").capitalize(),))[0] for k in extras]
     rows, classes = [], []
     for key, s in stats.items():
@@ -146,6 +167,7 @@ def results_section(stats: Mapping[str, MethodStats], headline: str | None) -> M
             method_cell(key, s.row),
             s.text,
             " ".join(f"{100 * a:.1f}" for a in s.accuracies) or DASH,
+            *(_secondary_text(s.row, n) for n in secondary),
             len(s.accuracies) or DASH,
             fmt(s.row.get("num_samples")),
             pct_pm(gap.get("mean"), gap.get("std"), 0),
@@ -157,7 +179,7 @@ def results_section(stats: Mapping[str, MethodStats], headline: str | None) -> M
         classes.append("head" if key == headline else ("ref" if key in REFERENCES else None))
     note = tag(
         "p",
-        "Accuracy: mean ± s.d. across seeds; per seed in %. Gap closed: share of the gap "
+        f"{label}: mean ± s.d. across seeds; per seed in %. Gap closed: share of the gap "
         "between no ISP and the clean-image oracle that the row closes (100 % = as good as "
         "clean images; it can be negative or exceed 100 %). Shaded rows are the references.",
         class_="note",
@@ -166,8 +188,17 @@ def results_section(stats: Mapping[str, MethodStats], headline: str | None) -> M
     return join([table(headers, rows, numeric=numeric, row_classes=classes), note])
 
 
+def _secondary_text(row: Mapping[str, Any], name: str) -> str:
+    stat = as_dict(as_dict(row.get("secondary")).get(name))
+    return pct_pm(stat.get("mean"), stat.get("std"))
+
+
 def sweeps_section(
-    sweeps: Mapping[str, Any], labels: Mapping[str, str], figures: Sequence[Path], base: Path
+    sweeps: Mapping[str, Any],
+    labels: Mapping[str, str],
+    figures: Sequence[Path],
+    base: Path,
+    metric: str = "accuracy",
 ) -> Markup | str:
     """One table per sweep (rows: parameter values; columns: methods), trained range shaded."""
     sections = []
@@ -202,7 +233,7 @@ def sweeps_section(
             rows.append(cells)
             classes.append("trained" if inside else None)
         headers = [parameter[:1].upper() + parameter[1:], *(labels.get(k, k) for k in methods)]
-        caption = "Accuracy, mean ± s.d. across seeds"
+        caption = f"{metric_label(metric)}, mean ± s.d. across seeds"
         parts.append(
             table(headers, rows, numeric=range(len(headers)), row_classes=classes, caption=caption)
         )
@@ -214,7 +245,12 @@ def sweeps_section(
 
 
 def seed_runs_section(
-    runs: Sequence[SeedRun], stats: Mapping[str, MethodStats], seeds: list, out: Path, base: Path
+    runs: Sequence[SeedRun],
+    stats: Mapping[str, MethodStats],
+    seeds: list,
+    out: Path,
+    base: Path,
+    metric: str = "accuracy",
 ) -> Markup | str:
     """Each seed's own metrics.json, checked against the per-seed values in eval.json."""
     if not runs:
@@ -233,7 +269,7 @@ def seed_runs_section(
         results, timing = as_dict(run.metrics.get("results")), as_dict(run.metrics.get("timing"))
         cells: list[Any] = [tag("a", run.name, href=href), fmt(seed)]
         for k in keys:
-            acc = number(as_dict(results.get(k)).get("accuracy"))
+            acc = number(as_dict(results.get(k)).get(metric))
             listed = _at(stats[k].accuracies, position)
             if None not in (acc, listed) and not math.isclose(acc, listed, abs_tol=1e-6):
                 mismatches.append(f"{run.name} {method_label(k, stats[k].row)}")
@@ -244,7 +280,10 @@ def seed_runs_section(
         rows.append(cells)
     parts = [
         tag("h2", "Per-seed runs"),
-        tag("p", "Accuracies as recorded in each run's own metrics.json (links open it)."),
+        tag(
+            "p",
+            f"{metric_label(metric)} as recorded in each run's own metrics.json (links open it).",
+        ),
         table(headers, rows, numeric=range(1, len(headers))),
     ]
     if mismatches:

@@ -17,6 +17,7 @@ import numpy as np
 from diffisp.isp.chain import ISP, LearnedISP, chain_steps
 from diffisp.isp.raw import conventional_pipeline
 from diffisp.isp.raw_capture import RawCapture
+from diffisp.report.detection_figures import run_detections_figure
 from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig
 
@@ -58,8 +59,11 @@ def samples_figure(
     return _save(fig, path)
 
 
-def training_curves_figure(path: Path, history: Sequence[EpochRecord]) -> Path:
-    """Loss and accuracy per epoch across the phases, with the phase boundaries marked."""
+def training_curves_figure(
+    path: Path, history: Sequence[EpochRecord], metric: str = "accuracy"
+) -> Path:
+    """Loss and the test ``metric`` (the task's headline) per epoch across the phases, with the
+    phase boundaries marked."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(1, len(history) + 1)
     loss = [r.loss for r in history]
@@ -80,12 +84,12 @@ def training_curves_figure(path: Path, history: Sequence[EpochRecord]) -> Path:
             )
         ax.set_xlabel("epoch (all phases)")
         ax.grid(alpha=0.3)
-    ax_loss.set_ylabel("cross-entropy")
-    ax_acc.set_ylabel("accuracy")
+    ax_loss.set_ylabel("cross-entropy" if metric == "accuracy" else "training loss")
+    ax_acc.set_ylabel(metric if metric == "accuracy" else f"{metric} (test), score (train)")
     ax_acc.set_ylim(0, 1)
     ax_loss.legend(fontsize=8)
     ax_acc.legend(loc="lower right", fontsize=8)
-    fig.suptitle("Training curves (test accuracy: test images in the phase's condition)")
+    fig.suptitle(f"Training curves (test {metric}: test images in the phase's condition)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -222,11 +226,12 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
     ax.set_xlabel(
         data["parameter"] + "  (" + ", ".join(f"{k} {v}" for k, v in data["fixed"].items()) + ")"
     )
-    ax.set_ylabel("test accuracy")
+    metric = data.get("metric", "accuracy")  # studies before detection have no "metric"
+    ax.set_ylabel(f"test {metric}")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"Accuracy vs {data['parameter']} (ISP trained once on the shaded range)")
+    ax.set_title(f"{metric} vs {data['parameter']} (ISP trained once on the shaded range)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -343,8 +348,11 @@ class ReportFigures:
         raw = isinstance(inputs, RawCapture)
         dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
         processed = np.asarray(state.isp(inputs))
-        labels = np.asarray(data.test_labels[:n])
-        names = dataset.class_names
+        metric = state.task.headline
+        if metric != "accuracy":  # detection: scenes have boxes, not one label; rows by index
+            labels, names = np.arange(n), [f"scene {i}" for i in range(n)]
+        else:
+            labels, names = np.asarray(data.test_labels[:n]), dataset.class_names
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
         # With mixed capture conditions the six images span the brightness range, darkest first.
         picked = _by_condition(data, 6)
@@ -370,11 +378,17 @@ class ReportFigures:
             )
         else:  # a global ISP: its one parameter set
             isp_figure = parameters_figure(directory / "learned_parameters.png", chain_isp)
+        curves = training_curves_figure(directory / "training_curves.png", state.history, metric)
+        if metric != "accuracy":
+            boxes = run_detections_figure(
+                directory / "detections.png", methods, data, state.task, dataset.class_names
+            )
+            return [f for f in (boxes, curves, isp_figure, *variants) if f is not None]
         figures = [
             samples_figure(
                 directory / "samples.png", np.asarray(data.test_clean[:n]), dark, labels, names
             ),
-            training_curves_figure(directory / "training_curves.png", state.history),
+            curves,
             isp_figure,
             before_after_figure(
                 directory / "before_after.png",

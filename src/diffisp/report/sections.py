@@ -38,6 +38,14 @@ METHOD_LABELS = {
     "learned_isp_phase2": "Learned ISP (phase 2)",
     "clean_oracle": "Clean-image oracle",
 }
+# How tables and sentences name a file's headline metric (its "metric" field); unknown keys
+# are shown as they are.
+METRIC_LABELS = {
+    "accuracy": "Accuracy",
+    "map50": "mAP@0.5",
+    "map": "mAP@[.5:.95]",
+    "map75": "mAP@0.75",
+}
 REFERENCES = ("no_isp", "clean_oracle")  # the floor and ceiling every other row is judged by
 HEADLINE = "learned_isp_phase2"
 
@@ -45,12 +53,27 @@ FIGURE_CAPTIONS = {
     "samples": "Low-light simulation: clean test images, the simulated dark captures, and the "
     "dark ones brightened ×4 for viewing only.",
     "before_after": "Dark test input, the same brightened ×4, and the output of the learned ISP.",
+    "detections": "Detections on dark test scenes: what the clean-trained detector finds with "
+    "no ISP and behind a fixed gamma, and what the jointly trained detector finds behind the "
+    "learned ISP. Red: predicted class and score (score >= 0.3, at most 8 per scene); dashed "
+    "green: ground truth.",
     "training_curves": "Loss and accuracy per epoch across the three phases. Test accuracy is "
     "measured in each phase's own condition: clean images in phase 0, dark images through the "
     "ISP in phases 1 and 2.",
     "learned_parameters": "Learned ISP parameters: tone curve against the identity, colour "
     "correction matrix, and every scalar parameter.",
 }
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def file_metric(data: Mapping[str, Any]) -> str:
+    """The key of the metric that ranks a ``metrics.json``/``eval.json``'s rows; files written
+    before the ``"metric"`` field existed are classification files (``"accuracy"``)."""
+    metric = data.get("metric")
+    return metric if isinstance(metric, str) and metric else "accuracy"
 
 
 def as_dict(value: Any) -> dict:
@@ -106,15 +129,25 @@ def header(title: str, data: Mapping[str, Any], source: str) -> Markup:
 
 
 def standin_notice(dataset: Mapping[str, Any]) -> Markup | str:
-    """The prominent warning that the numbers are not CIFAR-10 numbers."""
+    """The prominent warning that the numbers are not CIFAR-10 (or real detection) numbers."""
     if not dataset.get("is_standin"):
         return ""
     description = dataset.get("description")
-    text = join(
-        [
+    if dataset.get("name") == "scenes":
+        lead = [
+            tag("strong", "Stand-in data: generated scenes, NOT a real detection benchmark."),
+            "These mAPs say whether the pipeline works; they are not comparable with COCO, "
+            "VOC or LOD results.",
+        ]
+    else:
+        lead = [
             tag("strong", "Stand-in data: built-in stand-in data set, NOT CIFAR-10."),
             "These accuracies say whether the pipeline works; they are not comparable with "
             "CIFAR-10 results.",
+        ]
+    text = join(
+        [
+            *lead,
             Markup("<br>") if isinstance(description, str) else "",
             esc(description[:1].upper() + description[1:]) if isinstance(description, str) else "",
         ],

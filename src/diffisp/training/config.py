@@ -11,10 +11,12 @@ from typing import Any
 
 from diffisp.data.conditions import MixedConditions
 from diffisp.data.degrade import LowLight
+from diffisp.data.detection_loader import absolute_detection_spec, is_detection_spec
 from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError
 from diffisp.isp.chain import RAW_FRONT, parse_stage_list, split_raw_front
+from diffisp.models.task import TASKS
 from diffisp.ops.raw import BAYER_PATTERNS
 from diffisp.training.variants import parse_variant
 
@@ -32,6 +34,10 @@ class TrainConfig:
     """
 
     data: str = "auto"
+    # The downstream task (a key of diffisp.models.task.TASKS): "classify" takes classification
+    # data (auto, cifar10, builtin, folder:PATH), "detect" detection data (scenes, coco:PATH,
+    # voc:ROOT).
+    task: str = "classify"
     data_dir: str | None = None
     num_train: int = 512
     num_test: int = 128
@@ -126,6 +132,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string; got {getattr(self, name)!r}")
         object.__setattr__(self, "data", _absolute_folder_spec(self.data))
+        self._check_task()
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
         for name in ("adaptive", "gates"):
@@ -165,6 +172,27 @@ class TrainConfig:
         except ConfigError as exc:
             raise ConfigError(f"mixed conditions (mixed_* keys): {exc}") from None
         object.__setattr__(self, "mixed_brightness", mixed.brightness)
+
+    def _check_task(self) -> None:
+        if not isinstance(self.task, str) or self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        detection_data = is_detection_spec(self.data)
+        if self.task == "detect" and not detection_data:
+            raise ConfigError(
+                f"--task detect needs detection data (--data scenes | coco:PATH | voc:ROOT); "
+                f"got {self.data!r}"
+            )
+        if self.task != "detect" and detection_data:
+            raise ConfigError(
+                f"data {self.data!r} is a detection data set: add --task detect, or give "
+                "classification data (--data auto | cifar10 | builtin | folder:PATH)"
+            )
+        if self.task == "detect" and self.image_size % DETECTOR_MULTIPLE:
+            raise ConfigError(
+                f"--task detect needs an image_size that is a multiple of {DETECTOR_MULTIPLE} "
+                f"(the detector's backbone stride); got {self.image_size}"
+            )
+        object.__setattr__(self, "data", absolute_detection_spec(self.data))
 
     def _check_input(self, stages: tuple[str, ...]) -> None:
         if self.input not in ("srgb", "raw"):
@@ -284,6 +312,8 @@ MAX_CONFIG_BYTES = 1 << 20
 # Float32 image copies a run holds at once: the loaded data set, and clean and darkened
 # copies on the device (on a CPU backend, also host memory).
 RUN_COPIES = 3
+# The detector's deepest stride: its input side must be a multiple of it.
+DETECTOR_MULTIPLE = 16
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference's QUICK_MODE: 512 train / 128 test, 1 + 1 epochs, plus a short phase 0.

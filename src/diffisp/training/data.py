@@ -17,6 +17,7 @@ import numpy as np
 from diffisp.data import Dataset
 from diffisp.data.conditions import capture_mixed
 from diffisp.data.degrade import LowLight, darken
+from diffisp.data.detection import DetectionDataset
 from diffisp.data.unprocess import UnprocessConfig, unprocess
 from diffisp.errors import ConfigError, DataError
 from diffisp.isp.raw_capture import RawCapture
@@ -102,12 +103,27 @@ def capture_with_conditions(
     return dark, {name: np.asarray(values) for name, values in conditions.items()}
 
 
-def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
-    """Darken the data set once, deterministically from ``cfg.seed``, and put it on the device."""
-    if len(dataset.train_labels) < cfg.batch_size:
+def dataset_targets(dataset: Dataset | DetectionDataset, split: str) -> Any:
+    """The task targets of a split (``"train"`` or ``"test"``) as device arrays: int32 class
+    indices ``(N,)`` for a :class:`Dataset`; for a :class:`DetectionDataset`
+    ``{"boxes": (N, M, 4) float32, "labels": (N, M) int32 (-1 = padding), "difficult": (N, M)
+    bool}``, what :class:`~diffisp.models.detection.Detection` takes."""
+    if isinstance(dataset, DetectionDataset):
+        return {
+            "boxes": jnp.asarray(getattr(dataset, f"{split}_boxes"), jnp.float32),
+            "labels": jnp.asarray(getattr(dataset, f"{split}_labels"), jnp.int32),
+            "difficult": jnp.asarray(getattr(dataset, f"{split}_difficult"), bool),
+        }
+    return jnp.asarray(getattr(dataset, f"{split}_labels"), jnp.int32)
+
+
+def prepare_data(dataset: Dataset | DetectionDataset, cfg: TrainConfig) -> RunData:
+    """Darken the data set once, deterministically from ``cfg.seed``, and put it on the device
+    (a detection data set's targets as :func:`dataset_targets` builds them)."""
+    num_train = len(dataset.train_images)
+    if num_train < cfg.batch_size:
         raise DataError(
-            f"the training set has {len(dataset.train_labels)} images, fewer than one batch "
-            f"({cfg.batch_size})"
+            f"the training set has {num_train} images, fewer than one batch ({cfg.batch_size})"
         )
     key = jax.random.key(cfg.seed)
     train_clean = jnp.asarray(dataset.train_images, jnp.float32)
@@ -119,10 +135,10 @@ def prepare_data(dataset: Dataset, cfg: TrainConfig) -> RunData:
     return RunData(
         train_clean=train_clean,
         train_dark=train_dark,
-        train_labels=jnp.asarray(dataset.train_labels, jnp.int32),
+        train_labels=dataset_targets(dataset, "train"),
         test_clean=test_clean,
         test_dark=test_dark,
-        test_labels=jnp.asarray(dataset.test_labels, jnp.int32),
+        test_labels=dataset_targets(dataset, "test"),
         num_classes=dataset.num_classes,
         test_conditions=test_conditions,
     )

@@ -22,7 +22,7 @@ from flax import nnx
 from diffisp.isp.adaptive import AdaptiveISP
 from diffisp.isp.chain import ISP, LearnedISP, split_raw_front
 from diffisp.isp.raw import build_raw_isp
-from diffisp.models.task import CLASSIFY, Task
+from diffisp.models.task import CLASSIFY, TASKS, Task
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
 
@@ -174,8 +174,10 @@ class TrainState:
     snapshots: dict[str, nnx.Module] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, cfg: TrainConfig, num_classes: int, task: Task = CLASSIFY) -> TrainState:
-        """A fresh state: identity ISP, a model initialised from ``cfg.seed``."""
+    def create(cls, cfg: TrainConfig, num_classes: int, task: Task | None = None) -> TrainState:
+        """A fresh state: identity ISP, a model initialised from ``cfg.seed``; the task is
+        ``cfg.task``'s (:data:`~diffisp.models.task.TASKS`) unless one is given."""
+        task = TASKS[cfg.task] if task is None else task
         rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT))
         model = task.build_model(num_classes, rngs=rngs)
         return cls(cfg, Learner(build_isp(cfg), model), num_classes, task)

@@ -1,0 +1,155 @@
+"""``load_detection``: one entry point for the detection data sources, by spec string.
+
+Specs:
+
+* ``scenes``: the generated offline stand-in (:func:`~diffisp.data.scenes.load_scenes`);
+* ``coco:PATH``: a COCO ``instances`` JSON. PATH is a folder holding ``instances.json`` or the
+  JSON file itself; image ``file_name`` values are relative to the folder's ``images/``
+  subfolder when it has one (the layout :func:`~diffisp.data.scenes.write_scenes_coco` writes),
+  else to the folder itself;
+* ``voc:ROOT``: a Pascal VOC folder (``Annotations/``, ``JPEGImages/``).
+
+For COCO and VOC data ``num_train``/``num_test`` take seeded subsets of the reader's splits;
+asking for more images than a split has is a :class:`DataError`, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from diffisp.data._common import check_count, check_image_size, check_int
+from diffisp.data.coco import load_coco
+from diffisp.data.detection import SPLITS, DetectionDataset
+from diffisp.data.folder import absolute_root
+from diffisp.data.scenes import load_scenes
+from diffisp.data.voc import load_voc
+from diffisp.errors import ConfigError, DataError, InputTypeError
+
+DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
+COCO_JSON = "instances.json"
+
+
+def is_detection_spec(spec: str) -> bool:
+    """Whether ``spec`` names a detection source (``scenes``, ``coco:...``, ``voc:...``)."""
+    kind, sep, _ = spec.strip().partition(":")
+    kind = kind.lower()
+    return kind == "scenes" if not sep else kind in ("coco", "voc")
+
+
+def absolute_detection_spec(spec: str) -> str:
+    """``coco:PATH`` / ``voc:ROOT`` with the path made absolute (``~`` expanded); other specs
+    unchanged. A saved run's config then names the same data from any directory."""
+    kind, sep, path = spec.strip().partition(":")
+    if kind.lower() not in ("coco", "voc") or not sep or not path.strip():
+        return spec
+    return f"{kind.lower()}:{absolute_root(path.strip())}"
+
+
+def coco_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(instances JSON, images folder)`` of a ``coco:PATH`` spec (see module docstring)."""
+    path = absolute_root(path)
+    if path.is_dir():
+        annotations, base = path / COCO_JSON, path
+        if not annotations.is_file():
+            raise DataError(f"{path} holds no {COCO_JSON}; pass the JSON file as coco:FILE.json")
+    else:
+        annotations, base = path, path.parent
+        if not annotations.is_file():
+            raise DataError(f"COCO annotations {annotations} do not exist")
+    images = base / "images"
+    return annotations, images if images.is_dir() else base
+
+
+def load_detection(
+    spec: str,
+    *,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    seed: int = 0,
+    image_size: int = 64,
+) -> DetectionDataset:
+    """Load a detection data set by spec (see module docstring).
+
+    Args:
+      spec: ``"scenes"``, ``"coco:PATH"`` or ``"voc:ROOT"``.
+      num_train, num_test: images per split (``None``: all of a COCO/VOC split; 2000/500
+        scenes). Positive ints.
+      seed: seeds the scenes, a seeded split when the data have none, and the subsets.
+      image_size: side of the letterboxed square images (>= 8).
+
+    Returns:
+      A :class:`DetectionDataset`.
+
+    Raises:
+      InputTypeError: ``spec`` not a str. ConfigError: an unknown spec or a bad argument.
+      DataError: data missing or malformed, or fewer images than asked for.
+    """
+    if not isinstance(spec, str):
+        raise InputTypeError(f"spec must be a str such as 'scenes'; got {type(spec).__name__}")
+    num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
+    seed = check_int(seed, "seed", minimum=0)
+    image_size = check_image_size(image_size)
+    kind, _, argument = spec.strip().partition(":")
+    kind, argument = kind.lower(), argument.strip()
+    if not is_detection_spec(spec):
+        raise ConfigError(
+            f"unknown detection data spec {spec!r}; valid specs: "
+            f"{', '.join(map(repr, DETECTION_SPECS))}"
+        )
+    if kind == "scenes":
+        return load_scenes(
+            2000 if num_train is None else num_train,
+            500 if num_test is None else num_test,
+            image_size=image_size,
+            seed=seed,
+        )
+    if not argument:
+        raise ConfigError(f"spec '{kind}:' needs a path, e.g. '{kind}:~/data'")
+    if kind == "coco":
+        annotations, images = coco_paths(argument)
+        dataset = load_coco(annotations, images, image_size=image_size, seed=seed)
+    else:
+        dataset = load_voc(argument, image_size=image_size, seed=seed)
+    return subset_detection(dataset, num_train, num_test, seed)
+
+
+def subset_detection(
+    dataset: DetectionDataset, num_train: int | None, num_test: int | None, seed: int
+) -> DetectionDataset:
+    """``dataset`` cut to ``num_train``/``num_test`` images per split (``None``: all), drawn
+    with ``numpy.random.default_rng(seed)`` and kept in the reader's order.
+
+    Raises:
+      DataError: a split has fewer images than asked for.
+    """
+    wanted = {"train": num_train, "test": num_test}
+    changes: dict[str, object] = {}
+    rng = np.random.default_rng(seed)
+    for split in SPLITS:
+        have, want = len(getattr(dataset, f"{split}_images")), wanted[split]
+        if want is None or want == have:
+            continue
+        if want > have:
+            raise DataError(
+                f"{dataset.name}: asked for {want} {split} images (--num-{split}) but its "
+                f"{split} split has {have}; lower --num-{split}"
+            )
+        keep = np.sort(rng.permutation(have)[:want])
+        for field in ("images", "boxes", "labels", "difficult"):
+            changes[f"{split}_{field}"] = np.array(getattr(dataset, f"{split}_{field}")[keep])
+        info = getattr(dataset, f"{split}_info")
+        changes[f"{split}_info"] = tuple(info[i] for i in keep)
+    return dataclasses.replace(dataset, **changes) if changes else dataset
+
+
+__all__ = [
+    "DETECTION_SPECS",
+    "absolute_detection_spec",
+    "coco_paths",
+    "is_detection_spec",
+    "load_detection",
+    "subset_detection",
+]
