@@ -286,6 +286,7 @@ def test_run_figures_pick_the_isp_figure_by_kind_not_by_class(tmp_path, saved_fi
     and a decisions figure for each per-image variant (none for a global variant)."""
     from types import SimpleNamespace
 
+    from diffisp.models.task import CLASSIFY
     from diffisp.report.figures import FIGURES
     from diffisp.training.state import EpochRecord
 
@@ -300,7 +301,7 @@ def test_run_figures_pick_the_isp_figure_by_kind_not_by_class(tmp_path, saved_fi
         for key, isp in (("global_full", global_isp), ("adaptive_l1", adaptive_isp))
     ]
     for isp, main_figure in ((global_isp, "learned_parameters"), (adaptive_isp, None)):
-        state = SimpleNamespace(history=history, isp=isp)
+        state = SimpleNamespace(history=history, isp=isp, task=CLASSIFY)
         outcome = SimpleNamespace(state=state, data=data, methods=variants)
         paths = FIGURES.run(tmp_path, outcome, dataset, results)
         stems = [p.stem for p in paths]

@@ -355,7 +355,7 @@ class ReportFigures:
             labels, names = np.asarray(data.test_labels[:n]), dataset.class_names
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
         # With mixed capture conditions the six images span the brightness range, darkest first.
-        picked = _by_condition(data, 6)
+        picked = _by_condition(data, 6) if metric == "accuracy" else None
         shown = inputs if picked is None else jax.tree.map(lambda a: a[picked], data.test_dark)
         shown_labels = labels[:6] if picked is None else np.asarray(data.test_labels)[picked]
         variants = [
