@@ -1,0 +1,173 @@
+"""The ``diffisp`` command.
+
+Every deliberate error (bad input, bad config, corrupt file) and every failed file operation
+(read-only or full disk, a path under a file) prints one line naming the problem and exits with
+status 2; ``--debug`` shows the traceback and the full message instead. Ctrl-C exits with 130
+after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 130 at once.
+``train --resume`` of a finished run says so and exits 0 (there is nothing left to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from diffisp.cli.args import _add_run_options, _path, config_from_args, config_overrides
+from diffisp.cli.commands import (
+    _print_results,
+    cmd_apply,
+    cmd_bench,
+    cmd_eval,
+    cmd_report,
+    cmd_scenes,
+    cmd_train,
+)
+from diffisp.errors import ConfigError, DiffispError
+
+# Longer messages are cut at the CLI boundary (orbax errors carry kilobytes of TensorStore JSON).
+MESSAGE_CHARS = 400
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffisp",
+        description="Learn a camera ISP end to end for a downstream vision model (classifier or detector).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train and evaluate on built-in data (quick by default)")
+    _add_run_options(demo, default_preset="quick")
+    demo.set_defaults(func=cmd_train)
+
+    train = sub.add_parser("train", help="run the three-phase training protocol")
+    _add_run_options(train, default_preset="full")
+    train.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument(
+        "--frozen-model",
+        type=_path,
+        metavar="CHECKPOINT",
+        help="train only an ISP (phase 1 + warm-up) for the saved model of a run, left unchanged",
+    )
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="multi-seed study (protocol + baselines + sweeps), or a saved model's accuracy",
+        description="With --seeds N: train and evaluate the whole protocol for seeds 0..N-1 and "
+        "write eval.json, sweep figures and report.html. With --checkpoint: the accuracy of a "
+        "saved ISP + CNN on its run's test set.",
+    )
+    _add_run_options(ev, default_preset="full")
+    ev.add_argument("--seeds", type=int, help="number of seeds (0..N-1) for the study")
+    ev.add_argument("--resume", action="store_true", help="continue a study in --out")
+    ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
+    ev.set_defaults(func=cmd_eval)
+
+    apply = sub.add_parser("apply", help="run a saved ISP over image or RAW files, write PNGs")
+    apply.add_argument("images", nargs="*", type=_path)
+    apply.add_argument("--raw", nargs="+", type=_path, metavar="FILE", help="Bayer RAW files")
+    apply.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
+    apply.add_argument(
+        "--conventional",
+        action="store_true",
+        help="with --raw and no checkpoint: the conventional camera pipeline alone",
+    )
+    apply.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bits per sample")
+    apply.add_argument("--out", type=_path, default=Path("isp_out"))
+    apply.add_argument(
+        "--max-pixels",
+        type=int,
+        default=64_000_000,
+        help="refuse larger images before decoding them (default 64e6, about 8000x8000)",
+    )
+    apply.add_argument("--tile", type=int, default=1024, help="tile side for large images")
+    apply.set_defaults(func=cmd_apply)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
+    report.add_argument("run_dir", type=_path, metavar="RUN_DIR", help="run or evaluation dir")
+    report.add_argument("--out", type=_path, help="HTML file (default RUN_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
+    bench.add_argument(
+        "--num-train", type=int, help="images per epoch (default 2048; --task detect 256)"
+    )
+    bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
+    bench.add_argument(
+        "--out",
+        type=_path,
+        default=Path("bench.json"),
+        help="JSON file, or a directory for DIR/bench.json",
+    )
+    bench.add_argument(
+        "--raw",
+        nargs="?",
+        const="synthetic",
+        metavar="FILE",
+        help="instead: full-resolution RAW rendering, diffisp vs rawpy (FILE tiled up, or a "
+        "synthetic mosaic)",
+    )
+    bench.add_argument("--raw-size", default="3000x4000", help="HEIGHTxWIDTH for --raw")
+    bench.add_argument(
+        "--task",
+        choices=("classify", "detect"),
+        default="classify",
+        help="detect: detector training/inference throughput on the scenes (--image-size, "
+        "default 64; --num-train, default here 256)",
+    )
+    bench.add_argument("--image-size", type=int, help="with --task detect (default 64)")
+    bench.set_defaults(func=cmd_bench)
+
+    scenes = sub.add_parser(
+        "scenes", help="write the stand-in detection scenes as COCO (load with --data coco:OUT)"
+    )
+    scenes.add_argument("out", type=_path, metavar="OUT", help="folder to write")
+    scenes.add_argument("--num-train", type=int, default=2000)
+    scenes.add_argument("--num-test", type=int, default=500)
+    scenes.add_argument("--image-size", type=int, default=64)
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.set_defaults(func=cmd_scenes)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line of at most :data:`MESSAGE_CHARS` characters."""
+    if isinstance(exc, OSError) and not isinstance(exc, DiffispError):
+        from diffisp.util.io import describe_os_error
+
+        text = describe_os_error(exc)
+    else:
+        text = str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if len(text) > MESSAGE_CHARS:
+        text = text[:MESSAGE_CHARS] + " ... (--debug shows the full message)"
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args.func(args) or 0)
+    except (DiffispError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"diffisp: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffisp: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = [
+    "ConfigError",
+    "_print_results",
+    "build_parser",
+    "config_from_args",
+    "config_overrides",
+    "main",
+]

@@ -1,0 +1,325 @@
+"""The commands' bodies: each takes the parsed arguments and returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffisp.cli.args import config_from_args, config_overrides
+from diffisp.errors import ConfigError
+
+
+def cmd_scenes(args: argparse.Namespace) -> int:
+    from diffisp.experiments.detection_commands import write_scenes
+
+    write_scenes(args.out, args.num_train, args.num_test, args.image_size, args.seed)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from diffisp.experiments.bench import print_bench, run_bench
+    from diffisp.util.io import atomic_write_json, check_output_file
+
+    if args.num_train is None:
+        args.num_train = 256 if args.task == "detect" else 2048
+    if args.num_train < 64 or args.epochs < 1:
+        raise ConfigError("bench needs --num-train >= 64 and --epochs >= 1")
+    args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
+    if args.raw is not None:
+        return _bench_raw(args)
+    if args.task == "detect":
+        from diffisp.experiments.detection_commands import bench_detection
+
+        return bench_detection(args)
+    result = run_bench(num_train=args.num_train, epochs=args.epochs)
+    print_bench(result)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_raw(args: argparse.Namespace) -> int:
+    from diffisp.experiments.raw_bench import bench_raw, print_raw_bench
+    from diffisp.util.io import atomic_write_json
+
+    try:
+        height, width = (int(v) for v in args.raw_size.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--raw-size must be HEIGHTxWIDTH; got {args.raw_size!r}") from None
+    if height < 32 or width < 32 or height % 2 or width % 2:  # LibRaw refuses tiny images
+        raise ConfigError(f"--raw-size needs even sides >= 32; got {args.raw_size!r}")
+    source = None if args.raw == "synthetic" else Path(args.raw)
+    result = bench_raw(source, height=height, width=width)
+    print_raw_bench(result)
+    atomic_write_json(args.out, {"schema": "diffisp.bench-raw/1", "raw": result})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _print_results(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ds, metric = metrics["dataset"], metrics.get("metric", "accuracy")
+    table = Table(
+        title=f"Test {metric} on {ds['name']} ({ds['num_test']} test images, "
+        f"seed {metrics['seed']})"
+    )
+    # Detection: mAP@[.5:.95] beside the headline mAP@0.5.
+    columns = [metric, *(["map"] if metric != "accuracy" else [])]
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("gap closed", justify="right")
+    table.add_column("what goes in")
+    for row in metrics["results"].values():
+        gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
+        values = [_percent(row.get(c)) for c in columns]
+        table.add_row(row["label"], *values, gap, row["description"])
+    Console().print(table)
+
+
+def _percent(value: Any, digits: int = 1) -> str:
+    """A metric in [0, 1] as a percentage; a dash for a missing or NaN value."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.{digits}%}"
+
+
+# Options that describe the run itself: with --resume they come from the run's config.json.
+_RESUME_KEEPS = frozenset({"argv", "command", "debug", "func", "no_progress", "resume"})
+
+
+def _ignored_by_resume(args: argparse.Namespace) -> list[str]:
+    """The options given with ``--resume`` that would change the run (and so are refused)."""
+    from diffisp.cli import build_parser  # the parser names these commands: import it late
+
+    defaults = vars(build_parser().parse_args([args.command]))
+    return [
+        "--quick/--full" if key == "preset" else "--" + key.replace("_", "-")
+        for key, value in vars(args).items()
+        if key not in _RESUME_KEEPS and value != defaults.get(key)
+    ]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from diffisp.experiments.run import default_run_dir, is_finished, run_experiment
+    from diffisp.report.figures import FIGURES
+
+    command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
+    resume = getattr(args, "resume", None)
+    if getattr(args, "frozen_model", None) is not None:
+        return _train_frozen(args, command)
+    if resume is not None:
+        ignored = _ignored_by_resume(args)
+        if ignored:
+            raise ConfigError(
+                f"--resume continues {resume} as configured in its config.json; it would ignore "
+                f"{', '.join(ignored)} (start a new run with --out to change them)"
+            )
+        if is_finished(resume):
+            print(f"{resume} is already finished (metrics.json written); nothing to resume")
+            return 0
+        metrics = run_experiment(
+            None,
+            resume,
+            resume=True,
+            command=command,
+            progress=not args.no_progress,
+            figures=FIGURES,
+        ).metrics
+        out = resume
+    else:
+        cfg = config_from_args(args)
+        out = args.out or default_run_dir()
+        metrics = run_experiment(
+            cfg, out, command=command, progress=not args.no_progress, figures=FIGURES
+        ).metrics
+    _print_results(metrics)
+    print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
+    print(
+        f"train time {metrics['timing']['train_seconds']:.1f} s, "
+        f"total {metrics['timing']['total_seconds']:.1f} s"
+    )
+    return 0
+
+
+def _train_frozen(args: argparse.Namespace, command: str) -> int:
+    from diffisp.experiments.frozen import run_frozen_model
+    from diffisp.experiments.run import default_run_dir
+
+    if args.resume is not None or args.config is not None:
+        raise ConfigError("--frozen-model takes neither --resume nor --config")
+    out = args.out or default_run_dir()
+    overrides = config_overrides(args)
+    result = run_frozen_model(args.frozen_model, overrides, out, command=command)
+    key, rows = result["metric"], result["results"]
+    print(f"ISP trained for the frozen model of {result['checkpoint']} ({key}, test set):")
+    for name, label in (
+        ("model_alone", "frozen model on dark images"),
+        ("model_with_isp", "learned ISP + frozen model"),
+        ("model_on_clean", "frozen model on clean images"),
+    ):
+        print(f"  {label:30s} {rows[name][key]:.1%}")
+    print(f"output: {out} (model/: the ISP with the unchanged model; frozen.json)")
+    return 0
+
+
+def _model_dir(path: Path) -> Path:
+    return path / "model" if (path / "model").is_dir() else path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.checkpoint is None:
+        return cmd_study(args)
+    return cmd_eval_checkpoint(args)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from diffisp.experiments.study import headline, run_study
+    from diffisp.report.figures import FIGURES
+
+    if args.seeds is None or args.seeds < 1:
+        raise ConfigError("diffisp eval needs --seeds N (N >= 1) or --checkpoint RUN_DIR")
+    if args.out is None:
+        raise ConfigError("diffisp eval --seeds needs --out DIR for the study")
+    cfg = config_from_args(args)
+    command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
+    study = run_study(
+        cfg,
+        range(args.seeds),
+        args.out,
+        resume=args.resume,
+        command=command,
+        progress=not args.no_progress,
+        figures=FIGURES,
+    )
+    _print_study(study)
+    for line in headline(study):
+        print(line)
+    from diffisp.report.build import build_report
+
+    print(f"report: {build_report(args.out)}")
+    return 0
+
+
+def _print_study(study: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ds, n = study["dataset"], len(study["seeds"])
+    table = Table(
+        title=f"{ds['name']}: mean ± std over {n} seed(s), {ds['num_test']} test images per seed"
+    )
+    metric = study.get("metric", "accuracy")
+    secondary = sorted({k for row in study["methods"].values() for k in row.get("secondary", {})})
+    for column in ("method", metric, *secondary, "gap closed"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in study["methods"].values():
+        gap = row["gap_closed"]
+        extra = [row.get("secondary", {}).get(k) for k in secondary]
+        table.add_row(
+            row["label"],
+            f"{_percent(row['mean'])} ± {_percent(row['std'])}",
+            *("" if e is None else f"{_percent(e['mean'])} ± {_percent(e['std'])}" for e in extra),
+            "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
+        )
+    Console().print(table)
+
+
+def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
+    from diffisp.experiments.run import load_run_data
+    from diffisp.isp.raw import conventional_pipeline
+    from diffisp.models.evaluate import evaluate
+    from diffisp.models.task import TASKS
+    from diffisp.training.checkpoint import load_model
+    from diffisp.training.config import TrainConfig
+    from diffisp.training.data import prepare_data
+
+    isp, model, meta = load_model(_model_dir(args.checkpoint))
+    values = dict(meta["config"])
+    if args.brightness is not None:
+        values["brightness"] = list(args.brightness)
+    if args.noise_sigma is not None:
+        values["noise_sigma"] = args.noise_sigma
+    cfg = TrainConfig.from_dict(values)
+    run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
+    data = prepare_data(load_run_data(cfg, run_dir), cfg)
+    n = int(data.test_clean.shape[0])
+    task = TASKS[cfg.task]
+    with_isp = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)[task.headline]
+    # RAW input: "without" is the conventional camera pipeline (a model cannot read a mosaic).
+    transform = conventional_pipeline if data.raw else None
+    without = evaluate(model, data.test_dark, data.test_labels, transform=transform, task=task)[
+        task.headline
+    ]
+    print(
+        f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
+        f"noise sigma {cfg.noise_sigma}"
+    )
+    named = "" if task.headline == "accuracy" else f"{task.headline} "
+    print(f"learned ISP + CNN: {named}{with_isp:.1%}")
+    label = "conventional pipeline" if data.raw else "no ISP"
+    print(f"same CNN, {label}:  {named}{without:.1%}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from diffisp.data import load_image
+    from diffisp.experiments.apply import check_pixel_count, plan_outputs, run_isp_tiled
+    from diffisp.experiments.apply_raw import png_bytes
+    from diffisp.training.checkpoint import load_model
+    from diffisp.util.io import atomic_write_bytes, check_output_path
+
+    if args.max_pixels < 1 or args.tile < 1:
+        raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
+    if bool(args.images) == bool(args.raw):
+        raise ConfigError("apply takes image files or --raw FILE..., one of the two")
+    if args.conventional and (args.checkpoint is not None or not args.raw):
+        raise ConfigError("--conventional goes with --raw FILE... and no --checkpoint")
+    if args.checkpoint is None and not args.conventional:
+        raise ConfigError("apply needs --checkpoint (or, with --raw, --conventional)")
+    check_output_path(args.out, directory=True, what="output directory")
+    if args.raw:
+        return _apply_raw(args)
+    plan = plan_outputs(args.images, args.out)  # every name decided before any work
+    for path in plan:
+        check_pixel_count(path, args.max_pixels)
+    isp, _, _ = load_model(_model_dir(args.checkpoint))
+    args.out.mkdir(parents=True, exist_ok=True)  # only once every input passed its checks
+    for path, target in plan.items():
+        out = run_isp_tiled(isp, load_image(path), tile=args.tile)
+        atomic_write_bytes(target, png_bytes(out, args.bits))
+        print(f"{path} -> {target}")
+    return 0
+
+
+def _apply_raw(args: argparse.Namespace) -> int:
+    from diffisp.experiments.apply_raw import apply_raw_files
+    from diffisp.training.checkpoint import load_model
+
+    isp = None if args.conventional else load_model(_model_dir(args.checkpoint))[0]
+    apply_raw_files(
+        args.raw,
+        args.out,
+        isp,
+        bits=args.bits,
+        tile=args.tile,
+        max_pixels=args.max_pixels,
+        warn=lambda message: print(f"diffisp: warning: {message}", file=sys.stderr),
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from diffisp.report.build import build_report
+    from diffisp.util.io import check_output_file
+
+    if args.out is not None:
+        args.out = check_output_file(args.out, "report.html", what="report")
+
+    print(f"report: {build_report(args.run_dir, args.out)}")
+    return 0
