@@ -33,7 +33,7 @@ MESSAGE_CHARS = 400
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffisp",
-        description="Learn a camera ISP end to end for a downstream vision model (classifier or detector).",
+        description="Learn a camera ISP end to end for a downstream classifier or detector.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
