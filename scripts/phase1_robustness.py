@@ -18,8 +18,8 @@ import numpy as np
 from diffisp.data import load_dataset
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
-from diffisp.training.loop import train
-from diffisp.training.state import TrainState, detached_copy
+from diffisp.training.loop import train, train_from_model
+from diffisp.training.state import TrainState
 from diffisp.util.io import atomic_write_json
 
 
@@ -49,13 +49,9 @@ def main() -> None:
         clean = TrainState.create(dataclasses.replace(cfg, epochs_isp=0), data.num_classes)
         clean = train(clean, data)  # phase 0 only
         for warmup in args.warmups:
-            state = TrainState.create(
-                dataclasses.replace(cfg, isp_warmup_epochs=warmup), data.num_classes
+            state = train_from_model(
+                dataclasses.replace(cfg, isp_warmup_epochs=warmup), clean.model_after_phase0, data
             )
-            state.learner.model = detached_copy(clean.model_after_phase0)
-            state.snapshots["cnn_clean"] = clean.model_after_phase0
-            state.position = (1, 0)
-            state = train(state, data)
             acc = state.history[-1].test_acc
             results[str(warmup)].append(acc)
             print(f"seed {seed} warm-up {warmup}: phase 1 test accuracy {acc:.1%}", flush=True)

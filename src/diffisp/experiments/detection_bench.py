@@ -26,8 +26,8 @@ from diffisp.experiments.usage import best_seconds
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
+from diffisp.training.loop import train_epoch_of
 from diffisp.training.state import PHASES, TrainState
-from diffisp.training.step import train_one_epoch
 
 DETECTION_BENCH_SCHEMA = "diffisp.bench-detect/1"
 DEFAULT_IMAGE_SIZE = 64  # the scenes' default side
@@ -61,29 +61,13 @@ def run_detection_bench(
     training = {}
     for phase in PHASES:
         log(f"training, phase {phase.index} ({phase.name})")
-        images = data.train_dark if phase.dark_input else data.train_clean
         state.optimizer = state.new_optimizer(phase, data.num_train)
-
-        def epoch_of(epoch: int, phase=phase, images=images) -> None:
-            state.learner, state.optimizer, _, _ = train_one_epoch(
-                state.learner,
-                state.optimizer,
-                phase,
-                images,
-                data.train_labels,
-                task=state.task,
-                seed=cfg.seed,
-                epoch=epoch,
-                batch_size=cfg.batch_size,
-                bn_calibration=cfg.bn_calibration,
-            )
-
         start = time.perf_counter()
-        epoch_of(0)
+        train_epoch_of(state, data, phase, 0)
         first = time.perf_counter() - start
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):
-            epoch_of(epoch)
+            train_epoch_of(state, data, phase, epoch)
         elapsed = time.perf_counter() - start
         seen = epochs * (data.num_train // cfg.batch_size) * cfg.batch_size
         training[f"phase{phase.index}"] = {

@@ -25,8 +25,8 @@ from diffisp.models.evaluate import evaluate
 from diffisp.training.checkpoint import load_model, save_model
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import RunData, prepare_data
-from diffisp.training.loop import train
-from diffisp.training.state import TrainState, detached_copy
+from diffisp.training.loop import train_from_model
+from diffisp.training.state import TrainState
 from diffisp.util.io import atomic_write_json, check_output_path
 
 
@@ -38,12 +38,8 @@ def train_isp_for(model: nnx.Module, data: RunData, cfg: TrainConfig) -> TrainSt
     is left as it was).
     """
     cfg = dataclasses.replace(cfg, epochs_clean=0, epochs_joint=0)
-    state = TrainState.create(cfg, data.num_classes)
-    state.learner.model = detached_copy(model)
-    state.snapshots["cnn_clean"] = model
-    state.position = (1, 0)
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
-    state = train(state, data)
+    state = train_from_model(cfg, model, data)
     after = jax.tree.map(np.asarray, nnx.state(state.model, nnx.Param))
     if not all(jax.tree.leaves(jax.tree.map(np.array_equal, before, after))):
         raise AssertionError("the frozen model's parameters changed")  # the core's promise

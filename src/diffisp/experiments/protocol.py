@@ -25,8 +25,8 @@ from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training import keys
 from diffisp.training.data import RunData, capture_low_light
-from diffisp.training.loop import finetune_model, train
-from diffisp.training.state import TrainState, detached_copy
+from diffisp.training.loop import finetune_model, train_from_model
+from diffisp.training.state import TrainState
 from diffisp.training.variants import parse_variant
 from diffisp.util.stats import gap_closed
 
@@ -336,11 +336,7 @@ def sweep(
 def train_variant(state: TrainState, data: RunData, overrides: dict[str, Any]) -> TrainState:
     """Phases 1 and 2 with another ISP, starting from the same clean-trained model."""
     cfg = dataclasses.replace(state.cfg, **overrides)
-    variant = TrainState.create(cfg, state.num_classes, state.task)
-    variant.learner.model = detached_copy(state.model_after_phase0)
-    variant.snapshots["cnn_clean"] = state.model_after_phase0
-    variant.position = (1, 0)
-    return train(variant, data)
+    return train_from_model(cfg, state.model_after_phase0, data, state.num_classes)
 
 
 def variant_methods(state: TrainState, data: RunData, specs: Sequence[str]) -> list[Method]:

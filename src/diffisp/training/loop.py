@@ -70,10 +70,11 @@ def train(
     return state
 
 
-def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> EpochRecord:
-    """One epoch of ``phase``: train, then score the test set with the task's headline metric."""
+def train_epoch_of(
+    state: TrainState, data: RunData, phase: Phase, epoch: int
+) -> tuple[float, float]:
+    """Train one epoch of ``phase`` on the run's data in place; ``(mean loss, train score)``."""
     cfg = state.cfg
-    start = time.perf_counter()
     images = data.train_dark if phase.dark_input else data.train_clean
     state.learner, state.optimizer, loss, train_score = train_one_epoch(
         state.learner,
@@ -87,6 +88,28 @@ def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> Epo
         batch_size=cfg.batch_size,
         bn_calibration=cfg.bn_calibration,
     )
+    return loss, train_score
+
+
+def train_from_model(
+    cfg: TrainConfig, model: nnx.Module, data: RunData, num_classes: int | None = None
+) -> TrainState:
+    """Phases 1 and 2 of ``cfg`` (ISP, then ISP and model) starting from an already-trained
+    task model: ISP variants against one clean-trained model, an ISP for a frozen model.
+
+    ``model`` itself is left as it is (training donates buffers: the state trains a copy).
+    """
+    state = TrainState.create(cfg, data.num_classes if num_classes is None else num_classes)
+    state.learner.model = detached_copy(model)
+    state.snapshots["cnn_clean"] = model
+    state.position = (1, 0)
+    return train(state, data)
+
+
+def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> EpochRecord:
+    """One epoch of ``phase``: train, then score the test set with the task's headline metric."""
+    start = time.perf_counter()
+    loss, train_score = train_epoch_of(state, data, phase, epoch)
     test_images = data.test_dark if phase.dark_input else data.test_clean
     metrics = evaluate(
         state.model,
