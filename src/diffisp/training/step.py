@@ -107,6 +107,7 @@ def train_one_epoch(
     epoch: int,
     batch_size: int,
     bn_calibration: int = 0,
+    order: jax.Array | None = None,
 ) -> tuple[Learner, nnx.Optimizer, float, float]:
     """One epoch of ``phase`` over device-resident ``images``.
 
@@ -114,7 +115,9 @@ def train_one_epoch(
     and the task's training score. Drops the last incomplete batch (each epoch has its own
     permutation, so every image is seen). Checks the loss and the trained parameters for
     NaN/Inf before returning them, and re-estimates batch-norm statistics on
-    ``bn_calibration`` images when the model was trained.
+    ``bn_calibration`` images when the model was trained. ``order``: the order to visit the
+    images in (``(N,)`` int32), e.g. a streamed chunk that is already shuffled; ``None`` draws
+    the epoch's permutation from ``seed``, ``phase`` and ``epoch``.
 
     Raises:
       TrainingDivergedError: the loss or a trained parameter is not finite.
@@ -123,7 +126,7 @@ def train_one_epoch(
     model.train() if phase.train_cnn else model.eval()
     graphdef, state = nnx.split((learner, optimizer))
     count = num_images(images)
-    perm = keys.epoch_permutation(seed, phase.index, epoch, count)
+    perm = keys.epoch_permutation(seed, phase.index, epoch, count) if order is None else order
     steps = count // batch_size
     gate_key = jax.random.fold_in(keys.epoch_key(seed, phase.index, epoch), 1)
     state, (losses, sums) = train_epoch(
