@@ -10,6 +10,7 @@ after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        _join_processes(args)
         return int(args.func(args) or 0)
     except (DiffispError, OSError) as exc:
         if args.debug:
@@ -161,6 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffisp: interrupted", file=sys.stderr)
         return 130
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """A multi-process run: ``jax.distributed.initialize`` before any JAX work."""
+    given = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
+    if any(v is not None for v in given) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        from diffisp.training.parallel import initialize_distributed
+
+        initialize_distributed(*given)
 
 
 __all__ = [

@@ -117,8 +117,26 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     )
     p.add_argument("--cfa-pattern", choices=("RGGB", "GRBG", "GBRG", "BGGR"))
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="devices each batch is split over (data parallel; default: all JAX sees)",
+    )
+    _add_distributed_options(p)
     p.add_argument("--out", type=_path, help="run directory (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_distributed_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "multi-process (jax.distributed)",
+        "run the same command once per process, each with its --process-id; each process writes "
+        "its own --out (give process 0 the shared run directory). Without these options JAX reads "
+        "a cluster's environment when JAX_COORDINATOR_ADDRESS is set.",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, help="processes in the run")
+    group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
 
 
 _CONFIG_KEYS = (
@@ -150,6 +168,7 @@ _CONFIG_KEYS = (
     "input",
     "raw_demosaic",
     "cfa_pattern",
+    "devices",
 )
 
 

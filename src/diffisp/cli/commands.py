@@ -90,7 +90,11 @@ def _percent(value: Any, digits: int = 1) -> str:
 
 
 # Options that describe the run itself: with --resume they come from the run's config.json.
-_RESUME_KEEPS = frozenset({"argv", "command", "debug", "func", "no_progress", "resume"})
+# Where and how a run executes, not what it computes: allowed with --resume.
+_RESUME_KEEPS = frozenset(
+    {"argv", "command", "debug", "func", "no_progress", "resume"}
+    | {"coordinator", "num_processes", "process_id"}
+)
 
 
 def _ignored_by_resume(args: argparse.Namespace) -> list[str]:

@@ -169,12 +169,18 @@ def run_experiment(
 
     Raises:
       InputError: ``out_dir`` is not writable, or another run holds its lock.
-      ConfigError: a new run into a directory that holds one, or resuming a run that has none.
+      ConfigError: a new run into a directory that holds one, resuming a run that has none, or
+        resuming with several processes (only process 0 writes checkpoints and the model).
 
     Resuming a finished run redoes its final stage (baselines, evaluation, ``model/``, metrics),
     as :func:`diffisp.experiments.study.run_study` does to get its methods back; the CLI's
     ``train --resume`` does not: it reports the run as finished (:func:`is_finished`).
     """
+    if resume and jax.process_count() > 1:
+        raise ConfigError(
+            "resuming a multi-process run is not supported: only process 0 keeps checkpoints; "
+            "resume it as one process (--resume without --coordinator)"
+        )
     out_dir = check_output_path(out_dir, directory=True, what="run directory")
     created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -50,10 +51,23 @@ def _check_format(meta: Any, where: Path, expected: int) -> None:
 
 
 def _pure(module: Any) -> dict:
-    return nnx.to_pure_dict(nnx.state(module))
+    pure = nnx.to_pure_dict(nnx.state(module))
+    if jax.process_count() == 1:
+        return pure
+    # orbax refuses host-local jax.Arrays when there are several processes; process 0 saves
+    # its own full copy, so plain numpy arrays are what it writes.
+    return jax.tree.map(_host_array, pure)
+
+
+def _host_array(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array) and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return np.asarray(leaf)
+    return leaf
 
 
 def _abstract(tree: Any) -> Any:
+    if jax.process_count() > 1:
+        return tree  # numpy leaves: restored as numpy arrays, on this process only
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
@@ -64,8 +78,21 @@ def _fill(module: Any, pure: dict) -> None:
 
 
 def _manager(directory: Path, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(directory.absolute(), options=options)
+    directory = directory.absolute()
+    if jax.process_count() == 1:
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        return ocp.CheckpointManager(directory, options=options)
+    # A multi-process run: process 0 alone writes (the others return before saving), from its
+    # local copy of the replicated state, so its manager is a one-process one, with no barriers.
+    directory.mkdir(parents=True, exist_ok=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=False,  # orbax refuses to create it with active_processes set
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0}
+        ),
+    )
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def _training_modules(state: TrainState) -> dict[str, Any]:
@@ -75,12 +102,17 @@ def _training_modules(state: TrainState) -> dict[str, Any]:
 
 
 class TrainingCheckpoints:
-    """The training state of one run, saved after every epoch under ``run_dir/checkpoints``."""
+    """The training state of one run, saved after every epoch under ``run_dir/checkpoints``.
+
+    In a multi-process run only process 0 keeps checkpoints; the others hold none (and so
+    have nothing to resume from).
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.directory = Path(run_dir) / "checkpoints"
         self.damaged_directory = Path(run_dir) / "checkpoints-damaged"
-        self.manager = _manager(self.directory)
+        self.writes = jax.process_index() == 0
+        self.manager = _manager(self.directory) if self.writes else None
 
     def step_dir(self, step: int) -> Path:
         return self.directory / str(step)
@@ -94,6 +126,8 @@ class TrainingCheckpoints:
         Returns:
           ``[(step, reason), ...]`` of the steps moved, newest first (empty if all are intact).
         """
+        if not self.writes:
+            return []
         _, damaged = newest_intact_step(self.directory, self.manager.all_steps())
         if damaged:
             quarantine_steps(self.directory, [s for s, _ in damaged], self.damaged_directory)
@@ -102,6 +136,9 @@ class TrainingCheckpoints:
         return damaged
 
     def save(self, state: TrainState) -> None:
+        """Save ``state`` as the next step (process 0 only, in a multi-process run)."""
+        if not self.writes:
+            return
         modules = _training_modules(state)
         meta = {
             "format": FORMAT_VERSION,
@@ -123,7 +160,7 @@ class TrainingCheckpoints:
         write_manifest(self.step_dir(step))
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        return self.manager.latest_step() if self.writes else None
 
     def restore_into(self, state: TrainState, num_train: int) -> None:
         """Load the latest checkpoint into a fresh ``state`` of the same config.
@@ -183,6 +220,8 @@ def save_model(
     saving again (a resumed run whose final stage was interrupted) simply overwrites.
     """
     directory = Path(directory).absolute()
+    if jax.process_index() != 0:  # a multi-process run: process 0 writes the model
+        return directory
     layout = {
         "format": MODEL_FORMAT_VERSION,
         "task": meta.get("task", "classify"),

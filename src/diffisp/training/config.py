@@ -65,6 +65,9 @@ class TrainConfig:
     isp_warmup_epochs: int = 1
     # Images used to re-estimate batch-norm statistics after each CNN-training epoch (0: off).
     bn_calibration: int = 512
+    # Devices each batch is split over (data parallel, diffisp.training.parallel): None = all
+    # of them (on every host of a multi-process run). The batch size must split evenly.
+    devices: int | None = None
     isp: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
     # Adaptive ISP (per-image parameters from a small CNN, optional per-image stage gates with
     # a cost penalty cost_weight * expected share of the chain's measured run time).
@@ -119,6 +122,8 @@ class TrainConfig:
             copies=RUN_COPIES,
             options="num_train + num_test (--num-train, --num-test) and image_size (--image-size)",
         )
+        if self.devices is not None:
+            _positive_int("devices", self.devices)
         if self.batch_size > self.num_train:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) is larger than the training set "

@@ -87,6 +87,7 @@ def train_epoch_of(
         epoch=epoch,
         batch_size=cfg.batch_size,
         bn_calibration=cfg.bn_calibration,
+        devices=cfg.devices,
     )
     return loss, train_score
 
@@ -171,5 +172,6 @@ def finetune_model(
             epoch=epoch,
             batch_size=cfg.batch_size,
             bn_calibration=cfg.bn_calibration,
+            devices=cfg.devices,
         )
     return learner.model

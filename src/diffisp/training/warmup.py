@@ -80,5 +80,6 @@ def warm_up_isp(state: TrainState, data: RunData) -> float:
             # not those of phase 1's epochs.
             epoch=1000 + epoch,
             batch_size=cfg.batch_size,
+            devices=cfg.devices,
         )
     return loss
