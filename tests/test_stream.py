@@ -99,7 +99,7 @@ def test_corrupt_file_is_named(folder, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     files = [*sorted(folder.rglob("*.png"))[:3], bad]
     source = FolderSource(files, np.zeros(4, np.int32), 32)
-    with pytest.raises(DataError, match="bad.png"):
+    with pytest.raises(DataError, match=r"bad\.png"):
         list(iter_chunks(source, [np.arange(4)], num_threads=2))
     with pytest.raises(DataError, match="empty"):
         FolderSource([], np.zeros(0, np.int32), 32)
@@ -110,7 +110,9 @@ def test_capture_is_the_same_however_images_are_chunked():
     images = jax.random.uniform(jax.random.key(1), (8, 16, 16, 3))
     key, numbers = jax.random.key(0), jnp.arange(100, 108)
     whole = capture_per_image(key, images, numbers, cfg)
-    halves = [capture_per_image(key, images[s], numbers[s], cfg) for s in (slice(0, 3), slice(3, 8))]
+    halves = [
+        capture_per_image(key, images[s], numbers[s], cfg) for s in (slice(0, 3), slice(3, 8))
+    ]
     np.testing.assert_allclose(np.concatenate(halves), whole, atol=1e-6)
     reordered = capture_per_image(key, images[::-1], numbers[::-1], cfg)
     np.testing.assert_allclose(reordered[::-1], whole, atol=1e-6)

@@ -124,7 +124,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         "does not grow with --num-train) instead of loading them all first",
     )
     p.add_argument("--stream-chunk-batches", type=int, help="--stream: batches per chunk (32)")
-    p.add_argument("--stream-workers", type=int, help="--stream: decoding threads (4)")
+    p.add_argument("--stream-workers", type=int, help="--stream: decoding threads (1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=_path, help="run directory (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

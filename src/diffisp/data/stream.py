@@ -27,8 +27,10 @@ RAW files and COCO/VOC detection sets are not streamed yet (they load in memory 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grain
@@ -213,32 +215,46 @@ def iter_chunks(
     *,
     process_index: int = 0,
     process_count: int = 1,
-    num_threads: int = 4,
+    num_threads: int = 2,
     prefetch_chunks: int = 1,
+    group: int = 32,
 ) -> Iterator[Chunk]:
     """Decode this host's share of every global chunk, in order, on ``num_threads`` threads
     with up to ``prefetch_chunks`` further chunks decoding in the background.
+
+    A worker decodes ``group`` records at a time: with small images the per-element cost of
+    the pipeline, not the decoding, was the limit (32x32 PNGs on 2 cores: 2,400 img/s one
+    record per element, 3,600 with 32, one thread each).
 
     Raises:
       DataError: a record cannot be read (the message names the file).
     """
     shares = [host_chunk(c, process_index, process_count) for c in chunks]
-    flat = np.concatenate(shares) if shares else np.zeros(0, np.int64)
-    if not len(flat):
+    pieces = [share[i : i + group] for share in shares for i in range(0, len(share), group)]
+    if not pieces:
         return
-    largest = max(len(s) for s in shares)
-    records = grain.MapDataset.source(flat).map(lambda i: (int(i), *source[int(i)]))
+    per_chunk = max(math.ceil(len(share) / group) for share in shares)
     options = grain.ReadOptions(
-        num_threads=max(1, num_threads), prefetch_buffer_size=max(1, prefetch_chunks) * largest
+        num_threads=max(1, num_threads),
+        prefetch_buffer_size=max(1, prefetch_chunks) * per_chunk,
     )
-    iterator = iter(records.to_iter_dataset(options))
+    decoded = grain.MapDataset.source(pieces).map(partial(_decode_group, source))
+    iterator = iter(decoded.to_iter_dataset(options))
     for share in shares:
-        got = [next(iterator) for _ in range(len(share))]
+        got = [next(iterator) for _ in range(math.ceil(len(share) / group))]
         yield Chunk(
-            indices=np.fromiter((g[0] for g in got), np.int64, len(got)),
-            images=np.stack([g[1] for g in got]),
-            labels=np.asarray([g[2] for g in got], np.int32),
+            indices=np.concatenate([g[0] for g in got]),
+            images=np.concatenate([g[1] for g in got]),
+            labels=np.concatenate([g[2] for g in got]),
         )
+
+
+def _decode_group(
+    source: FolderSource, indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    records = [source[int(i)] for i in indices]
+    images = np.stack([r[0] for r in records])
+    return np.asarray(indices, np.int64), images, np.asarray([r[1] for r in records], np.int32)
 
 
 def read_records(source: FolderSource, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -124,10 +124,10 @@ def measure_in_subprocess(mode: str, folder: str, **options: Any) -> dict[str, A
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def folder_for(num_train: int, root: Path, num_classes: int = 10) -> Path:
-    """A generated folder whose training split holds at least ``num_train`` images (20 % of
-    every class is held out for testing)."""
-    total = math.ceil(num_train / 0.8) + 2 * num_classes
+def folder_for(num_train: int, num_test: int, root: Path, num_classes: int = 10) -> Path:
+    """A generated folder whose splits hold at least ``num_train`` and ``num_test`` images (20 %
+    of every class is held out for testing)."""
+    total = max(math.ceil(num_train / 0.8), math.ceil(num_test / 0.2)) + 2 * num_classes
     return write_image_folder(root, total, num_classes=num_classes)
 
 
@@ -147,7 +147,7 @@ def bench_streaming(
         with tempfile.TemporaryDirectory(prefix="diffisp-stream-") as tmp:
             if folder is None:
                 started = time.perf_counter()
-                where = str(folder_for(size, Path(tmp) / "images"))
+                where = str(folder_for(size, num_test, Path(tmp) / "images"))
                 log(
                     f"generated {where} for {size} training images in "
                     f"{time.perf_counter() - started:.0f} s"
