@@ -253,13 +253,12 @@ def _print_study(study: dict[str, Any]) -> None:
 
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
-    from diffisp.experiments.run import load_run_data
+    from diffisp.experiments.run import load_run_data, prepare_run_data
     from diffisp.isp.raw import conventional_pipeline
     from diffisp.models.evaluate import evaluate
     from diffisp.models.task import TASKS
     from diffisp.training.checkpoint import load_model
     from diffisp.training.config import TrainConfig
-    from diffisp.training.data import prepare_data
 
     isp, model, meta = load_model(_model_dir(args.checkpoint))
     values = dict(meta["config"])
@@ -269,7 +268,7 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
         values["noise_sigma"] = args.noise_sigma
     cfg = TrainConfig.from_dict(values)
     run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
-    data = prepare_data(load_run_data(cfg, run_dir), cfg)
+    data = prepare_run_data(load_run_data(cfg, run_dir), cfg)
     n = int(data.test_clean.shape[0])
     task = TASKS[cfg.task]
     with_isp = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)[task.headline]

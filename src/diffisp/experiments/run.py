@@ -136,6 +136,15 @@ def load_run_data(
     )
 
 
+def prepare_run_data(
+    dataset: Dataset | DetectionDataset | StreamedFolder, cfg: TrainConfig
+) -> RunData | StreamData:
+    """:func:`load_run_data`'s result on the device (the training set streamed if it is)."""
+    if isinstance(dataset, StreamedFolder):
+        return prepare_stream_data(dataset, cfg)
+    return prepare_data(dataset, cfg)
+
+
 class FigureWriter(Protocol):
     """Draws figures for runs and studies; implemented by the report layer, which sits above."""
 
@@ -236,10 +245,7 @@ def _run_locked(
         log(f"note: {dataset.description}")
     for line in annotation_notes(dataset):
         log(line)
-    if isinstance(dataset, StreamedFolder):
-        data = prepare_stream_data(dataset, cfg)
-    else:
-        data = prepare_data(dataset, cfg)
+    data = prepare_run_data(dataset, cfg)
     state = TrainState.create(cfg, data.num_classes)
     if not resume:  # only now: a run that cannot start leaves no directory behind
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
