@@ -96,3 +96,15 @@ def test_streamed_training_learns_like_in_memory(folder):
         accuracy[stream] = state.history[1].test_acc
     # The generated classes are easy: both paths learn them after two clean epochs.
     assert accuracy[False] >= 0.9 and accuracy[True] >= 0.9
+
+
+def test_cli_stream_options_reach_the_config(folder, capsys):
+    from diffisp.cli import build_parser, config_from_args, main
+
+    args = build_parser().parse_args(
+        ["train", "--data", f"folder:{folder}", "--stream", "--stream-chunk-batches", "8"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.stream, cfg.stream_chunk_batches, cfg.stream_workers) == (True, 8, 1)
+    assert main(["train", "--data", "builtin", "--stream"]) == 2
+    assert "--stream reads image folders" in capsys.readouterr().err
