@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--raw-size", default="3000x4000", help="HEIGHTxWIDTH for --raw")
     bench.add_argument(
+        "--stream",
+        nargs="?",
+        const="generated",
+        metavar="FOLDER",
+        help="instead: in-memory vs streamed training (images/s, peak RSS; a fresh process "
+        "each) on an image folder, or on generated folders of --stream-sizes",
+    )
+    bench.add_argument(
+        "--stream-sizes", help="with --stream: comma list of training-set sizes (--num-train)"
+    )
+    bench.add_argument(
         "--task",
         choices=("classify", "detect"),
         default="classify",

@@ -116,6 +116,15 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="RAW front with a learned demosaic residual (off by default)",
     )
     p.add_argument("--cfa-pattern", choices=("RGGB", "GRBG", "GBRG", "BGGR"))
+    p.add_argument(
+        "--stream",
+        action="store_const",
+        const=True,
+        help="folder:PATH data: read the training images from disk while training (memory "
+        "does not grow with --num-train) instead of loading them all first",
+    )
+    p.add_argument("--stream-chunk-batches", type=int, help="--stream: batches per chunk (32)")
+    p.add_argument("--stream-workers", type=int, help="--stream: decoding threads (1)")
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--devices",
@@ -169,6 +178,9 @@ _CONFIG_KEYS = (
     "raw_demosaic",
     "cfa_pattern",
     "devices",
+    "stream",
+    "stream_chunk_batches",
+    "stream_workers",
 )
 
 

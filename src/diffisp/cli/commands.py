@@ -30,12 +30,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     args.out = check_output_file(args.out, "bench.json", what="benchmark output")  # first
     if args.raw is not None:
         return _bench_raw(args)
+    if args.stream is not None:
+        return _bench_stream(args)
     if args.task == "detect":
         from diffisp.experiments.detection_commands import bench_detection
 
         return bench_detection(args)
     result = run_bench(num_train=args.num_train, epochs=args.epochs)
     print_bench(result)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_stream(args: argparse.Namespace) -> int:
+    from diffisp.experiments.stream_bench import bench_streaming, print_stream_bench
+    from diffisp.util.io import atomic_write_json
+
+    try:
+        sizes = [int(v) for v in (args.stream_sizes or str(args.num_train)).split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--stream-sizes must be a comma list of ints; got {args.stream_sizes!r}"
+        ) from None
+    if min(sizes) < 64:
+        raise ConfigError(f"--stream-sizes must be >= 64 each; got {sizes}")
+    folder = None if args.stream == "generated" else str(Path(args.stream).resolve())
+    result = bench_streaming(sizes, folder=folder, epochs=max(args.epochs, 2))
+    print_stream_bench(result)
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
@@ -235,13 +257,12 @@ def _print_study(study: dict[str, Any]) -> None:
 
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
-    from diffisp.experiments.run import load_run_data
+    from diffisp.experiments.run import load_run_data, prepare_run_data
     from diffisp.isp.raw import conventional_pipeline
     from diffisp.models.evaluate import evaluate
     from diffisp.models.task import TASKS
     from diffisp.training.checkpoint import load_model
     from diffisp.training.config import TrainConfig
-    from diffisp.training.data import prepare_data
 
     isp, model, meta = load_model(_model_dir(args.checkpoint))
     values = dict(meta["config"])
@@ -251,7 +272,7 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
         values["noise_sigma"] = args.noise_sigma
     cfg = TrainConfig.from_dict(values)
     run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
-    data = prepare_data(load_run_data(cfg, run_dir), cfg)
+    data = prepare_run_data(load_run_data(cfg, run_dir), cfg)
     n = int(data.test_clean.shape[0])
     task = TASKS[cfg.task]
     with_isp = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)[task.headline]

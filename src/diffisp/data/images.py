@@ -180,6 +180,8 @@ def resize_center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
       ``(size, size, 3)`` float32 in [0, 1] (Lanczos overshoot is clipped).
     """
     height, width = pixels.shape[:2]
+    if height == width == size:  # Pillow would return a copy: skip the three channel round trips
+        return pixels
     short = min(height, width)
     # A fractional box keeps the crop exactly centred; resizing only the box is also cheaper
     # than resizing the whole image and cropping afterwards.

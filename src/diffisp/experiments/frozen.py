@@ -20,11 +20,11 @@ import numpy as np
 from flax import nnx
 
 from diffisp.errors import ConfigError
-from diffisp.experiments.run import load_run_data
+from diffisp.experiments.run import load_run_data, prepare_run_data
 from diffisp.models.evaluate import evaluate
 from diffisp.training.checkpoint import load_model, save_model
 from diffisp.training.config import TrainConfig
-from diffisp.training.data import RunData, prepare_data
+from diffisp.training.data import RunData
 from diffisp.training.loop import train_from_model
 from diffisp.training.state import TrainState
 from diffisp.util.io import atomic_write_json, check_output_path
@@ -75,7 +75,7 @@ def run_frozen_model(
     cfg = TrainConfig.from_dict({**meta["config"], **overrides})
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
     started = time.perf_counter()
-    data = prepare_data(load_run_data(cfg, run_dir), cfg)
+    data = prepare_run_data(load_run_data(cfg, run_dir), cfg)
     state = train_isp_for(model, data, cfg)
     model, task, key = state.model, state.task, state.task.headline
     rows = {

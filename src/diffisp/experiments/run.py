@@ -31,6 +31,7 @@ from diffisp.data import Dataset, load_dataset, load_folder_split, split_record
 from diffisp.data.detection import DetectionDataset
 from diffisp.data.detection_loader import load_detection
 from diffisp.data.split import SPLIT_FILE, read_split
+from diffisp.data.stream import StreamedFolder, stream_folder
 from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import condition_report
 from diffisp.experiments.console import DeferredInterrupt, PhaseProgress
@@ -47,6 +48,7 @@ from diffisp.training.config import TrainConfig
 from diffisp.training.data import RunData, prepare_data
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
+from diffisp.training.streaming import StreamData, prepare_stream_data
 from diffisp.util.io import DirectoryLock, atomic_write_json, check_output_path
 
 METRICS_SCHEMA = "diffisp.metrics/1"
@@ -99,13 +101,23 @@ def is_finished(run_dir: str | Path) -> bool:
 
 def load_run_data(
     cfg: TrainConfig, run_dir: str | Path | None = None
-) -> Dataset | DetectionDataset:
+) -> Dataset | DetectionDataset | StreamedFolder:
     """The run's data: the exact recorded split when ``run_dir`` holds one (folder data);
     detection data (``cfg.task == "detect"``) through
-    :func:`~diffisp.data.detection_loader.load_detection`."""
+    :func:`~diffisp.data.detection_loader.load_detection`; with ``cfg.stream`` a
+    :class:`~diffisp.data.stream.StreamedFolder` (split again from the seed: a streamed run
+    records no per-file hashes, which would mean reading every file once more)."""
     if cfg.task == "detect":
         return load_detection(
             cfg.data,
+            num_train=cfg.num_train,
+            num_test=cfg.num_test,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+        )
+    if cfg.stream:  # the training files are listed, not read (decoded while training)
+        return stream_folder(
+            cfg.data.partition(":")[2],
             num_train=cfg.num_train,
             num_test=cfg.num_test,
             seed=cfg.seed,
@@ -122,6 +134,15 @@ def load_run_data(
         image_size=cfg.image_size,
         data_dir=cfg.data_dir,
     )
+
+
+def prepare_run_data(
+    dataset: Dataset | DetectionDataset | StreamedFolder, cfg: TrainConfig
+) -> RunData | StreamData:
+    """:func:`load_run_data`'s result on the device (the training set streamed if it is)."""
+    if isinstance(dataset, StreamedFolder):
+        return prepare_stream_data(dataset, cfg)
+    return prepare_data(dataset, cfg)
 
 
 class FigureWriter(Protocol):
@@ -146,7 +167,7 @@ class RunOutcome:
 
     metrics: dict[str, Any]
     state: TrainState
-    data: RunData
+    data: RunData | StreamData
     methods: list[Method]
 
 
@@ -230,7 +251,7 @@ def _run_locked(
         log(f"note: {dataset.description}")
     for line in annotation_notes(dataset):
         log(line)
-    data = prepare_data(dataset, cfg)
+    data = prepare_run_data(dataset, cfg)
     state = TrainState.create(cfg, data.num_classes)
     if not resume:  # only now: a run that cannot start leaves no directory behind
         atomic_write_json(out_dir / "config.json", cfg.to_dict())
@@ -370,11 +391,11 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "description": dataset.description,
         "is_standin": dataset.is_standin,
-        "num_train": len(dataset.train_images),
+        "num_train": dataset.num_train,
         "num_test": len(dataset.test_images),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
-        "image_size": int(dataset.train_images.shape[1]),
+        "image_size": int(dataset.test_images.shape[1]),
     }
 
 

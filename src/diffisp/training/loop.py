@@ -14,7 +14,6 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
-from diffisp.isp.raw_capture import num_images
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training.config import TrainConfig
@@ -28,7 +27,7 @@ from diffisp.training.state import (
     detached_copy,
     make_optimizer,
 )
-from diffisp.training.step import train_one_epoch
+from diffisp.training.streaming import StreamData, StreamView, count_images, train_epoch
 from diffisp.training.warmup import warm_up_isp
 
 OnEpoch = Callable[[TrainState, EpochRecord], None]
@@ -37,7 +36,7 @@ OnStep = Callable[[Phase, int], None]
 
 def train(
     state: TrainState,
-    data: RunData,
+    data: RunData | StreamData,
     *,
     on_epoch: OnEpoch | None = None,
     on_step: OnStep | None = None,
@@ -71,12 +70,13 @@ def train(
 
 
 def train_epoch_of(
-    state: TrainState, data: RunData, phase: Phase, epoch: int
+    state: TrainState, data: RunData | StreamData, phase: Phase, epoch: int
 ) -> tuple[float, float]:
-    """Train one epoch of ``phase`` on the run's data in place; ``(mean loss, train score)``."""
+    """Train one epoch of ``phase`` on the run's data in place (streamed when ``data`` is a
+    :class:`~diffisp.training.streaming.StreamData`); ``(mean loss, train score)``."""
     cfg = state.cfg
     images = data.train_dark if phase.dark_input else data.train_clean
-    state.learner, state.optimizer, loss, train_score = train_one_epoch(
+    state.learner, state.optimizer, loss, train_score = train_epoch(
         state.learner,
         state.optimizer,
         phase,
@@ -93,7 +93,7 @@ def train_epoch_of(
 
 
 def train_from_model(
-    cfg: TrainConfig, model: nnx.Module, data: RunData, num_classes: int | None = None
+    cfg: TrainConfig, model: nnx.Module, data: RunData | StreamData, num_classes: int | None = None
 ) -> TrainState:
     """Phases 1 and 2 of ``cfg`` (ISP, then ISP and model) starting from an already-trained
     task model: ISP variants against one clean-trained model, an ISP for a frozen model.
@@ -107,7 +107,9 @@ def train_from_model(
     return train(state, data)
 
 
-def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> EpochRecord:
+def run_epoch(
+    state: TrainState, data: RunData | StreamData, phase: Phase, epoch: int
+) -> EpochRecord:
     """One epoch of ``phase``: train, then score the test set with the task's headline metric."""
     start = time.perf_counter()
     loss, train_score = train_epoch_of(state, data, phase, epoch)
@@ -132,7 +134,7 @@ def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> Epo
 
 def finetune_model(
     model: nnx.Module,
-    images: jax.Array,
+    images: jax.Array | StreamView,
     targets: object,
     cfg: TrainConfig,
     *,
@@ -158,10 +160,10 @@ def finetune_model(
         transform=transform,
     )
     learner = Learner(None, detached_copy(model))
-    steps = num_images(images) // cfg.batch_size * epochs
+    steps = count_images(images) // cfg.batch_size * epochs
     optimizer = nnx.Optimizer(learner, make_optimizer(lr, steps, cfg.schedule), wrt=phase.trainable)
     for epoch in range(epochs):
-        learner, optimizer, _, _ = train_one_epoch(
+        learner, optimizer, _, _ = train_epoch(
             learner,
             optimizer,
             phase,

@@ -23,7 +23,7 @@ from flax import nnx
 
 from diffisp.training.data import RunData
 from diffisp.training.state import ISP_PARAMS, PHASES, TrainState, make_optimizer
-from diffisp.training.step import train_one_epoch
+from diffisp.training.streaming import StreamData, train_epoch
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,14 @@ def batch_statistics(images: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.mean(images, axis=(0, 1, 2)), jnp.std(images, axis=(0, 1, 2))])
 
 
-def clean_statistics(data: RunData) -> tuple[float, ...]:
-    """The warm-up's target: statistics of the clean training images (hashable floats)."""
-    return tuple(float(v) for v in batch_statistics(data.train_clean))
+def clean_statistics(data: RunData | StreamData) -> tuple[float, ...]:
+    """The warm-up's target: statistics of the clean training images (hashable floats); of
+    the in-memory sample of a streamed training set."""
+    clean = data.sample_clean if isinstance(data, StreamData) else data.train_clean
+    return tuple(float(v) for v in batch_statistics(clean))
 
 
-def warm_up_isp(state: TrainState, data: RunData) -> float:
+def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
     """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at ``lr_isp``).
 
     Returns the statistics loss of the last epoch (per step).
@@ -68,7 +70,7 @@ def warm_up_isp(state: TrainState, data: RunData) -> float:
     task = StatisticsMatching(clean_statistics(data))
     loss = float("nan")
     for epoch in range(cfg.isp_warmup_epochs):
-        state.learner, optimizer, loss, _ = train_one_epoch(
+        state.learner, optimizer, loss, _ = train_epoch(
             state.learner,
             optimizer,
             phase,

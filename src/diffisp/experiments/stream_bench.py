@@ -1,0 +1,192 @@
+"""``diffisp bench --stream``: in-memory against streamed training, on the same image folder.
+
+Each measurement trains phase 0 (the CNN on clean images, no ISP: the data path is what differs)
+for ``epochs`` epochs in a fresh Python process, so that its peak resident memory
+(``ru_maxrss``) is its own. Reported per mode and training-set size:
+
+* ``load_seconds``: from nothing to the data on the device (in memory: decoding every image;
+  streamed: listing the files, decoding the test set and the in-memory sample);
+* ``epoch_seconds`` and ``images_per_s``: the epochs after the first (the first compiles; the
+  streamed path compiles once more for a shorter last chunk); streamed epochs include the
+  decoding that the in-memory path did while loading;
+* ``end_to_end_images_per_s``: images trained over everything, loading and compiling included;
+* ``peak_rss_mib``: the process's peak resident memory, and ``rss_before_data_mib``: what it
+  held before reading any data (Python, JAX, XLA), so the difference is the data's.
+
+A benchmark, not a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from diffisp.data.folder import load_folder
+from diffisp.data.generate import write_image_folder
+from diffisp.data.stream import stream_folder
+from diffisp.errors import DataError
+from diffisp.training.config import TrainConfig
+from diffisp.training.data import prepare_data
+from diffisp.training.loop import train_epoch_of
+from diffisp.training.state import PHASES, TrainState
+from diffisp.training.streaming import prepare_stream_data
+
+STREAM_BENCH_SCHEMA = "diffisp.bench-stream/1"
+MODES = ("memory", "stream")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(
+    mode: str,
+    folder: str,
+    *,
+    num_train: int,
+    num_test: int = 256,
+    epochs: int = 2,
+    batch_size: int = 32,
+    chunk_batches: int = 32,
+    workers: int = 4,
+) -> dict[str, Any]:
+    """Train phase 0 on ``folder`` in this process (``mode`` "memory" or "stream") and
+    return the figures of the module docstring. Peak memory is only meaningful in a fresh
+    process: :func:`measure_in_subprocess`."""
+    rss_before = peak_rss_mib()
+    cfg = TrainConfig(
+        data=f"folder:{folder}",
+        num_train=num_train,
+        num_test=num_test,
+        batch_size=batch_size,
+        epochs_clean=epochs,
+        epochs_isp=0,
+        epochs_joint=0,
+        isp_warmup_epochs=0,
+        stream=mode == "stream",
+        stream_chunk_batches=chunk_batches,
+        stream_workers=workers,
+    )
+    start = time.perf_counter()
+    common = {"num_train": num_train, "num_test": num_test, "seed": 0, "image_size": 32}
+    if mode == "stream":
+        data = prepare_stream_data(stream_folder(folder, **common), cfg)
+    else:
+        data = prepare_data(load_folder(folder, **common), cfg)
+    load_seconds = time.perf_counter() - start
+    state = TrainState.create(cfg, data.num_classes)
+    phase = PHASES[0]
+    state.optimizer = state.new_optimizer(phase, data.num_train)
+    epoch_seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        train_epoch_of(state, data, phase, epoch)
+        epoch_seconds.append(time.perf_counter() - started)
+    trained = state.steps_per_epoch(data.num_train) * batch_size
+    steady = epoch_seconds[1:] or epoch_seconds
+    return {
+        "mode": mode,
+        "num_train": num_train,
+        "num_test": num_test,
+        "epochs": epochs,
+        "load_seconds": round(load_seconds, 2),
+        "epoch_seconds": [round(s, 2) for s in epoch_seconds],
+        "images_per_s": round(trained * len(steady) / sum(steady), 1),
+        "end_to_end_images_per_s": round(trained * epochs / (load_seconds + sum(epoch_seconds)), 1),
+        "rss_before_data_mib": round(rss_before, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def measure_in_subprocess(mode: str, folder: str, **options: Any) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own peak RSS).
+
+    Raises:
+      DataError: the measurement failed (its error output is in the message).
+    """
+    request = json.dumps({"mode": mode, "folder": folder, **options})
+    result = subprocess.run(
+        [sys.executable, "-m", "diffisp.experiments.stream_bench", request],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        raise DataError(f"the {mode} measurement failed: {result.stderr.strip()[-800:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def folder_for(num_train: int, num_test: int, root: Path, num_classes: int = 10) -> Path:
+    """A generated folder whose splits hold at least ``num_train`` and ``num_test`` images (20 %
+    of every class is held out for testing)."""
+    total = max(math.ceil(num_train / 0.8), math.ceil(num_test / 0.2)) + 2 * num_classes
+    return write_image_folder(root, total, num_classes=num_classes)
+
+
+def bench_streaming(
+    sizes: list[int],
+    *,
+    folder: str | None = None,
+    epochs: int = 2,
+    num_test: int = 256,
+    log=print,
+    **options: Any,
+) -> dict[str, Any]:
+    """Both modes at every training-set size in ``sizes``, each in a fresh process, on
+    ``folder`` (or a generated folder per size, in a temporary directory)."""
+    runs = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="diffisp-stream-") as tmp:
+            if folder is None:
+                started = time.perf_counter()
+                where = str(folder_for(size, num_test, Path(tmp) / "images"))
+                log(
+                    f"generated {where} for {size} training images in "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
+            else:
+                where = folder
+            for mode in MODES:
+                run = measure_in_subprocess(
+                    mode, where, num_train=size, num_test=num_test, epochs=epochs, **options
+                )
+                log(json.dumps(run))
+                runs.append(run)
+    return {
+        "schema": STREAM_BENCH_SCHEMA,
+        "folder": folder or "generated (diffisp.data.generate.write_image_folder, 32x32 PNGs)",
+        "python": sys.version.split()[0],
+        "runs": runs,
+    }
+
+
+def print_stream_bench(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Streamed vs in-memory training (phase 0, fresh process per row)")
+    for column in ("mode", "train images", "load s", "img/s", "end-to-end img/s", "peak RSS"):
+        table.add_column(column, justify="right")
+    for run in result["runs"]:
+        table.add_row(
+            run["mode"],
+            f"{run['num_train']:,}",
+            f"{run['load_seconds']:.1f}",
+            f"{run['images_per_s']:,.0f}",
+            f"{run['end_to_end_images_per_s']:,.0f}",
+            f"{run['peak_rss_mib']:,.0f} MiB",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":  # one measurement, for measure_in_subprocess
+    request = json.loads(sys.argv[1])
+    print(json.dumps(measure(request.pop("mode"), request.pop("folder"), **request)))
