@@ -8,7 +8,8 @@ JAX starts::
     python parallel_worker.py CASE OUT.npz --coordinator localhost:PORT --num-processes 2 \\
         --process-id 0
 
-CASE is ``classify`` (global ISP), ``adaptive`` (adaptive ISP, gates and cost) or ``detect``.
+CASE is ``classify`` (global ISP), ``adaptive`` (adaptive ISP, gates and cost), ``detect``, or
+``stream:FOLDER`` (a classification folder read while training, each host its slice).
 The run is two epochs of phase 2 through :func:`diffisp.training.step.train_one_epoch`, the
 one training path of every phase.
 """
@@ -40,10 +41,22 @@ def _config(case: str, devices: int | None):
         )
     if case == "detect":
         return TrainConfig(task="detect", data="scenes", image_size=32, **common)
+    if case.startswith("stream:"):  # a generated image folder, streamed (8-batch chunks)
+        return TrainConfig(
+            data="folder:" + case.removeprefix("stream:"),
+            image_size=16,
+            stream=True,
+            stream_chunk_batches=2,
+            **common,
+        )
     raise SystemExit(f"unknown case {case!r}")
 
 
-def _dataset(case: str):
+def _dataset(case: str, cfg):
+    if case.startswith("stream:"):
+        from diffisp.experiments.run import load_run_data
+
+        return load_run_data(cfg)
     if case == "detect":
         from diffisp.data.scenes import load_scenes
 
@@ -59,18 +72,18 @@ def train_case(case: str, devices: int | None, epochs: int = 2) -> dict[str, np.
     import jax
     from flax import nnx
 
-    from diffisp.training.data import prepare_data
+    from diffisp.experiments.run import prepare_run_data
     from diffisp.training.state import PHASES, TrainState
-    from diffisp.training.step import train_one_epoch
+    from diffisp.training.streaming import train_epoch
 
     cfg = _config(case, devices)
-    data = prepare_data(_dataset(case), cfg)
+    data = prepare_run_data(_dataset(case, cfg), cfg)
     state = TrainState.create(cfg, data.num_classes)
     phase = PHASES[2]
     optimizer = state.new_optimizer(phase, data.num_train)
     learner, losses = state.learner, []
     for epoch in range(epochs):
-        learner, optimizer, loss, _ = train_one_epoch(
+        learner, optimizer, loss, _ = train_epoch(
             learner,
             optimizer,
             phase,

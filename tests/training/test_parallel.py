@@ -159,3 +159,23 @@ def test_cli_names_bad_parallel_options(tmp_path, capsys):
     assert main([*base, "--coordinator", "localhost:1234"]) == 2
     assert "--num-processes and --process-id together" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_hosts_streaming_their_slices_train_what_one_process_trains(tmp_path):
+    from diffisp.data.generate import write_image_folder
+
+    folder = write_image_folder(tmp_path / "folder", 96, num_classes=4, image_size=16)
+    case = f"stream:{folder}"
+    coordinator = f"localhost:{_free_port()}"
+    args = ["--coordinator", coordinator, "--num-processes", "2", "--process-id"]
+    workers = [
+        _worker(case, str(tmp_path / f"p{i}.npz"), *args, str(i), devices_per_process=2)
+        for i in range(2)
+    ]
+    single = _worker(case, str(tmp_path / "single.npz"), devices_per_process=1)
+    for process in [*workers, single]:
+        _finish(process)
+    first, second = (_result(tmp_path / f"p{i}.npz", "all") for i in range(2))
+    np.testing.assert_array_equal(first["params"], second["params"])
+    _assert_same_training(first, _result(tmp_path / "single.npz", "all"))

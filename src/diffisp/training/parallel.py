@@ -67,8 +67,8 @@ class DataParallel:
         to_host = jax.process_count() > 1  # a local array cannot be placed on other hosts' devices
 
         def place(leaf: Any) -> Any:
-            if not (to_host and isinstance(leaf, jax.Array)):
-                return jax.device_put(leaf, sharding)
+            if not (to_host and isinstance(leaf, jax.Array)) or not leaf.is_fully_addressable:
+                return jax.device_put(leaf, sharding)  # (a global array: an all-gather)
             if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
                 data = jax.device_put(np.asarray(jax.random.key_data(leaf)), sharding)
                 return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
@@ -92,6 +92,15 @@ class DataParallel:
         while len(self._placed) > _PLACED_CACHE_SIZE:
             self._placed.popitem(last=False)
         return placed
+
+    def from_hosts(self, tree: Any) -> Any:
+        """Each process's share of a batch-like ``tree`` (``(n, ...)`` arrays, the same ``n``
+        on every process) as global arrays of ``n * process_count`` along the image axis,
+        process 0's share first: a streamed chunk that every host read a slice of."""
+        return jax.tree.map(
+            lambda leaf: jax.make_array_from_process_local_data(self.batch, np.asarray(leaf)),
+            tree,
+        )
 
     def local(self, tree: Any) -> Any:
         """This process's copy of a replicated ``tree``, as arrays on one local device."""

@@ -47,6 +47,7 @@ from diffisp.models.task import Task
 from diffisp.training import keys
 from diffisp.training.config import STREAM_SAMPLE, TrainConfig
 from diffisp.training.data import Capture, capture_low_light, capture_with_conditions
+from diffisp.training.parallel import data_parallel
 from diffisp.training.state import Learner, Phase
 from diffisp.training.step import train_one_epoch
 
@@ -192,9 +193,11 @@ def train_epoch(
     epoch: int,
     batch_size: int,
     bn_calibration: int = 0,
+    devices: int | None = None,
 ) -> tuple[Learner, nnx.Optimizer, float, float]:
     """:func:`~diffisp.training.step.train_one_epoch` on device-resident ``images``, or
-    :func:`train_streamed_epoch` on a :class:`StreamView` (``targets`` then unused)."""
+    :func:`train_streamed_epoch` on a :class:`StreamView` (``targets`` then unused), over
+    ``devices`` devices (``None``: all)."""
     run = train_streamed_epoch if isinstance(images, StreamView) else train_one_epoch
     args = () if isinstance(images, StreamView) else (targets,)
     return run(
@@ -208,6 +211,7 @@ def train_epoch(
         epoch=epoch,
         batch_size=batch_size,
         bn_calibration=bn_calibration,
+        devices=devices,
     )
 
 
@@ -222,8 +226,11 @@ def train_streamed_epoch(
     epoch: int,
     batch_size: int,
     bn_calibration: int = 0,
+    devices: int | None = None,
 ) -> tuple[Learner, nnx.Optimizer, float, float]:
-    """One epoch of ``phase`` over the streamed training set, chunk by chunk.
+    """One epoch of ``phase`` over the streamed training set, chunk by chunk, over
+    ``devices`` devices (``None``: all; with several hosts, each reads its slice of every chunk
+    and the slices are joined into one global chunk on the mesh).
 
     Returns what :func:`~diffisp.training.step.train_one_epoch` returns; the loss and score
     are means over all the epoch's steps and images. Batch norm is re-estimated once, at the
@@ -252,6 +259,9 @@ def train_streamed_epoch(
             if view.dark
             else clean
         )
+        labels = jnp.asarray(chunk.labels)
+        if data.process_count > 1:  # each host read its slice: one global chunk from them all
+            images, labels = data_parallel(devices).from_hosts((images, labels))
         # Gate samples of an adaptive ISP are drawn from (seed, step): a seed per chunk keeps
         # the chunks' draws apart.
         chunk_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
@@ -260,15 +270,16 @@ def train_streamed_epoch(
             optimizer,
             phase,
             images,
-            jnp.asarray(chunk.labels),
+            labels,
             task=task,
             seed=chunk_seed,
             epoch=epoch,
             batch_size=batch_size,
             bn_calibration=0,
-            order=jnp.arange(len(chunk.indices)),
+            order=jnp.arange(num_images(images)),
+            devices=devices,
         )
-        chunk_steps = len(chunk.indices) // batch_size
+        chunk_steps = num_images(images) // batch_size
         loss_sum += loss * chunk_steps
         score_sum += score * chunk_steps * batch_size
         steps += chunk_steps
