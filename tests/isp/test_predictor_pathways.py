@@ -51,7 +51,7 @@ def test_one_weight_of_the_statistics_pathway_is_auto_exposure():
     # Raw EV = -1 * (luminance in stops from mid-grey): exposure's bound 8 tanh(raw / 8) gives
     # EV, and every image (20x apart in brightness) comes out near mid-grey, without clipping.
     isp = AdaptiveISP(("exposure",), rngs=nnx.Rngs(0))
-    isp.predictor.stats_head.kernel[...] = jnp.zeros((4, 1)).at[3, 0].set(-1.0)
+    isp.predictor.stats_head.kernel[...] = jnp.zeros((4, 2)).at[3, 0].set(-1.0)  # EV, gate
     x = textures([0.02, 0.05, 0.2, 0.4])
     before = np.asarray(luminance(x).mean(axis=(1, 2, 3)))
     ev = 8.0 * np.tanh(-np.asarray(log_exposure_features(x))[:, 3] / 8.0)

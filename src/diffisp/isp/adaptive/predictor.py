@@ -20,7 +20,8 @@ the identity) and trained at the global ISP's learning rate (:data:`DIRECT_PARAM
   dark on average) had to be learnt by the network's bias at the network's small learning
   rate: measured, it did not get there in the study's budget.
 * ``stats_head``: a linear map from the image's channel and luminance means *in stops* relative
-  to mid-grey (:func:`log_exposure_features`) to every raw parameter. Exposure (EV) and
+  to mid-grey (:func:`log_exposure_features`) to every raw parameter and gate logit (a gate
+  that should follow the light level, such as denoising's, needs one weight). Exposure (EV) and
   white-balance gains (log-space parameters) are linear in these: auto-exposure is
   ``EV = -log2(mean / target)`` and grey-world white balance ``log g_c = log mean_G - log
   mean_c``, so one weight per feature, of order 1 in these units, does what a thumbnail CNN fed
@@ -122,8 +123,9 @@ class ParameterPredictor(nnx.Module):
       hidden: width of the hidden dense layer.
 
     ``__call__``: ``(N, H, W, 3)`` in [0, 1] -> ``(raw (N, P), gate_logits (N, S))``.
-    With the defaults and the full ten-stage preset (P = 45, S = 10) it has 20,599 parameters and
-    costs about 0.27 MFLOP per 32x32 image (XLA count), 4 % of the reference SmallCNN.
+    With the defaults and the full ten-stage preset (P = 45, S = 10) it has 20,864 parameters
+    (20,599 in the network, 265 in the linear pathways) and costs about 0.27 MFLOP per 32x32
+    image (XLA count), 4 % of the reference SmallCNN.
     """
 
     def __init__(
@@ -159,7 +161,7 @@ class ParameterPredictor(nnx.Module):
         self.global_raw = nnx.Param(jnp.zeros(self.num_raw, jnp.float32))
         self.stats_head = nnx.Linear(
             NUM_STOP_FEATURES,
-            self.num_raw,
+            outputs,
             use_bias=False,
             kernel_init=nnx.initializers.zeros,
             rngs=rngs,
@@ -171,8 +173,8 @@ class ParameterPredictor(nnx.Module):
             x = nnx.leaky_relu(conv(x), 0.1)
         features = jnp.concatenate([x.mean(axis=(1, 2)), image_statistics(images)], axis=-1)
         out = self.head(nnx.leaky_relu(self.hidden(features), 0.1))
-        direct = self.global_raw[...] + self.stats_head(log_exposure_features(images))
-        return out[:, : self.num_raw] + direct, out[:, self.num_raw :]
+        out = out + self.stats_head(log_exposure_features(images))
+        return out[:, : self.num_raw] + self.global_raw[...], out[:, self.num_raw :]
 
 
 def per_image_values(
