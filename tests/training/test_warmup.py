@@ -20,6 +20,7 @@ from diffisp.training.warmup import (
     StatisticsMatching,
     batch_statistics,
     clean_statistics,
+    image_statistics,
     warm_up_isp,
 )
 
@@ -48,6 +49,17 @@ def test_batch_statistics_known_values():
     task = StatisticsMatching((0.5,) * 6)
     loss, sums = task.loss(None, images, None)
     assert float(loss) == pytest.approx(0.0, abs=1e-10) and "loss" in sums
+
+
+def test_per_image_statistics_see_what_the_batch_hides():
+    # A black and a white image: the batch matches (0.5, 0.5), but neither image is mid-grey.
+    images = jnp.stack([jnp.zeros((4, 4, 3)), jnp.ones((4, 4, 3))])
+    np.testing.assert_allclose(image_statistics(images), [[0.0] * 6, [1.0] * 3 + [0.0] * 3])
+    batch = StatisticsMatching((0.5,) * 6)
+    per_image = StatisticsMatching((0.5,) * 3 + (0.0,) * 3, per_image=True)
+    assert float(batch.loss(None, images, None)[0]) == pytest.approx(0.0, abs=1e-10)
+    # Each image is 0.5 off in each of 3 channel means: 3 * 0.25 per image.
+    assert float(per_image.loss(None, images, None)[0]) == pytest.approx(0.75, rel=1e-6)
 
 
 def test_warm_up_brings_the_isp_output_to_the_clean_statistics(data):

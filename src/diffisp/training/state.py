@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from diffisp.isp.adaptive import AdaptiveISP
+from diffisp.isp.adaptive.predictor import DIRECT_PARAM_NAMES
 from diffisp.isp.chain import ISP, LearnedISP, split_raw_front
 from diffisp.isp.raw import build_raw_isp
 from diffisp.models.task import CLASSIFY, TASKS, Task
@@ -106,25 +107,46 @@ def make_optimizer(
     return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
 
 
-def _group_labels(params: Any) -> Any:
-    """``"isp"`` or ``"task"`` for every parameter leaf of a :class:`Learner` state."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "isp" if path[0].key == "isp" else "task", params
-    )
+def group_labels(params: Any) -> Any:
+    """``"isp"``, ``"isp_direct"`` or ``"task"`` for every parameter leaf of a :class:`Learner`
+    state; ``"isp_direct"``: the adaptive predictor's linear pathways (``DIRECT_PARAM_NAMES``)."""
+
+    def label(path: tuple, _: Any) -> str:
+        if path[0].key != "isp":
+            return "task"
+        names = {getattr(entry, "key", None) for entry in path}
+        return "isp_direct" if names & set(DIRECT_PARAM_NAMES) else "isp"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def isp_transforms(
+    cfg: TrainConfig, steps: int, schedule: str
+) -> dict[str, optax.GradientTransformation]:
+    """The ISP's optax transformations, for labels ``"isp"`` and ``"isp_direct"``.
+
+    A global ISP: Adam at ``lr_isp`` (``schedule``). An adaptive ISP: its network takes smaller,
+    cosine-decaying, clipped steps (``lr_predictor``), and its linear pathways (the shared raw
+    offset and the statistics-to-parameter map) those of a global ISP's parameters, which they
+    are in kind: ``lr_isp`` with ``schedule``.
+    """
+    direct = make_optimizer(cfg.lr_isp, steps, schedule)
+    if not cfg.adaptive:
+        return {"isp": direct}
+    network = make_optimizer(cfg.lr_predictor, steps, "cosine", clip_norm=1.0)
+    return {"isp": network, "isp_direct": direct}
 
 
 def phase_transform(cfg: TrainConfig, phase: Phase, steps: int) -> optax.GradientTransformation:
     """The one optax transformation of a phase: a group per learning rate.
 
-    The ISP group of an adaptive ISP is a network: smaller, decaying, clipped steps.
+    The ISP's groups are :func:`isp_transforms`'.
     """
-    if cfg.adaptive:
-        isp_tx = make_optimizer(cfg.lr_predictor, steps, "cosine", clip_norm=1.0)
-    else:
-        isp_tx = make_optimizer(cfg.lr_isp, steps, cfg.isp_schedule)
     lr_task = cfg.lr_clean if phase.index == 0 else cfg.lr_cnn
     task_tx = make_optimizer(lr_task, steps, cfg.schedule)
-    return optax.multi_transform({"isp": isp_tx, "task": task_tx}, _group_labels)
+    return optax.multi_transform(
+        {**isp_transforms(cfg, steps, cfg.isp_schedule), "task": task_tx}, group_labels
+    )
 
 
 def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> LearnedISP:

@@ -8,6 +8,12 @@ knows: the per-channel mean and standard deviation of the images the model was t
 ``isp_warmup_epochs`` epochs the ISP learns to match those statistics on the dark training
 images; then phase 1 proper starts from there with the task loss.
 
+A per-image ISP (the adaptive one) matches them image by image instead (each image's own channel
+means and standard deviations against the clean images' average of those): a batch-level target
+can be met by brightening every image alike, which teaches a per-image exposure nothing, while
+per-image targets are auto-exposure and grey-world white balance, the same for every image
+whatever its capture brightness.
+
 It runs through the training core unchanged: the statistics objective is a :class:`Task` whose
 loss ignores the model, trained with phase 1's step (ISP parameters only, model frozen).
 """
@@ -19,26 +25,41 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from diffisp.training.data import RunData
-from diffisp.training.state import ISP_PARAMS, PHASES, TrainState, make_optimizer
+from diffisp.training.state import (
+    ISP_PARAMS,
+    PHASES,
+    TrainState,
+    group_labels,
+    isp_transforms,
+)
 from diffisp.training.streaming import StreamData, train_epoch
 
 
 @dataclass(frozen=True)
 class StatisticsMatching:
     """The warm-up objective as a task: squared distance between the batch's per-channel mean
-    and standard deviation and ``target`` (``(mean_r, mean_g, mean_b, std_r, std_g, std_b)``)."""
+    and standard deviation and ``target`` (``(mean_r, mean_g, mean_b, std_r, std_g, std_b)``).
+
+    ``per_image``: each image's own statistics (:func:`image_statistics`) against ``target``,
+    the squared distances averaged over the batch.
+    """
 
     target: tuple[float, ...]
     name: str = "statistics"
     headline: str = "statistics_loss"
+    per_image: bool = False
 
     def loss(self, model: Any, images: jax.Array, targets: Any) -> tuple[jax.Array, dict]:
         del model, targets
-        stats = batch_statistics(images)
-        loss = jnp.sum((stats - jnp.asarray(self.target, images.dtype)) ** 2)
+        target = jnp.asarray(self.target, images.dtype)
+        if self.per_image:
+            loss = jnp.mean(jnp.sum((image_statistics(images) - target) ** 2, axis=-1))
+        else:
+            loss = jnp.sum((batch_statistics(images) - target) ** 2)
         return loss, {"loss": loss}
 
     def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
@@ -50,24 +71,33 @@ def batch_statistics(images: jax.Array) -> jax.Array:
     return jnp.concatenate([jnp.mean(images, axis=(0, 1, 2)), jnp.std(images, axis=(0, 1, 2))])
 
 
-def clean_statistics(data: RunData | StreamData) -> tuple[float, ...]:
-    """The warm-up's target: statistics of the clean training images (hashable floats); of
-    the in-memory sample of a streamed training set."""
+def image_statistics(images: jax.Array) -> jax.Array:
+    """``(N, 6)``: each image's per-channel mean and standard deviation."""
+    return jnp.concatenate([jnp.mean(images, axis=(1, 2)), jnp.std(images, axis=(1, 2))], axis=-1)
+
+
+def clean_statistics(data: RunData | StreamData, per_image: bool = False) -> tuple[float, ...]:
+    """The warm-up's target: statistics of the clean training images (hashable floats; of
+    the in-memory sample of a streamed training set); with ``per_image``, the average over the
+    images of each one's own statistics."""
     clean = data.sample_clean if isinstance(data, StreamData) else data.train_clean
+    if per_image:
+        return tuple(float(v) for v in image_statistics(clean).mean(axis=0))
     return tuple(float(v) for v in batch_statistics(clean))
 
 
 def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
-    """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at ``lr_isp``).
+    """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at the ISP's
+    learning rates, :func:`~diffisp.training.state.isp_transforms`, constant).
 
     Returns the statistics loss of the last epoch (per step).
     """
     cfg, phase = state.cfg, PHASES[1]
     steps = state.steps_per_epoch(data.num_train) * cfg.isp_warmup_epochs
-    optimizer = nnx.Optimizer(
-        state.learner, make_optimizer(cfg.lr_isp, steps, "constant"), wrt=ISP_PARAMS
-    )
-    task = StatisticsMatching(clean_statistics(data))
+    tx = optax.multi_transform(isp_transforms(cfg, steps, "constant"), group_labels)
+    optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
+    per_image = bool(getattr(state.isp, "per_image", False))
+    task = StatisticsMatching(clean_statistics(data, per_image), per_image=per_image)
     loss = float("nan")
     for epoch in range(cfg.isp_warmup_epochs):
         state.learner, optimizer, loss, _ = train_epoch(

@@ -3,8 +3,9 @@
 For a camera engineer. A global learned ISP (:class:`diffisp.isp.chain.ISP`) applies one set of
 parameters to every frame; a night scene and a dusk scene get the same exposure, tone curve and
 denoising. Here a *parameter predictor* (a CNN of 20.6 k weights, 0.27 MFLOP per 32x32 frame,
-4 % of the reference classifier's) looks at a 16x16 thumbnail of each frame plus its global
-statistics (channel means, log mean luminance, spread) and outputs
+4 % of the reference classifier's, plus two linear pathways of 265 weights) looks at a 16x16
+thumbnail of each frame plus its global statistics (channel means, log mean luminance, spread)
+and outputs
 
 * every stage's parameters for that frame (exposure EV, white-balance gains, CCM, denoise
   strength, tone-curve knots, ...), through the same bounded parameterisations as the global

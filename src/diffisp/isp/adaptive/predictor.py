@@ -11,6 +11,21 @@ spread) go straight into the head (the exposure itself).
 The head's last layer starts at zero weight, and its bias holds the identity raw values of every
 stage (and the initial gate logits), so every image initially gets exactly the "do nothing"
 parameters: the adaptive ISP starts where the global one does.
+
+Two linear pathways sit beside the network, both zero at initialisation (so the start is still
+the identity) and trained at the global ISP's learning rate (:data:`DIRECT_PARAM_NAMES`):
+
+* ``global_raw``, ``(P,)``: a raw offset shared by every image, i.e. the global ISP's own
+  parameters. Without it, the common part of the parameters (e.g. +3 EV for a dataset that is
+  dark on average) had to be learnt by the network's bias at the network's small learning
+  rate: measured, it did not get there in the study's budget.
+* ``stats_head``: a linear map from the image's channel and luminance means *in stops* relative
+  to mid-grey (:func:`log_exposure_features`) to every raw parameter and gate logit (a gate
+  that should follow the light level, such as denoising's, needs one weight). Exposure (EV) and
+  white-balance gains (log-space parameters) are linear in these: auto-exposure is
+  ``EV = -log2(mean / target)`` and grey-world white balance ``log g_c = log mean_G - log
+  mean_c``, so one weight per feature, of order 1 in these units, does what a thumbnail CNN fed
+  values near 0 finds hard.
 """
 
 from __future__ import annotations
@@ -29,6 +44,12 @@ from diffisp.ops import luminance
 # moderate features (log2 -> -10) instead of -inf.
 _LOG_FLOOR = 1.0 / 1024.0
 NUM_STATS = 9
+# Photographic mid-grey: the stop features are 0 for an image whose mean is at it.
+_MID_GREY = 0.18
+NUM_STOP_FEATURES = 4
+# Predictor parameters that are linear maps onto the raw stage parameters (see the module
+# docstring): the trainer gives them the global ISP's learning rate, the network the predictor's.
+DIRECT_PARAM_NAMES = ("global_raw", "stats_head")
 
 
 def thumbnail(images: jax.Array, size: int) -> jax.Array:
@@ -66,6 +87,20 @@ def image_statistics(images: jax.Array) -> jax.Array:
     )
 
 
+def log_exposure_features(images: jax.Array) -> jax.Array:
+    """Channel means and mean luminance in stops relative to mid-grey (0.18), ``(N, 4)``.
+
+    ``log2((m + floor) / 0.18)`` of the three channel means and of the mean luminance: 0 at
+    mid-grey, -1 per halving of the light, about [-7.5, 2.5] for any input in [0, 1] (all black
+    gives finite values and gradients). Multiplying an image by ``2**k`` adds ``k`` to every
+    feature (away from the floor): exposure becomes a shift, which a linear map can undo.
+    """
+    means = images.mean(axis=(1, 2))
+    mean_luma = luminance(images)[..., 0].mean(axis=(1, 2))
+    levels = jnp.concatenate([means, mean_luma[:, None]], axis=-1)
+    return jnp.log2(levels + _LOG_FLOOR) - jnp.log2(_MID_GREY)
+
+
 def relative_stops(thumb: jax.Array) -> jax.Array:
     """Each thumbnail pixel in stops relative to the thumbnail's mean, divided by 4.
 
@@ -88,8 +123,9 @@ class ParameterPredictor(nnx.Module):
       hidden: width of the hidden dense layer.
 
     ``__call__``: ``(N, H, W, 3)`` in [0, 1] -> ``(raw (N, P), gate_logits (N, S))``.
-    With the defaults and the full ten-stage preset (P = 45, S = 10) it has 20,599 parameters and
-    costs about 0.27 MFLOP per 32x32 image (XLA count), 4 % of the reference SmallCNN.
+    With the defaults and the full ten-stage preset (P = 45, S = 10) it has 20,864 parameters
+    (20,599 in the network, 265 in the linear pathways) and costs about 0.27 MFLOP per 32x32
+    image (XLA count), 4 % of the reference SmallCNN.
     """
 
     def __init__(
@@ -121,6 +157,15 @@ class ParameterPredictor(nnx.Module):
         # non-zero), which is the usual zero-init-last-layer start of residual-style models.
         self.head = nnx.Linear(hidden, outputs, kernel_init=nnx.initializers.zeros, rngs=rngs)
         self.head.bias[...] = jnp.asarray(np.concatenate([identity_raw, gate_init]))
+        # The linear pathways (module docstring), zero at initialisation: identity unchanged.
+        self.global_raw = nnx.Param(jnp.zeros(self.num_raw, jnp.float32))
+        self.stats_head = nnx.Linear(
+            NUM_STOP_FEATURES,
+            outputs,
+            use_bias=False,
+            kernel_init=nnx.initializers.zeros,
+            rngs=rngs,
+        )
 
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = relative_stops(thumbnail(images, self.thumb_size))
@@ -128,7 +173,8 @@ class ParameterPredictor(nnx.Module):
             x = nnx.leaky_relu(conv(x), 0.1)
         features = jnp.concatenate([x.mean(axis=(1, 2)), image_statistics(images)], axis=-1)
         out = self.head(nnx.leaky_relu(self.hidden(features), 0.1))
-        return out[:, : self.num_raw], out[:, self.num_raw :]
+        out = out + self.stats_head(log_exposure_features(images))
+        return out[:, : self.num_raw] + self.global_raw[...], out[:, self.num_raw :]
 
 
 def per_image_values(
