@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -229,7 +230,13 @@ def step_flops(state: TrainState, data: RunData, phase: Phase) -> float:
     return float(cost.get("flops", 0.0))
 
 
-def bench_fast(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any]:
+def bench_fast(
+    data: RunData,
+    cfg: TrainConfig,
+    epochs: int,
+    phases: tuple[Phase, ...] = PHASES[1:],
+    flops: bool = True,
+) -> dict[str, Any]:
     state = TrainState.create(cfg, data.num_classes)
     out = {}
 
@@ -245,9 +252,10 @@ def bench_fast(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any]:
             epoch=epoch,
             batch_size=cfg.batch_size,
             bn_calibration=cfg.bn_calibration,
+            devices=cfg.devices,
         )
 
-    for phase in PHASES[1:]:
+    for phase in phases:
         state.optimizer = state.new_optimizer(phase, data.num_train)
         start = time.perf_counter()
         epoch_of(phase, 0)
@@ -257,14 +265,40 @@ def bench_fast(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any]:
             epoch_of(phase, epoch)
         elapsed = time.perf_counter() - start
         steps = epochs * (data.num_train // cfg.batch_size)
-        flops = step_flops(state, data, phase)
         out[f"phase{phase.index}"] = {
             "images_per_s": steps * cfg.batch_size / elapsed,
             "compile_s": max(first - elapsed / epochs, 0.0),
-            "flops_per_step": flops,
-            "gflops_per_s": flops * steps / elapsed / 1e9,
         }
+        if flops:
+            count = step_flops(state, data, phase)
+            out[f"phase{phase.index}"] |= {
+                "flops_per_step": count,
+                "gflops_per_s": count * steps / elapsed / 1e9,
+            }
     return out
+
+
+def device_counts(available: int, batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to ``available`` (and ``available`` itself): the counts that split
+    ``batch_size`` evenly."""
+    powers = {2**k for k in range(available.bit_length())}
+    counts = sorted({n for n in powers if n <= available} | {available})
+    return [n for n in counts if batch_size % n == 0]
+
+
+def bench_scaling(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any]:
+    """Phase 2 throughput of the data-parallel fast path on 1, 2, 4, ... devices (the same
+    global batch split over them), and its speed-up over one device."""
+    images_per_s = {}
+    for n in device_counts(jax.device_count(), cfg.batch_size):
+        result = bench_fast(data, replace(cfg, devices=n), epochs, (PHASES[2],), flops=False)
+        images_per_s[str(n)] = result["phase2"]["images_per_s"]
+    one = images_per_s["1"]
+    return {
+        "platform": jax.devices()[0].platform,
+        "phase2_images_per_s": images_per_s,
+        "speedup_over_1": {n: v / one for n, v in images_per_s.items()},
+    }
 
 
 def bench_inference(data: RunData, repeats: int = 5) -> dict[str, float]:
@@ -299,6 +333,8 @@ def run_bench(
     reference_ops = bench_reference(data, reference_epochs, reference_ops=False)
     log("diffisp fast path")
     fast = bench_fast(data, cfg, epochs)
+    log(f"data-parallel scaling over 1..{jax.device_count()} devices")
+    scaling = bench_scaling(data, cfg, epochs)
     log("inference")
     inference = bench_inference(data)
     phases = ("phase1", "phase2")
@@ -319,6 +355,7 @@ def run_bench(
         "reference": reference,
         "reference_with_diffisp_ops": reference_ops,
         "fast": fast,
+        "scaling": scaling,
         "inference": inference,
         "speedup": {p: fast[p]["images_per_s"] / reference[p]["images_per_s"] for p in phases},
         "fraction_of_peak": {p: fast[p]["gflops_per_s"] / peak for p in phases},
@@ -357,6 +394,16 @@ def print_bench(result: dict[str, Any]) -> None:
         "fast path compile", *(f"{fast[p]['compile_s']:.1f} s" for p in ("phase1", "phase2"))
     )
     Console().print(table)
+    scaling = result.get("scaling")
+    if scaling:
+        print(
+            f"phase 2 data parallel ({scaling['platform']}): "
+            + ", ".join(
+                f"{n} device{'s' if n != '1' else ''} {v:,.0f} img/s "
+                f"({scaling['speedup_over_1'][n]:.2f}x)"
+                for n, v in scaling["phase2_images_per_s"].items()
+            )
+        )
     inference = result["inference"]
     print(
         f"evaluation (ISP + CNN, eval mode): {inference['eval_images_per_s']:,.0f} img/s; "
