@@ -96,3 +96,17 @@ def test_train_runs_the_warm_up_before_phase_1_only_when_asked(data):
 def test_bad_warmup_config():
     with pytest.raises(ConfigError, match="isp_warmup_epochs"):
         dataclasses.replace(CFG, isp_warmup_epochs=-1)
+
+
+def test_statistics_have_finite_gradients_on_flat_images():
+    import jax
+    import jax.numpy as jnp
+
+    from diffisp.training.warmup import batch_statistics, image_statistics
+
+    flat = jnp.concatenate([jnp.zeros((1, 4, 4, 3)), jnp.ones((1, 4, 4, 3))])
+    for statistics in (image_statistics, batch_statistics):
+        grad = jax.grad(lambda x, f=statistics: jnp.sum(f(x)))(flat)
+        assert bool(jnp.isfinite(grad).all()), statistics.__name__
+    np_std = image_statistics(jnp.linspace(0, 1, 48).reshape(1, 4, 4, 3))[0, 3:]
+    assert jnp.allclose(np_std, jnp.std(jnp.linspace(0, 1, 48).reshape(4, 4, 3), axis=(0, 1)))

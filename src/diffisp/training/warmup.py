@@ -68,12 +68,19 @@ class StatisticsMatching:
 
 def batch_statistics(images: jax.Array) -> jax.Array:
     """``(6,)``: per-channel mean and standard deviation of ``(N, H, W, 3)`` images."""
-    return jnp.concatenate([jnp.mean(images, axis=(0, 1, 2)), jnp.std(images, axis=(0, 1, 2))])
+    return jnp.concatenate([jnp.mean(images, axis=(0, 1, 2)), _std(images, (0, 1, 2))])
 
 
 def image_statistics(images: jax.Array) -> jax.Array:
     """``(N, 6)``: each image's per-channel mean and standard deviation."""
-    return jnp.concatenate([jnp.mean(images, axis=(1, 2)), jnp.std(images, axis=(1, 2))], axis=-1)
+    return jnp.concatenate([jnp.mean(images, axis=(1, 2)), _std(images, (1, 2))], axis=-1)
+
+
+def _std(images: jax.Array, axis: tuple[int, ...]) -> jax.Array:
+    # jnp.std's gradient is NaN where the spread is 0 (sqrt at 0): an image the ISP drives to
+    # all black or all white. The floor (a spread of 1e-4) keeps it finite and changes nothing
+    # above it.
+    return jnp.sqrt(jnp.var(images, axis=axis) + 1e-8)
 
 
 def clean_statistics(data: RunData | StreamData, per_image: bool = False) -> tuple[float, ...]:
