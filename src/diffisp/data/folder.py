@@ -71,9 +71,38 @@ def load_folder(
         than available (the message names the option to lower).
       ConfigError: the requested images would not fit in memory.
     """
+    image_size = check_image_size(image_size)
+    root, names, chosen_files = choose_files(
+        root, num_train=num_train, num_test=num_test, seed=seed, test_fraction=test_fraction
+    )
+    check_fits_in_memory(
+        sum(len(files) for files, _ in chosen_files.values()), image_size, options=SIZE_OPTIONS
+    )
+    chosen = {}
+    for split, (files, labels) in chosen_files.items():
+        images, sources = load_images_with_sources(root, files, image_size)
+        chosen[split] = (images, labels, sources)
+    how = f"seeded stratified split, test_fraction={float(test_fraction):g}"
+    return folder_dataset(root, names, chosen, how, image_size)
+
+
+def choose_files(
+    root: str | Path,
+    *,
+    num_train: int | None,
+    num_test: int | None,
+    seed: int,
+    test_fraction: float,
+) -> tuple[Path, tuple[str, ...], dict[str, tuple[list[Path], np.ndarray]]]:
+    """The files :func:`load_folder` (and the streamed reader) use, without reading them:
+    ``(absolute root, class names, {"train"|"test": (files, labels)})``, the seeded stratified
+    split and the requested subsets of it.
+
+    Raises:
+      DataError, ConfigError, InputTypeError: as :func:`load_folder` (not the memory check).
+    """
     num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
     seed = check_int(seed, "seed", minimum=0)
-    image_size = check_image_size(image_size)
     test_fraction = _check_fraction(test_fraction)
     root = absolute_root(root)
     classes = scan_folder(root)
@@ -82,26 +111,20 @@ def load_folder(
     )
     pools = split_files(classes, test_fraction, split_rng)
     names = tuple(classes)
-    counts = {
-        split: check_enough(
-            requested,
-            len(pools[split][0]),
-            f"{split} images",
-            f"{root} has {len(pools[split][0])} after holding out test_fraction="
-            f"{test_fraction:g} of every class for testing; lower num_{split} (--num-{split}) "
-            f"to at most {len(pools[split][0])}, or add images",
-        )
-        for split, requested in (("train", num_train), ("test", num_test))
-    }
-    check_fits_in_memory(sum(counts.values()), image_size, options=SIZE_OPTIONS)
     chosen = {}
-    for split, rng in (("train", train_rng), ("test", test_rng)):
+    for split, requested, rng in (("train", num_train, train_rng), ("test", num_test, test_rng)):
         files, labels = pools[split]
-        index = stratified_subset(labels, counts[split], rng, len(names))
-        images, sources = load_images_with_sources(root, [files[i] for i in index], image_size)
-        chosen[split] = (images, labels[index], sources)
-    how = f"seeded stratified split, test_fraction={test_fraction:g}"
-    return folder_dataset(root, names, chosen, how, image_size)
+        count = check_enough(
+            requested,
+            len(files),
+            f"{split} images",
+            f"{root} has {len(files)} after holding out test_fraction={test_fraction:g} of "
+            f"every class for testing; lower num_{split} (--num-{split}) to at most "
+            f"{len(files)}, or add images",
+        )
+        index = stratified_subset(labels, count, rng, len(names))
+        chosen[split] = ([files[i] for i in index], labels[index])
+    return root, names, chosen
 
 
 def folder_dataset(

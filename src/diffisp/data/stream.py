@@ -36,13 +36,11 @@ from pathlib import Path
 import grain
 import numpy as np
 
-from diffisp.data._common import check_enough, check_image_size, stratified_subset
+from diffisp.data._common import check_image_size
 from diffisp.data.folder import (
     DEFAULT_TEST_FRACTION,
-    absolute_root,
+    choose_files,
     load_images_with_sources,
-    scan_folder,
-    split_files,
 )
 from diffisp.data.images import load_image
 from diffisp.errors import ConfigError, DataError
@@ -123,26 +121,9 @@ def stream_folder(
         test image (named). Corrupt training images are found when they are read.
     """
     image_size = check_image_size(image_size)
-    root = absolute_root(root)
-    classes = scan_folder(root)
-    split_rng, train_rng, test_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    root, names, chosen = choose_files(
+        root, num_train=num_train, num_test=num_test, seed=seed, test_fraction=test_fraction
     )
-    pools = split_files(classes, test_fraction, split_rng)
-    names = tuple(classes)
-    chosen = {}
-    for split, requested, rng in (("train", num_train, train_rng), ("test", num_test, test_rng)):
-        files, labels = pools[split]
-        count = check_enough(
-            requested,
-            len(files),
-            f"{split} images",
-            f"{root} has {len(files)} after holding out test_fraction={test_fraction:g} of "
-            f"every class for testing; lower num_{split} (--num-{split}) to at most "
-            f"{len(files)}, or add images",
-        )
-        index = stratified_subset(labels, count, rng, len(names))
-        chosen[split] = ([files[i] for i in index], labels[index])
     test_images, _ = load_images_with_sources(root, chosen["test"][0], image_size)
     train = FolderSource(*chosen["train"], image_size)
     return StreamedFolder(
