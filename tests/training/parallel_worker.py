@@ -73,31 +73,16 @@ def train_case(case: str, devices: int | None, epochs: int = 2) -> dict[str, np.
     from flax import nnx
 
     from diffisp.experiments.run import prepare_run_data
+    from diffisp.training.loop import train_epoch_of
     from diffisp.training.state import PHASES, TrainState
-    from diffisp.training.streaming import train_epoch
 
     cfg = _config(case, devices)
     data = prepare_run_data(_dataset(case, cfg), cfg)
     state = TrainState.create(cfg, data.num_classes)
     phase = PHASES[2]
-    optimizer = state.new_optimizer(phase, data.num_train)
-    learner, losses = state.learner, []
-    for epoch in range(epochs):
-        learner, optimizer, loss, _ = train_epoch(
-            learner,
-            optimizer,
-            phase,
-            data.train_dark,
-            data.train_labels,
-            task=state.task,
-            seed=cfg.seed,
-            epoch=epoch,
-            batch_size=cfg.batch_size,
-            bn_calibration=cfg.bn_calibration,
-            devices=cfg.devices,
-        )
-        losses.append(loss)
-    params = jax.tree.leaves(nnx.state(learner, nnx.Param))
+    state.optimizer = state.new_optimizer(phase, data.num_train)
+    losses = [train_epoch_of(state, data, phase, epoch)[0] for epoch in range(epochs)]
+    params = jax.tree.leaves(nnx.state(state.learner, nnx.Param))
     return {
         "losses": np.array(losses),
         "params": np.concatenate([np.asarray(p).ravel() for p in params]),
