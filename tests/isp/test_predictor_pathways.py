@@ -7,8 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
+from diffisp.errors import ConfigError
 from diffisp.isp.adaptive import AdaptiveISP
 from diffisp.isp.adaptive.predictor import DIRECT_PARAM_NAMES, log_exposure_features
 from diffisp.models.classifier import SmallCNN
@@ -81,3 +83,41 @@ def test_pathways_get_the_global_isp_learning_rate_and_the_network_the_predictor
     for key, step in steps.items():
         expected = 1e-2 if key in direct else 1e-3
         np.testing.assert_allclose(step, expected, rtol=1e-3, err_msg=key)
+
+
+def test_auto_exposure_start_levels_and_white_balances_every_capture():
+    # A grey-world texture (equal channel means) under three casts and three brightnesses: after
+    # the closed-form start every capture comes out near the target luminance with equal channel
+    # means, i.e. auto-exposure and grey-world white balance, whatever its light.
+    isp = AdaptiveISP(("exposure", "white_balance", "gamma"), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.8, (1, 8, 8, 3))
+    base = base / base.mean(axis=(1, 2), keepdims=True) * 0.5
+    casts = np.array([[1.0, 1.0, 1.0], [1.34, 0.943, 0.563], [0.929, 1.006, 1.145]])
+    brightness = np.array([0.03, 0.1, 0.3])
+    x = jnp.asarray(base * brightness[:, None, None, None] * casts[:, None, None, :], jnp.float32)
+    isp.start_from_auto_exposure(0.4)
+    out = np.asarray(isp(x))
+    means = out.mean(axis=(1, 2))
+    np.testing.assert_allclose(means, np.broadcast_to(means[:, 1:2], (3, 3)), rtol=0.04)
+    # Exposure: near the target from 10x apart in light (0.03: 0.005-0.015 before). The bounded
+    # EV, 8 tanh(raw / 8), falls short the more stops are missing (4.7 -> 4.2 for the darkest),
+    # which learning has to complete.
+    level = np.asarray(luminance(jnp.asarray(out)).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(level[1:], 0.4, rtol=0.2)
+    assert 0.25 < level[0] < level[1] < level[2]
+    # Only exposure and white balance changed: gamma and the gates are still at their start.
+    _, logits = isp.predict(x)
+    np.testing.assert_allclose(logits, 3.0, atol=1e-6)
+    gamma = isp.decisions(x)["values"]["gamma"]
+    np.testing.assert_allclose(jax.tree.leaves(gamma)[0], 1.0, atol=1e-6)
+
+
+def test_auto_exposure_start_skips_missing_stages_and_rejects_bad_levels():
+    isp = AdaptiveISP(("gamma", "sharpen"), rngs=nnx.Rngs(0))
+    isp.start_from_auto_exposure(0.4)  # no exposure or white balance: stays the identity
+    x = textures([0.05, 0.5])
+    np.testing.assert_allclose(isp(x), x, atol=1e-6)
+    for bad in (0.0, 1.0, -0.2, float("nan")):
+        with pytest.raises(ConfigError, match="target_level"):
+            isp.start_from_auto_exposure(bad)

@@ -23,11 +23,15 @@ from diffisp.util.checks import check_images
 
 # The reference system's five stages: 9 + 1 + 16 + 1 + 10 = 37 learnable parameters.
 SEED_PRESET: tuple[str, ...] = ("ccm", "desaturation", "tone_curve", "gamma", "sharpen")
-# AdaptiveISP's module set, in a camera-like order: exposure and white balance on linear data,
-# colour, noise and detail before the tone and gamma curves.
+# AdaptiveISP's module set, in a camera-like order: white balance and exposure on linear data,
+# colour, noise and detail before the tone and gamma curves. White balance comes before exposure
+# because exposure saturates at white: brightening a colour-cast capture first clips its
+# dominant channel (red under tungsten) before the gains can bring it down. Measured on mixed
+# captures (seed 0): per-image auto-exposure + grey world feeding the global ISP gave 70.0 %
+# in this order and 66.2 % with exposure first.
 FULL_PRESET: tuple[str, ...] = (
-    "exposure",
     "white_balance",
+    "exposure",
     "ccm",
     "denoise",
     "sharpen",

@@ -12,7 +12,10 @@ A per-image ISP (the adaptive one) matches them image by image instead (each ima
 means and standard deviations against the clean images' average of those): a batch-level target
 can be met by brightening every image alike, which teaches a per-image exposure nothing, while
 per-image targets are auto-exposure and grey-world white balance, the same for every image
-whatever its capture brightness.
+whatever its capture brightness. Before those epochs its linear pathway is set in closed form to
+exactly that, auto-exposure to the clean images' mean luminance and grey-world white balance
+(:meth:`~diffisp.isp.adaptive.AdaptiveISP.start_from_auto_exposure`): measured on mixed
+captures, gradient steps alone left the per-image exposure weakly tied to the brightness.
 
 It runs through the training core unchanged: the statistics objective is a :class:`Task` whose
 loss ignores the model, trained with phase 1's step (ISP parameters only, model frozen).
@@ -25,9 +28,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
+from diffisp.isp.adaptive import AdaptiveISP
+from diffisp.ops import LUMA_WEIGHTS
 from diffisp.training.data import RunData
 from diffisp.training.state import (
     ISP_PARAMS,
@@ -104,7 +110,10 @@ def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
     tx = optax.multi_transform(isp_transforms(cfg, steps, "constant"), group_labels)
     optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
     per_image = bool(getattr(state.isp, "per_image", False))
-    task = StatisticsMatching(clean_statistics(data, per_image), per_image=per_image)
+    target = clean_statistics(data, per_image)
+    if isinstance(state.isp, AdaptiveISP):
+        state.isp.start_from_auto_exposure(float(np.dot(target[:3], LUMA_WEIGHTS)))
+    task = StatisticsMatching(target, per_image=per_image)
     loss = float("nan")
     for epoch in range(cfg.isp_warmup_epochs):
         state.learner, optimizer, loss, _ = train_epoch(

@@ -15,7 +15,11 @@ from flax import nnx
 from diffisp.errors import ConfigError
 from diffisp.isp.adaptive.costs import normalise_costs
 from diffisp.isp.adaptive.hard import run_hard
-from diffisp.isp.adaptive.predictor import ParameterPredictor, per_image_values
+from diffisp.isp.adaptive.predictor import (
+    MID_GREY,
+    ParameterPredictor,
+    per_image_values,
+)
 from diffisp.isp.chain import FULL_PRESET, parse_stage_list, run_chain
 from diffisp.isp.stages import STAGES
 from diffisp.util.checks import check_images, is_concrete
@@ -247,6 +251,53 @@ class AdaptiveISP(nnx.Module):
                 v = np.asarray(v)
                 out[stage][name] = {"mean": v.mean(axis=0).tolist(), "std": v.std(axis=0).tolist()}
         return out
+
+    def start_from_auto_exposure(self, target_level: float) -> None:
+        """Set the predictor's linear pathway to classical auto-exposure and grey-world white
+        balance, read from each image's own channel means.
+
+        The exposure stage gets ``EV = log2(target_level / mean luminance)`` (the green mean
+        when white balance runs first) and the white balance gains ``mean_G / mean_c``, both
+        exactly linear in the stop features of
+        :func:`~diffisp.isp.adaptive.predictor.log_exposure_features`. The bounded maps then
+        saturate smoothly: the gain of a capture 4-5 stops under ``target_level`` falls short
+        by about half a stop, and learning makes up the rest. Every other parameter and every
+        gate is unchanged, and stages other than ``exposure`` and ``white_balance`` stay the
+        identity. The phase-1 warm-up starts from here (:mod:`diffisp.training.warmup`): the
+        network learns corrections to a good per-image exposure instead of finding the exposure
+        from scratch (measured: from scratch it stayed weakly correlated with the brightness).
+
+        Args:
+          target_level: mean luminance in (0, 1) an image should have after exposure (the
+            clean training images' average, for instance).
+
+        Raises:
+          ConfigError: ``target_level`` not in (0, 1).
+        """
+        level = _check_positive("target_level", target_level, allow_zero=False)
+        if level >= 1.0:
+            raise ConfigError(f"target_level must be in (0, 1); got {level}")
+        num_raw = self.predictor.num_raw
+        weights = np.array(self.predictor.stats_head.kernel[...][:, :num_raw], np.float32)
+        offsets = np.asarray(self.predictor.global_raw[...], np.float32).copy()
+        slices = dict(zip(self.stage_names, self.raw_slices, strict=True))
+        if "exposure" in slices:
+            start = slices["exposure"][0]
+            weights[:, start] = 0.0
+            # Stop features are log2(mean / mid-grey), (R, G, B, luminance). After grey-world
+            # gains every channel mean is the green one, so an exposure that follows the white
+            # balance levels the green mean; one before it, the luminance.
+            follows_wb = "white_balance" in slices and slices["white_balance"][0] < start
+            weights[1 if follows_wb else 3, start] = -1.0
+            offsets[start] = math.log2(level / MID_GREY)
+        if "white_balance" in slices:
+            start = slices["white_balance"][0]
+            weights[:, start : start + 3] = 0.0
+            for channel in range(3):  # raw gains are natural logs: ln g_c = ln2 (f_G - f_c)
+                weights[1, start + channel] += math.log(2.0)
+                weights[channel, start + channel] -= math.log(2.0)
+            offsets[start : start + 3] = 0.0
+        self.predictor.set_linear_pathway(weights, offsets)
 
     def fastest_inference(self) -> Callable[[jax.Array], jax.Array]:
         """:func:`~diffisp.isp.adaptive.run_hard`: each image runs only its active stages."""

@@ -45,7 +45,7 @@ from diffisp.ops import luminance
 _LOG_FLOOR = 1.0 / 1024.0
 NUM_STATS = 9
 # Photographic mid-grey: the stop features are 0 for an image whose mean is at it.
-_MID_GREY = 0.18
+MID_GREY = 0.18
 NUM_STOP_FEATURES = 4
 # Predictor parameters that are linear maps onto the raw stage parameters (see the module
 # docstring): the trainer gives them the global ISP's learning rate, the network the predictor's.
@@ -98,7 +98,7 @@ def log_exposure_features(images: jax.Array) -> jax.Array:
     means = images.mean(axis=(1, 2))
     mean_luma = luminance(images)[..., 0].mean(axis=(1, 2))
     levels = jnp.concatenate([means, mean_luma[:, None]], axis=-1)
-    return jnp.log2(levels + _LOG_FLOOR) - jnp.log2(_MID_GREY)
+    return jnp.log2(levels + _LOG_FLOOR) - jnp.log2(MID_GREY)
 
 
 def relative_stops(thumb: jax.Array) -> jax.Array:
@@ -166,6 +166,24 @@ class ParameterPredictor(nnx.Module):
             kernel_init=nnx.initializers.zeros,
             rngs=rngs,
         )
+
+    def set_linear_pathway(self, weights: np.ndarray, offsets: np.ndarray) -> None:
+        """Overwrite the raw-parameter part of the linear pathways (the gates' part is kept).
+
+        Args:
+          weights: ``(NUM_STOP_FEATURES, P)``, the map from :func:`log_exposure_features` to the
+            raw parameters (``stats_head``'s kernel, first ``P`` columns).
+          offsets: ``(P,)`` shared raw offsets (``global_raw``).
+        """
+        weights = np.asarray(weights, np.float32)
+        offsets = np.asarray(offsets, np.float32)
+        if weights.shape != (NUM_STOP_FEATURES, self.num_raw) or offsets.shape != (self.num_raw,):
+            raise ValueError(
+                f"linear pathway must be ({NUM_STOP_FEATURES}, {self.num_raw}) weights and "
+                f"({self.num_raw},) offsets; got {weights.shape} and {offsets.shape}"
+            )
+        self.stats_head.kernel[...] = self.stats_head.kernel[...].at[:, : self.num_raw].set(weights)
+        self.global_raw[...] = jnp.asarray(offsets)
 
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = relative_stops(thumbnail(images, self.thumb_size))
