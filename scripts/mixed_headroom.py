@@ -26,18 +26,16 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from diffisp.data import load_dataset
 from diffisp.data.conditions import ILLUMINANT_CASTS, capture_mixed
+from diffisp.experiments.run import load_run_data, prepare_run_data
 from diffisp.ops import luminance
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
-from diffisp.training.data import prepare_data
-from diffisp.training.loop import train, train_from_model
-from diffisp.training.state import TrainState
+from diffisp.training.loop import train_clean_model, train_from_model
 from diffisp.training.variants import parse_variant
 from diffisp.util.io import atomic_write_json
+from diffisp.util.stats import mean_std
 
 INPUTS = ("captured", "oracle", "oracle-exposure", "auto")
 _FLOOR = 1.0 / 1024.0
@@ -76,40 +74,22 @@ def main() -> None:
     started = time.perf_counter()
     for seed in range(args.seeds):
         cfg = TrainConfig.preset_config("full", data="builtin", seed=seed, conditions="mixed")
-        dataset = load_dataset(
-            cfg.data,
-            num_train=cfg.num_train,
-            num_test=cfg.num_test,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-        )
-        data = prepare_data(dataset, cfg)
+        data = prepare_run_data(load_run_data(cfg), cfg)
         level = float(luminance(data.train_clean).mean())
         train_cond = recorded_conditions(cfg, data.train_clean, keys.DARKEN_TRAIN)
         test_cond = recorded_conditions(cfg, data.test_clean, keys.DARKEN_TEST)
-        clean = TrainState.create(
-            dataclasses.replace(cfg, epochs_isp=0, epochs_joint=0), data.num_classes
-        )
-        clean = train(clean, data)  # phase 0 only
+        clean_model = train_clean_model(cfg, data)
         for kind in args.inputs:
             view = dataclasses.replace(
                 data,
                 train_dark=normalised(data.train_dark, train_cond, kind, level),
                 test_dark=normalised(data.test_dark, test_cond, kind, level),
             )
-            variant_cfg = dataclasses.replace(cfg, **overrides)
-            state = train_from_model(variant_cfg, clean.model_after_phase0, view)
+            state = train_from_model(dataclasses.replace(cfg, **overrides), clean_model, view)
             acc = state.history[-1].test_acc
             results[kind].append(acc)
             print(f"seed {seed} {kind}: global ISP test accuracy {acc:.1%}", flush=True)
-    summary = {
-        kind: {
-            "accuracy": accs,
-            "mean": float(np.mean(accs)),
-            "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-        }
-        for kind, accs in results.items()
-    }
+    summary = {kind: {"accuracy": accs, **mean_std(accs)} for kind, accs in results.items()}
     for kind, row in summary.items():
         print(f"{kind:16s} {row['mean']:.1%} +- {row['std']:.1%}  {row['accuracy']}")
     if args.out:

@@ -15,12 +15,11 @@ import time
 
 import numpy as np
 
-from diffisp.data import load_dataset
+from diffisp.experiments.run import load_run_data, prepare_run_data
 from diffisp.training.config import TrainConfig
-from diffisp.training.data import prepare_data
-from diffisp.training.loop import train, train_from_model
-from diffisp.training.state import TrainState
+from diffisp.training.loop import train_clean_model, train_from_model
 from diffisp.util.io import atomic_write_json
+from diffisp.util.stats import mean_std
 
 
 def main() -> None:
@@ -38,19 +37,11 @@ def main() -> None:
     started = time.perf_counter()
     for seed in range(args.seeds):
         cfg = TrainConfig.preset_config("full", data="builtin", seed=seed, epochs_joint=0, **extra)
-        dataset = load_dataset(
-            cfg.data,
-            num_train=cfg.num_train,
-            num_test=cfg.num_test,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-        )
-        data = prepare_data(dataset, cfg)
-        clean = TrainState.create(dataclasses.replace(cfg, epochs_isp=0), data.num_classes)
-        clean = train(clean, data)  # phase 0 only
+        data = prepare_run_data(load_run_data(cfg), cfg)
+        clean_model = train_clean_model(cfg, data)
         for warmup in args.warmups:
             state = train_from_model(
-                dataclasses.replace(cfg, isp_warmup_epochs=warmup), clean.model_after_phase0, data
+                dataclasses.replace(cfg, isp_warmup_epochs=warmup), clean_model, data
             )
             acc = state.history[-1].test_acc
             results[str(warmup)].append(acc)
@@ -58,8 +49,7 @@ def main() -> None:
     summary = {
         w: {
             "accuracy": accs,
-            "mean": float(np.mean(accs)),
-            "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            **mean_std(accs),
             "worst_below_mean": float(np.mean(accs) - np.min(accs)),
         }
         for w, accs in results.items()

@@ -18,7 +18,7 @@ from diffisp.experiments.protocol import (
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
-from diffisp.training.loop import train
+from diffisp.training.loop import train, train_clean_model
 from diffisp.training.state import TrainState
 
 TINY = dict(
@@ -189,3 +189,12 @@ def test_nan_loss_stops_training_before_writing_parameters():
         train(trainer, data, on_epoch=lambda t, r: saved.append(r))
     # Phase 0 finished and was handed to the checkpoint callback; the diverged epoch never was.
     assert [r.phase for r in saved] == [0]
+
+
+def test_train_clean_model_is_phase_0_of_the_full_protocol(tiny_run, tiny_data):
+    # The same seed's phase 0 alone gives exactly the model the full run kept after phase 0.
+    trainer, snapshots = tiny_run
+    model = train_clean_model(TrainConfig(**TINY), tiny_data)
+    for a, b in zip(params_of(trainer.model_after_phase0), params_of(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert changed(snapshots["start"][1], params_of(model))

@@ -23,6 +23,7 @@ from diffisp.errors import DataError, InputError
 from diffisp.isp.raw_capture import num_images
 from diffisp.models.evaluate import Transform, predict
 from diffisp.training.data import RunData
+from diffisp.util.stats import mean_std
 
 Bins = Mapping[str, Any]
 
@@ -200,8 +201,7 @@ def aggregate_condition_reports(reports: Sequence[Mapping[str, Any]]) -> dict[st
                 values = [cell["accuracy"] for cell in cells]
                 accuracy[key][kind][label] = {
                     "accuracy": values,
-                    "mean": float(np.mean(values)),
-                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    **mean_std(values),
                     "num_samples": [
                         r["accuracy"][key][kind][label]["num_samples"] for r in reports
                     ],

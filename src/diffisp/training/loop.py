@@ -8,6 +8,7 @@ each phase's optimiser, and calls back after each epoch (where a caller checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -90,6 +91,15 @@ def train_epoch_of(
         devices=cfg.devices,
     )
     return loss, train_score
+
+
+def train_clean_model(cfg: TrainConfig, data: RunData | StreamData) -> nnx.Module:
+    """Phase 0 alone: the task model trained on clean images (what :func:`train_from_model`
+    starts from, when several ISPs or settings are compared against one model)."""
+    state = TrainState.create(
+        dataclasses.replace(cfg, epochs_isp=0, epochs_joint=0), data.num_classes
+    )
+    return train(state, data).model_after_phase0
 
 
 def train_from_model(
