@@ -134,6 +134,37 @@ def test_study_refuses_to_overwrite_and_bad_seeds(study):
         run_study(TrainConfig(**TINY), [1, 1], out / "other", progress=False)
 
 
+@pytest.mark.slow
+def test_resuming_a_finished_study_reproduces_it(study, tmp_path):
+    import shutil
+
+    out, result = study
+    shutil.copytree(out, tmp_path / "study")
+    again = run_study(
+        TrainConfig(**TINY),
+        [0],
+        tmp_path / "study",
+        resume=True,
+        progress=False,
+        log=lambda m: None,
+        brightness_values=(0.2,),
+        noise_values=(0.05,),
+    )
+    for key, row in result["methods"].items():
+        assert again["methods"][key]["accuracy"] == row["accuracy"], key
+
+
+def test_resumed_study_refuses_other_settings_naming_them(tmp_path):
+    # A seed already run with other settings: resuming the study with these must not train the
+    # missing seeds one way and aggregate them with runs done another way.
+    saved = TrainConfig(**{**TINY, "conditions": "mixed"}, seed=0)
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "config.json").write_text(json.dumps(saved.to_dict()))
+    with pytest.raises(ConfigError, match=r"differ in conditions: 'mixed' -> 'uniform'"):
+        run_study(TrainConfig(**TINY), [0, 1], tmp_path, resume=True, progress=False)
+    assert not (tmp_path / "seed1").exists()
+
+
 def test_validate_names_the_offending_field():
     with pytest.raises(DataError, match=r"\$.dataset has no 'name' field"):
         validate({"dataset": {}}, {"dataset": {"name": str}})

@@ -377,13 +377,23 @@ def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> Tra
             raise ConfigError(f"cannot resume: {config_path} does not exist")
         saved = TrainConfig.load(config_path)
         if cfg is not None and cfg != saved:
-            raise ConfigError(f"--resume continues the run as configured in {config_path}")
+            changed = config_differences(saved, cfg)
+            raise ConfigError(
+                f"--resume continues the run as configured in {config_path}; the options given "
+                f"differ in {'; '.join(changed)}"
+            )
         return saved
     if config_path.exists():
         raise ConfigError(
             f"{out_dir} already holds a run; use --resume to continue it or choose another --out"
         )
     return cfg
+
+
+def config_differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
+    """``"key: saved -> asked"`` for every field in which two configs differ."""
+    a, b = saved.to_dict(), asked.to_dict()
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
 
 
 def dataset_summary(dataset: Dataset) -> dict[str, Any]:

@@ -56,8 +56,11 @@ def run_study(
         log(f"seed {seed}: {run_dir}")
         seed_cfg = dataclasses.replace(cfg, seed=seed)
         again = resume and (run_dir / "config.json").exists()
+        # The seed's saved config must be the one asked for (run_experiment refuses and names
+        # the difference): a resumed study that silently kept or mixed old settings would
+        # aggregate runs of different experiments.
         outcome = run_experiment(
-            None if again else seed_cfg,
+            seed_cfg,
             run_dir,
             resume=again,
             command=command,
