@@ -228,6 +228,19 @@ def test_seeds_aggregate_per_bin_and_the_report_shows_them():
     assert conditions_section(None, {}) == ""
 
 
+def test_frozen_model_rows_get_their_own_tables():
+    from diffisp.experiments.by_condition import aggregate_condition_reports
+    from diffisp.report.condition_sections import conditions_section
+
+    report = _report(0.5, 0.9, 2)
+    report["accuracy"]["adaptive_l0_frozen"] = _report(0.25, 0.75, 1)["accuracy"]["adaptive_l0"]
+    out = aggregate_condition_reports([report])
+    html = str(conditions_section(out, {"adaptive_l0_frozen": "Adaptive, frozen CNN"}))
+    tuned, frozen = html.split("frozen clean-trained CNN (phase 1)")
+    assert "ISP and CNN fine-tuned (phase 2)" in tuned and "Adaptive, frozen CNN" not in tuned
+    assert "Adaptive, frozen CNN" in frozen and "25.0" in frozen
+
+
 def test_decision_figures_pick_images_across_the_brightness_range():
     from types import SimpleNamespace
 
@@ -275,7 +288,13 @@ def test_a_mixed_conditions_study_records_and_reports_results_by_condition(tmp_p
     seed = json.loads((out / "seed0" / "metrics.json").read_text())["by_condition"]
     by_bin = seed["accuracy"]["adaptive_l0.5"]["darkness"]
     assert sum(cell["num_samples"] for cell in by_bin.values()) == 48
-    assert set(seed["gate_usage"]) == {"learned_isp_phase1", "learned_isp_phase2", "adaptive_l0.5"}
+    assert set(seed["gate_usage"]) == {
+        "learned_isp_phase1",
+        "learned_isp_phase2",
+        "adaptive_l0.5",
+        "adaptive_l0.5_frozen",
+    }
+    assert seed["accuracy"]["adaptive_l0.5_frozen"]["darkness"]
     assert study["by_condition"]["distinct_gate_patterns"]["adaptive_l0.5"][0] >= 1
     assert (out / "seed0" / "figures" / "adaptive_decisions_adaptive_l0.5.png").exists()
     assert "Results by capture condition" in build_report(out).read_text()

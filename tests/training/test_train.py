@@ -14,6 +14,7 @@ from diffisp.experiments.protocol import (
     evaluate_methods,
     protocol_methods,
     train_finetuned_baselines,
+    variant_methods,
 )
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
 from diffisp.training.config import TrainConfig
@@ -198,3 +199,24 @@ def test_train_clean_model_is_phase_0_of_the_full_protocol(tiny_run, tiny_data):
     for a, b in zip(params_of(trainer.model_after_phase0), params_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
     assert changed(snapshots["start"][1], params_of(model))
+
+
+@pytest.mark.slow
+def test_each_isp_variant_gives_a_fine_tuned_and_a_frozen_model_row(tiny_run, tiny_data):
+    # The frozen row is the variant's ISP after phase 1 in front of the clean-trained CNN (the
+    # deployed-model case); the plain row is phase 2, ISP and CNN fine-tuned together.
+    trainer, _ = tiny_run
+    tuned, frozen = variant_methods(trainer, tiny_data, ["global-full"])
+    assert (tuned.key, frozen.key) == ("global_full", "global_full_frozen")
+    assert frozen.label.endswith("frozen CNN") and "phase 1 only" in frozen.description
+    clean = params_of(trainer.model_after_phase0)
+    for a, b in zip(clean, params_of(frozen.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert changed(clean, params_of(tuned.model))
+    assert changed(params_of(frozen.isp), params_of(tuned.isp))  # phase 2 moved the ISP on
+    accuracy = frozen.metrics(tiny_data.test_dark, tiny_data.test_clean, tiny_data.test_labels)
+    model = nnx.clone(trainer.model_after_phase0)
+    model.eval()
+    logits = model(frozen.isp(tiny_data.test_dark))
+    expected = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(tiny_data.test_labels))
+    assert accuracy["accuracy"] == pytest.approx(expected)

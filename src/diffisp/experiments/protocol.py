@@ -339,14 +339,31 @@ def train_variant(state: TrainState, data: RunData, overrides: dict[str, Any]) -
     return train_from_model(cfg, state.model_after_phase0, data, state.num_classes)
 
 
+FROZEN_SUFFIX = "_frozen"
+
+
 def variant_methods(state: TrainState, data: RunData, specs: Sequence[str]) -> list[Method]:
-    """Train each ISP variant and return its phase-2 method (with usage fields filled later)."""
-    methods = []
+    """Train each ISP variant; return its phase-2 methods, then each one's phase-1 method.
+
+    Phase 2 (key ``<variant>``): the variant's ISP and the CNN fine-tuned together. Phase 1
+    (key ``<variant>_frozen``): the variant's ISP after phase 1 in front of the frozen
+    clean-trained CNN - a deployed model nobody may retrain, where the ISP alone must absorb
+    the capture conditions. Usage fields are filled later.
+    """
+    tuned, frozen = [], []
     for spec in specs:
         key, label, overrides = parse_variant(spec)
         variant = train_variant(state, data, overrides)
-        description = (
-            f"{label}: {', '.join(variant.cfg.isp)}; phases 1-2 from the same clean-trained CNN"
+        stages = ", ".join(variant.cfg.isp)
+        description = f"{label}: {stages}; phases 1-2 from the same clean-trained CNN"
+        tuned.append(Method(key, label, description, variant.model, isp=variant.isp))
+        frozen.append(
+            Method(
+                key + FROZEN_SUFFIX,
+                f"{label}, frozen CNN",
+                f"{label}: {stages}; phase 1 only, in front of the frozen clean-trained CNN",
+                variant.model_after_phase0,
+                isp=variant.isp_after_phase1,
+            )
         )
-        methods.append(Method(key, label, description, variant.model, isp=variant.isp))
-    return methods
+    return tuned + frozen
