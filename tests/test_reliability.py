@@ -39,6 +39,7 @@ TINY = dict(
     [
         ({"num_train": 64, "learning_rate": 0.1}, "unknown config key(s): learning_rate"),
         ({"lr_isp": -0.01}, "lr_isp must be a learning rate"),
+        ({"lr_stats_map": 0}, "lr_stats_map must be a learning rate"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"brightness": [0.0, 0.3]}, "0 < low <= high <= 1"),
         ({"brightness": [0.2, 1.5]}, "0 < low <= high <= 1"),

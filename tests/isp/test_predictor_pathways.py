@@ -12,7 +12,11 @@ from flax import nnx
 
 from diffisp.errors import ConfigError
 from diffisp.isp.adaptive import AdaptiveISP
-from diffisp.isp.adaptive.predictor import DIRECT_PARAM_NAMES, log_exposure_features
+from diffisp.isp.adaptive.predictor import (
+    DIRECT_PARAM_NAMES,
+    STATS_MAP_NAME,
+    log_exposure_features,
+)
 from diffisp.models.classifier import SmallCNN
 from diffisp.ops import luminance
 from diffisp.training.config import TrainConfig
@@ -63,26 +67,29 @@ def test_one_weight_of_the_statistics_pathway_is_auto_exposure():
     assert after.max() / after.min() < 1.3 and before.max() / before.min() > 19
 
 
-def test_pathways_get_the_global_isp_learning_rate_and_the_network_the_predictor_one():
-    cfg = TrainConfig(adaptive=True, lr_isp=1e-2, lr_predictor=1e-3)
+def test_each_parameter_group_gets_its_learning_rate():
+    # Shared offset: lr_isp; statistics map: lr_stats_map (lr_isp in the warm-up); network:
+    # lr_predictor.
+    cfg = TrainConfig(adaptive=True, lr_isp=1e-2, lr_predictor=1e-3, lr_stats_map=3e-3)
     learner = Learner(AdaptiveISP(STAGES, rngs=nnx.Rngs(0)), SmallCNN(10, rngs=nnx.Rngs(1)))
     params = nnx.state(learner, ISP_PARAMS)
     labels = group_labels(params)
     flat = {jax.tree_util.keystr(p): v for p, v in jax.tree.leaves_with_path(labels)}
-    direct = {k for k, v in flat.items() if v == "isp_direct"}
-    assert direct and all(any(n in k for n in DIRECT_PARAM_NAMES) for k in direct)
-    assert {v for k, v in flat.items() if k not in direct} == {"isp"}
-    tx = optax.multi_transform(isp_transforms(cfg, 100, "constant"), group_labels)
+    groups = {name: {k for k, v in flat.items() if v == name} for name in set(flat.values())}
+    assert set(groups) == {"isp", "isp_direct", "isp_stats"}
+    assert all(STATS_MAP_NAME in k for k in groups["isp_stats"])
+    assert all(any(n in k for n in DIRECT_PARAM_NAMES) for k in groups["isp_direct"])
     # A tiny gradient on every parameter (under the clip norm): Adam's first step is lr * sign.
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    steps = {
-        jax.tree_util.keystr(p): float(jnp.abs(u).max())
-        for p, u in jax.tree.leaves_with_path(updates)
-    }
-    for key, step in steps.items():
-        expected = 1e-2 if key in direct else 1e-3
-        np.testing.assert_allclose(step, expected, rtol=1e-3, err_msg=key)
+    for stats_lr, expected_stats in ((None, 3e-3), (1e-2, 1e-2)):
+        transforms = isp_transforms(cfg, 100, "constant", lr_stats_map=stats_lr)
+        tx = optax.multi_transform(transforms, group_labels)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        expected = {"isp": 1e-3, "isp_direct": 1e-2, "isp_stats": expected_stats}
+        for path, update in jax.tree.leaves_with_path(updates):
+            key = jax.tree_util.keystr(path)
+            step = float(jnp.abs(update).max())
+            np.testing.assert_allclose(step, expected[flat[key]], rtol=1e-3, err_msg=key)
 
 
 def test_auto_exposure_start_levels_and_white_balances_every_capture():

@@ -66,6 +66,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
     p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
     p.add_argument("--lr-predictor", type=float, help="adaptive ISP predictor learning rate")
+    p.add_argument(
+        "--lr-stats-map",
+        type=float,
+        help="learning rate of the adaptive predictor's statistics-to-parameter map",
+    )
     p.add_argument("--schedule", choices=("constant", "cosine"), help="CNN learning-rate schedule")
     p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
     p.add_argument(
@@ -163,6 +168,7 @@ _CONFIG_KEYS = (
     "lr_isp",
     "lr_cnn",
     "lr_predictor",
+    "lr_stats_map",
     "schedule",
     "isp_schedule",
     "isp_warmup_epochs",

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from diffisp.isp.adaptive import AdaptiveISP
-from diffisp.isp.adaptive.predictor import DIRECT_PARAM_NAMES
+from diffisp.isp.adaptive.predictor import DIRECT_PARAM_NAMES, STATS_MAP_NAME
 from diffisp.isp.chain import ISP, LearnedISP, split_raw_front
 from diffisp.isp.raw import build_raw_isp
 from diffisp.models.task import CLASSIFY, TASKS, Task
@@ -108,33 +108,42 @@ def make_optimizer(
 
 
 def group_labels(params: Any) -> Any:
-    """``"isp"``, ``"isp_direct"`` or ``"task"`` for every parameter leaf of a :class:`Learner`
-    state; ``"isp_direct"``: the adaptive predictor's linear pathways (``DIRECT_PARAM_NAMES``)."""
+    """``"isp"``, ``"isp_direct"``, ``"isp_stats"`` or ``"task"`` for every parameter leaf of a
+    :class:`Learner` state; ``"isp_stats"``: the adaptive predictor's statistics map
+    (``STATS_MAP_NAME``), ``"isp_direct"``: its other linear pathway (``DIRECT_PARAM_NAMES``)."""
 
     def label(path: tuple, _: Any) -> str:
         if path[0].key != "isp":
             return "task"
         names = {getattr(entry, "key", None) for entry in path}
+        if STATS_MAP_NAME in names:
+            return "isp_stats"
         return "isp_direct" if names & set(DIRECT_PARAM_NAMES) else "isp"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
 
 def isp_transforms(
-    cfg: TrainConfig, steps: int, schedule: str
+    cfg: TrainConfig, steps: int, schedule: str, *, lr_stats_map: float | None = None
 ) -> dict[str, optax.GradientTransformation]:
-    """The ISP's optax transformations, for labels ``"isp"`` and ``"isp_direct"``.
+    """The ISP's optax transformations, for labels ``"isp"``, ``"isp_direct"``, ``"isp_stats"``.
 
     A global ISP: Adam at ``lr_isp`` (``schedule``). An adaptive ISP: its network takes smaller,
-    cosine-decaying, clipped steps (``lr_predictor``), and its linear pathways (the shared raw
-    offset and the statistics-to-parameter map) those of a global ISP's parameters, which they
-    are in kind: ``lr_isp`` with ``schedule``.
+    cosine-decaying, clipped steps (``lr_predictor``); its shared raw offset those of a global
+    ISP's parameters, which it is in kind (``lr_isp``, ``schedule``); its statistics-to-parameter
+    map the same at ``lr_stats_map`` (default ``cfg.lr_stats_map``: its inputs are large and
+    nearly collinear, see :class:`~diffisp.training.config.TrainConfig`).
     """
     direct = make_optimizer(cfg.lr_isp, steps, schedule)
     if not cfg.adaptive:
         return {"isp": direct}
     network = make_optimizer(cfg.lr_predictor, steps, "cosine", clip_norm=1.0)
-    return {"isp": network, "isp_direct": direct}
+    stats_lr = cfg.lr_stats_map if lr_stats_map is None else lr_stats_map
+    return {
+        "isp": network,
+        "isp_direct": direct,
+        "isp_stats": make_optimizer(stats_lr, steps, schedule),
+    }
 
 
 def phase_transform(cfg: TrainConfig, phase: Phase, steps: int) -> optax.GradientTransformation:

@@ -101,13 +101,15 @@ def clean_statistics(data: RunData | StreamData, per_image: bool = False) -> tup
 
 def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
     """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at the ISP's
-    learning rates, :func:`~diffisp.training.state.isp_transforms`, constant).
+    learning rates, :func:`~diffisp.training.state.isp_transforms`, constant; an adaptive
+    ISP's statistics map at ``lr_isp``: the warm-up is where it learns its scale).
 
     Returns the statistics loss of the last epoch (per step).
     """
     cfg, phase = state.cfg, PHASES[1]
     steps = state.steps_per_epoch(data.num_train) * cfg.isp_warmup_epochs
-    tx = optax.multi_transform(isp_transforms(cfg, steps, "constant"), group_labels)
+    transforms = isp_transforms(cfg, steps, "constant", lr_stats_map=cfg.lr_isp)
+    tx = optax.multi_transform(transforms, group_labels)
     optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
     per_image = bool(getattr(state.isp, "per_image", False))
     target = clean_statistics(data, per_image)

@@ -13,7 +13,7 @@ stage (and the initial gate logits), so every image initially gets exactly the "
 parameters: the adaptive ISP starts where the global one does.
 
 Two linear pathways sit beside the network, both zero at initialisation (so the start is still
-the identity) and trained at the global ISP's learning rate (:data:`DIRECT_PARAM_NAMES`):
+the identity) and trained like the global ISP's parameters (:data:`DIRECT_PARAM_NAMES`):
 
 * ``global_raw``, ``(P,)``: a raw offset shared by every image, i.e. the global ISP's own
   parameters. Without it, the common part of the parameters (e.g. +3 EV for a dataset that is
@@ -50,6 +50,9 @@ NUM_STOP_FEATURES = 4
 # Predictor parameters that are linear maps onto the raw stage parameters (see the module
 # docstring): the trainer gives them the global ISP's learning rate, the network the predictor's.
 DIRECT_PARAM_NAMES = ("global_raw", "stats_head")
+# The statistics map, whose inputs are large and nearly collinear, gets a smaller rate of its own
+# (TrainConfig.lr_stats_map).
+STATS_MAP_NAME = "stats_head"
 
 
 def thumbnail(images: jax.Array, size: int) -> jax.Array:
