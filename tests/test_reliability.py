@@ -17,7 +17,7 @@ from diffisp.errors import CheckpointError, ConfigError
 from diffisp.isp.chain import ISP
 from diffisp.models.classifier import SmallCNN
 from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_model
-from diffisp.training.config import TrainConfig
+from diffisp.training.config import TrainConfig, config_differences
 from diffisp.training.data import prepare_data
 from diffisp.training.integrity import MANIFEST_NAME, write_manifest
 from diffisp.training.loop import train
@@ -92,8 +92,14 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
     checkpoints = TrainingCheckpoints(tmp_path)
     train(TrainState.create(cfg, data.num_classes), data, on_epoch=lambda t, r: checkpoints.save(t))
     other = TrainConfig(**{**TINY, "isp": ("exposure", "gamma")})
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(CheckpointError, match=r"different config \(isp: \["):
         checkpoints.restore_into(TrainState.create(other, data.num_classes), data.num_train)
+
+
+def test_config_differences_name_changed_and_absent_keys():
+    saved = {"isp": ["gamma"], "seed": 0}
+    asked = {"isp": ["gamma"], "seed": 1, "lr_stats_map": 1e-3}
+    assert config_differences(saved, asked) == ["seed: 0 -> 1", "lr_stats_map: <absent> -> 0.001"]
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ from diffisp.experiments.protocol import (
 )
 from diffisp.experiments.usage import parameter_summary
 from diffisp.training.checkpoint import TrainingCheckpoints, save_model
-from diffisp.training.config import TrainConfig
+from diffisp.training.config import TrainConfig, config_differences
 from diffisp.training.data import RunData, prepare_data
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
@@ -377,7 +377,7 @@ def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> Tra
             raise ConfigError(f"cannot resume: {config_path} does not exist")
         saved = TrainConfig.load(config_path)
         if cfg is not None and cfg != saved:
-            changed = config_differences(saved, cfg)
+            changed = config_differences(saved.to_dict(), cfg.to_dict())
             raise ConfigError(
                 f"--resume continues the run as configured in {config_path}; the options given "
                 f"differ in {'; '.join(changed)}"
@@ -388,12 +388,6 @@ def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> Tra
             f"{out_dir} already holds a run; use --resume to continue it or choose another --out"
         )
     return cfg
-
-
-def config_differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
-    """``"key: saved -> asked"`` for every field in which two configs differ."""
-    a, b = saved.to_dict(), asked.to_dict()
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
 
 
 def dataset_summary(dataset: Dataset) -> dict[str, Any]:

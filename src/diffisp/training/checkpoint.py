@@ -25,7 +25,7 @@ from flax import nnx
 from diffisp.errors import CheckpointError
 from diffisp.isp.chain import ISP
 from diffisp.models.task import TASKS
-from diffisp.training.config import TrainConfig
+from diffisp.training.config import TrainConfig, config_differences
 from diffisp.training.integrity import (
     gist,
     newest_intact_step,
@@ -181,7 +181,10 @@ class TrainingCheckpoints:
             ) from exc
         _check_format(meta, self.step_dir(step), FORMAT_VERSION)
         if meta["config"] != state.cfg.to_dict():
-            raise CheckpointError("the checkpoint was written by a run with a different config")
+            changed = "; ".join(config_differences(meta["config"], state.cfg.to_dict()))
+            raise CheckpointError(
+                f"the checkpoint was written by a run with a different config ({changed})"
+            )
         state.position = tuple(meta["position"])
         state.history = [EpochRecord(**r) for r in meta["history"]]
         phase_index, epoch = state.position

@@ -315,6 +315,22 @@ class TrainConfig:
         return values
 
 
+def config_differences(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """``"key: saved -> asked"`` for every key in which two config dicts differ (``<absent>``
+    for a key one of them lacks, e.g. a setting newer than a saved run)."""
+    absent = object()
+
+    def shown(values: dict[str, Any], key: str) -> str:
+        return repr(values[key]) if key in values else "<absent>"
+
+    keys = [*saved, *(k for k in asked if k not in saved)]
+    return [
+        f"{k}: {shown(saved, k)} -> {shown(asked, k)}"
+        for k in keys
+        if saved.get(k, absent) != asked.get(k, absent)
+    ]
+
+
 def _read_json(path: str | Path) -> Any:
     """Parse a config file, refusing anything that is not a small, sane JSON document."""
     path = Path(path)
