@@ -220,3 +220,13 @@ def test_each_isp_variant_gives_a_fine_tuned_and_a_frozen_model_row(tiny_run, ti
     logits = model(frozen.isp(tiny_data.test_dark))
     expected = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(tiny_data.test_labels))
     assert accuracy["accuracy"] == pytest.approx(expected)
+
+
+def test_compiled_epochs_of_finished_phases_are_released(tiny_data):
+    # Each optimiser compiles its own epoch, never reused after its phase; kept, a five-seed
+    # study held ~72,000 memory mappings of machine code and died past Linux's default limit.
+    from diffisp.training.step import train_epoch
+
+    cfg = TrainConfig(**{**TINY, "epochs_clean": 1, "epochs_isp": 1, "epochs_joint": 1})
+    train(TrainState.create(cfg, tiny_data.num_classes), tiny_data)
+    assert train_epoch._cache_size() == 1  # phase 2's, the last optimiser's

@@ -28,6 +28,7 @@ from diffisp.training.state import (
     detached_copy,
     make_optimizer,
 )
+from diffisp.training.step import release_compiled_epochs
 from diffisp.training.streaming import StreamData, StreamView, count_images, train_epoch
 from diffisp.training.warmup import warm_up_isp
 
@@ -57,6 +58,7 @@ def train(
         if epoch == 0:
             if phase.index == 1 and state.cfg.isp_warmup_epochs:
                 warm_up_isp(state, data)
+            release_compiled_epochs()
             state.optimizer = state.new_optimizer(phase, data.num_train)
         record = run_epoch(state, data, phase, epoch)
         if on_step is not None:
@@ -171,6 +173,7 @@ def finetune_model(
     )
     learner = Learner(None, detached_copy(model))
     steps = count_images(images) // cfg.batch_size * epochs
+    release_compiled_epochs()
     optimizer = nnx.Optimizer(learner, make_optimizer(lr, steps, cfg.schedule), wrt=phase.trainable)
     for epoch in range(epochs):
         learner, optimizer, _, _ = train_epoch(

@@ -42,6 +42,7 @@ from diffisp.training.state import (
     group_labels,
     isp_transforms,
 )
+from diffisp.training.step import release_compiled_epochs
 from diffisp.training.streaming import StreamData, train_epoch
 
 
@@ -110,6 +111,7 @@ def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
     steps = state.steps_per_epoch(data.num_train) * cfg.isp_warmup_epochs
     transforms = isp_transforms(cfg, steps, "constant", lr_stats_map=cfg.lr_isp)
     tx = optax.multi_transform(transforms, group_labels)
+    release_compiled_epochs()
     optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
     per_image = bool(getattr(state.isp, "per_image", False))
     target = clean_statistics(data, per_image)
