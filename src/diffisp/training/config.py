@@ -57,7 +57,7 @@ class TrainConfig:
     # features) to the parameters: one step of each weight moves a dark image's parameters up
     # to ~20x as far as a step of the shared offset, so phases 1-2 give it a tenth of lr_isp
     # (the warm-up, which sets it up, uses lr_isp). Measured, mixed conditions, seeds 0-2:
-    # at 1e-2 phase 1 ended at 36.8-43.2 % and one seed of phase 2 fell to 66.0 %; at 1e-3,
+    # at 1e-2 phase 1 ended at 29.0-43.2 % and one seed of phase 2 fell to 66.0 %; at 1e-3,
     # 44.0-52.8 % and 67.8-68.2 % (docs/experiments.md).
     lr_stats_map: float = 1e-3
     lr_cnn: float = 1e-3

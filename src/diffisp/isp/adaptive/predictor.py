@@ -48,10 +48,11 @@ NUM_STATS = 9
 MID_GREY = 0.18
 NUM_STOP_FEATURES = 4
 # Predictor parameters that are linear maps onto the raw stage parameters (see the module
-# docstring): the trainer gives them the global ISP's learning rate, the network the predictor's.
+# docstring): the trainer steps them like the global ISP's parameters (Adam, the ISP schedule),
+# the shared offset at lr_isp and the statistics map, whose inputs are large and nearly
+# collinear, at a smaller rate of its own (TrainConfig.lr_stats_map); the network at the
+# predictor's.
 DIRECT_PARAM_NAMES = ("global_raw", "stats_head")
-# The statistics map, whose inputs are large and nearly collinear, gets a smaller rate of its own
-# (TrainConfig.lr_stats_map).
 STATS_MAP_NAME = "stats_head"
 
 
