@@ -5,7 +5,7 @@ trained on four versions of the same mixed captures:
 
 * ``captured``: the captures as they are (what the study's global ISP sees);
 * ``oracle``: each capture divided by its *true* brightness and illuminant cast (recorded by
-  :func:`diffisp.data.conditions.capture_mixed`), i.e. perfect per-image exposure and white
+  :func:`diffisp.capture.mixed.capture_mixed`), i.e. perfect per-image exposure and white
   balance: an upper bound no ISP that only sees the image can reach;
 * ``oracle-exposure``: divided by the true brightness only (times 0.5), the cast left in;
 * ``auto``: grey-world white balance then auto-exposure to the clean images' mean luminance,
@@ -27,7 +27,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from diffisp.data.conditions import ILLUMINANT_CASTS, capture_mixed
+from diffisp.capture.mixed import ILLUMINANT_CASTS, capture_mixed
 from diffisp.experiments.run import load_run_data, prepare_run_data
 from diffisp.ops import luminance
 from diffisp.training import keys

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from diffisp import ops
+from diffisp.capture.low_light import LowLight, darken
 from diffisp.data import load_dataset, load_image
-from diffisp.data.degrade import LowLight, darken
 from diffisp.errors import DiffispError
 from diffisp.isp.chain import ISP
 from diffisp.training.config import TrainConfig

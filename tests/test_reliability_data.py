@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
+from diffisp.capture.low_light import MAX_FULL_WELL, LowLight, darken
 from diffisp.cli import main
 from diffisp.data import load_builtin, load_folder, load_image
-from diffisp.data.degrade import MAX_FULL_WELL, LowLight, darken
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.data.split import compare_split, load_folder_split, split_record
 from diffisp.errors import ConfigError, DataError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diffisp.data.conditions import condition_bins
+from diffisp.capture.mixed import condition_bins
 from diffisp.errors import DataError, InputError
 from diffisp.experiments.by_condition import (
     accuracy_by_bin,

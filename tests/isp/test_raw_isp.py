@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from helpers import randomize
 
+from diffisp.capture.raw_capture import RawCapture, make_capture, num_images
 from diffisp.errors import ConfigError, InputError, InputTypeError
 from diffisp.isp import raw_baselines
 from diffisp.isp.adaptive import AdaptiveISP
@@ -21,7 +22,6 @@ from diffisp.isp.raw import (
     demosaic_only,
     packed_raw,
 )
-from diffisp.isp.raw_capture import RawCapture, make_capture, num_images
 from diffisp.ops import smoothstep
 from diffisp.ops.raw import BAYER_PATTERNS, demosaic_malvar2004, mosaic, srgb_encode
 

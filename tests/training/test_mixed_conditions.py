@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
+from diffisp.capture.low_light import darken
+from diffisp.capture.mixed import MixedConditions, condition_bins
 from diffisp.cli import build_parser, config_from_args
 from diffisp.data import load_dataset
-from diffisp.data.conditions import MixedConditions, condition_bins
-from diffisp.data.degrade import darken
 from diffisp.errors import ConfigError
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig

@@ -1,6 +1,7 @@
-"""Data: data sets (CIFAR-10, built-in, folders) and capture simulation (low light).
+"""Data: data sets (CIFAR-10, built-in, folders, COCO/VOC, RAW files) and their readers.
 
-May import :mod:`diffisp.ops`, :mod:`diffisp.util` and :mod:`diffisp.errors`.
+May import :mod:`diffisp.capture`, :mod:`diffisp.isp`, :mod:`diffisp.ops`, :mod:`diffisp.util`
+and :mod:`diffisp.errors`.
 
 All loaders return a :class:`Dataset` of ``(N, S, S, 3)`` float32 RGB images in [0, 1] (NHWC,
 the contract of :mod:`diffisp.ops`) with int32 labels:

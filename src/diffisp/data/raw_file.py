@@ -1,4 +1,4 @@
-"""Real camera RAW files (via rawpy / LibRaw) -> :class:`~diffisp.isp.raw_capture.RawCapture`.
+"""Real camera RAW files (via rawpy / LibRaw) -> :class:`~diffisp.capture.raw_capture.RawCapture`.
 
 :func:`read_raw` reads the Bayer mosaic of the visible area and every piece of metadata the RAW
 ISP needs, and checks each one, because RAW readers hand out wrong values silently and each one
@@ -37,8 +37,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from diffisp.capture.raw_capture import RawCapture, make_capture
 from diffisp.errors import DataError, InputError
-from diffisp.isp.raw_capture import RawCapture, make_capture
 from diffisp.ops.raw import BAYER_PATTERNS, normalize_levels
 
 # Linear sRGB -> XYZ (D65), IEC 61966-2-1; dcraw/LibRaw's ``xyz_rgb`` is the same matrix.

@@ -27,11 +27,11 @@ import jax
 import numpy as np
 from flax import nnx
 
+from diffisp.capture.raw_capture import RawCapture
 from diffisp.data.raw_file import RawMetadataWarning, check_raw_file, orient, read_raw
 from diffisp.errors import InputError
 from diffisp.experiments.apply import DEFAULT_TILE, plan_outputs, run_isp_tiled
 from diffisp.isp.raw import RawISP, conventional_linear, display_encode
-from diffisp.isp.raw_capture import RawCapture
 from diffisp.util.io import atomic_write_bytes
 
 PNG_BITS = (8, 16)

@@ -1,7 +1,7 @@
 """Results split by capture condition: accuracy and ISP stage usage per condition bin.
 
-With mixed capture conditions (:mod:`diffisp.data.conditions`) every test image has its own
-brightness, gain, colour cast and blur; :func:`~diffisp.data.conditions.condition_bins` groups
+With mixed capture conditions (:mod:`diffisp.capture.mixed`) every test image has its own
+brightness, gain, colour cast and blur; :func:`~diffisp.capture.mixed.condition_bins` groups
 the images by them. Here, per bin: each method's accuracy (:func:`accuracy_by_bin`), how often
 each ISP stage runs (:func:`gate_usage_by_bin`), and how many different per-image stage
 subsets an adaptive ISP uses (:func:`gate_patterns`). A per-image ISP earns its keep where its
@@ -18,9 +18,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from diffisp.data.conditions import BIN_LABELS, condition_bins
+from diffisp.capture.mixed import BIN_LABELS, condition_bins
+from diffisp.capture.raw_capture import num_images
 from diffisp.errors import DataError, InputError
-from diffisp.isp.raw_capture import num_images
 from diffisp.models.evaluate import Transform, predict
 from diffisp.training.data import RunData
 from diffisp.util.stats import mean_std
@@ -56,11 +56,11 @@ def accuracy_by_bin(correct: Any, bins: Bins) -> dict[str, dict[str, dict[str, A
 
     Args:
       correct: ``(N,)`` per-image correctness (bool or 0/1).
-      bins: ``{kind: (N,) labels}``, e.g. :func:`~diffisp.data.conditions.condition_bins`.
+      bins: ``{kind: (N,) labels}``, e.g. :func:`~diffisp.capture.mixed.condition_bins`.
 
     Returns:
       ``{kind: {label: {"accuracy": float, "num_samples": int}}}``, labels in display order
-      (:data:`~diffisp.data.conditions.BIN_LABELS`; others sorted after them), empty bins left
+      (:data:`~diffisp.capture.mixed.BIN_LABELS`; others sorted after them), empty bins left
       out.
     """
     correct = np.asarray(correct)

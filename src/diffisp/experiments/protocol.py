@@ -17,7 +17,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from diffisp.data.degrade import LowLight
+from diffisp.capture.low_light import LowLight
 from diffisp.experiments.usage import isp_usage
 from diffisp.isp import baselines, raw_baselines
 from diffisp.isp.raw import conventional_pipeline, demosaic_only, packed_raw

@@ -14,8 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from diffisp.capture.raw_capture import num_images
 from diffisp.isp.chain import LearnedISP
-from diffisp.isp.raw_capture import num_images
 
 
 def best_seconds(fn: Callable[[], Any], repeats: int) -> float:

@@ -8,7 +8,8 @@
 * :mod:`~diffisp.isp.baselines` - classical, non-learned ISPs;
 * :mod:`~diffisp.isp.operators` - datarax operator views of the stages.
 
-May import :mod:`diffisp.ops`, :mod:`diffisp.util` and :mod:`diffisp.errors`; nothing above.
+May import :mod:`diffisp.capture`, :mod:`diffisp.ops`, :mod:`diffisp.util` and
+:mod:`diffisp.errors`; nothing above.
 """
 
 from diffisp.isp.chain import (

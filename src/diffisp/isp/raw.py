@@ -1,6 +1,6 @@
 """The RAW ISP: learnable RAW stages in front of the stage chain, and the conventional pipeline.
 
-A RAW ISP takes a :class:`~diffisp.isp.raw_capture.RawCapture` (Bayer mosaics with the camera's
+A RAW ISP takes a :class:`~diffisp.capture.raw_capture.RawCapture` (Bayer mosaics with the camera's
 white balance and colour matrix) and returns display-referred RGB, so that any ISP of the stage
 chain - global or adaptive - can follow it, and any task model after that:
 
@@ -21,7 +21,7 @@ raw_ccm           9        a correction ``C`` applied after the recorded     the
 White balance is applied on the mosaic, before demosaicing, as cameras do (Malvar's gradient
 correction mixes colour channels and assumes balanced ones), followed by the sensor's
 saturation at 1. The front ends like a camera's output stage: a clip to [0, 1], the sRGB
-transfer curve and the global tone curve that :mod:`diffisp.data.unprocess` inverts (Brooks et
+transfer curve and the global tone curve that :mod:`diffisp.capture.unprocess` inverts (Brooks et
 al.'s smoothstep), so the chain behind it sees ordinary display-referred images.
 
 The conventional pipeline (:func:`conventional_pipeline`) is the same front with nothing
@@ -39,10 +39,10 @@ import numpy as np
 from flax import nnx
 
 from diffisp import ops
+from diffisp.capture.raw_capture import RawCapture
 from diffisp.errors import ConfigError, InputTypeError
 from diffisp.isp import params
 from diffisp.isp.chain import RAW_FRONT, LearnedISP, parse_stage_list, split_raw_front
-from diffisp.isp.raw_capture import RawCapture
 from diffisp.ops.raw import (
     apply_cfa_white_balance,
     camera_to_srgb,
@@ -66,7 +66,7 @@ RESIDUAL_LIMIT = 0.1
 def _check_capture(capture: Any) -> RawCapture:
     if not isinstance(capture, RawCapture):
         raise InputTypeError(
-            f"a RAW ISP takes a RawCapture (diffisp.isp.raw_capture.make_capture); got "
+            f"a RAW ISP takes a RawCapture (diffisp.capture.raw_capture.make_capture); got "
             f"{type(capture).__name__}"
         )
     return capture
@@ -109,7 +109,7 @@ def conventional_pipeline(capture: RawCapture, *, tone: bool = True) -> jax.Arra
     """The conventional camera pipeline: bilinear demosaic, recorded WB and colour matrix, sRGB
     curve and (``tone``) the global tone curve. ``RawCapture`` -> ``(N, H, W, 3)`` in [0, 1].
     Nothing learned, nothing brightened: with the tone curve, what
-    :func:`diffisp.data.unprocess.unprocess` inverts; without it, what LibRaw computes with
+    :func:`diffisp.capture.unprocess.unprocess` inverts; without it, what LibRaw computes with
     :data:`diffisp.experiments.raw_bench.RAWPY_EQUIVALENT` (real files are rendered so)."""
     return display_encode(conventional_linear(capture), tone=tone)
 
@@ -329,3 +329,23 @@ def build_raw_isp(
         raise ConfigError(f"a RAW ISP needs RAW stages ({', '.join(RAW_FRONT)}) first")
     front = RawFront(front_names, demosaic=demosaic, residual=residual)
     return RawISP(front, make_back(chain_names) if chain_names else None)
+
+
+def process_capture(
+    capture: RawCapture, *, tone: bool = True, demosaic: str = "bilinear"
+) -> jax.Array:
+    """The reference camera pipeline that :func:`diffisp.capture.unprocess.unprocess` inverts:
+    the conventional pipeline (:func:`conventional_linear` and :func:`display_encode`) with the
+    capture's own metadata. Pure; darkening is not undone.
+
+    Args:
+      capture: a :class:`~diffisp.capture.raw_capture.RawCapture`.
+      tone: apply the smoothstep tone curve.
+      demosaic: ``"bilinear"`` or ``"malvar"``.
+
+    Returns:
+      ``(N, H, W, 3)`` sRGB in [0, 1].
+    """
+    if not isinstance(capture, RawCapture):
+        raise InputTypeError(f"capture must be a RawCapture; got {type(capture).__name__}")
+    return display_encode(conventional_linear(capture, demosaic=demosaic), tone=tone)

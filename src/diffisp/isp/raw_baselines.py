@@ -12,9 +12,9 @@ from __future__ import annotations
 import jax
 
 from diffisp import ops
+from diffisp.capture.raw_capture import RawCapture
 from diffisp.isp import baselines
 from diffisp.isp.raw import conventional_linear, conventional_pipeline
-from diffisp.isp.raw_capture import RawCapture
 
 
 def conventional_gamma(capture: RawCapture) -> jax.Array:

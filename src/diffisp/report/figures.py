@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+from diffisp.capture.raw_capture import RawCapture
 from diffisp.isp.chain import ISP, LearnedISP, chain_steps
 from diffisp.isp.raw import conventional_pipeline
-from diffisp.isp.raw_capture import RawCapture
 from diffisp.report.detection_figures import run_detections_figure
 from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig

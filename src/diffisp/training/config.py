@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffisp.data.conditions import MixedConditions
-from diffisp.data.degrade import LowLight
+from diffisp.capture.low_light import LowLight
+from diffisp.capture.mixed import MixedConditions
 from diffisp.data.detection_loader import absolute_detection_spec, is_detection_spec
 from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
@@ -84,7 +84,7 @@ class TrainConfig:
     # Other ISPs trained (phases 1-2) against the same clean-trained CNN and compared.
     variants: tuple[str, ...] = ()
     # "srgb": darkened sRGB images in; "raw": every image is unprocessed into a dark Bayer RAW
-    # capture (Brooks et al. 2019, diffisp.data.unprocess) and the ISP starts with the RAW front
+    # capture (Brooks et al. 2019, diffisp.capture.unprocess) and the ISP starts with the RAW front
     # (added in front of the chosen stages when they have none). With RAW input the sensor noise
     # is the paper's shot + read model, drawn per image; noise_sigma and noise are not used.
     input: str = "srgb"
@@ -99,7 +99,7 @@ class TrainConfig:
     noise: str = "gaussian"
     # "uniform": every image darkened by the model above (brightness, noise_sigma, noise);
     # "mixed": per-image brightness, ISO-like gain and noise, colour cast and blur
-    # (diffisp.data.conditions; sRGB input only), with these ranges and MixedConditions' others.
+    # (diffisp.capture.mixed; sRGB input only), with these ranges and MixedConditions' others.
     conditions: str = "uniform"
     mixed_brightness: tuple[float, float] = (0.02, 1.0)
     mixed_shot_noise: float = 1e-4

@@ -2,7 +2,7 @@
 
 The low-light inputs are darkened sRGB images (``input="srgb"``) or simulated dark RAW
 captures (``input="raw"``: each clean image unprocessed into a Bayer mosaic with camera
-metadata, :mod:`diffisp.data.unprocess`). Both are pytrees with a leading image axis, so
+metadata, :mod:`diffisp.capture.unprocess`). Both are pytrees with a leading image axis, so
 training and evaluation slice them the same way."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffisp.capture.low_light import LowLight, darken
+from diffisp.capture.mixed import capture_mixed
+from diffisp.capture.raw_capture import RawCapture
+from diffisp.capture.unprocess import UnprocessConfig, unprocess
 from diffisp.data import Dataset
-from diffisp.data.conditions import capture_mixed
-from diffisp.data.degrade import LowLight, darken
 from diffisp.data.detection import DetectionDataset
-from diffisp.data.unprocess import UnprocessConfig, unprocess
 from diffisp.errors import ConfigError, DataError
-from diffisp.isp.raw_capture import RawCapture
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
 
@@ -35,7 +35,7 @@ class RunData:
     ``*_labels`` are the task's targets: any pytree of arrays with a leading axis of N (class
     indices for classification). ``test_conditions``: with ``conditions="mixed"``, each test
     image's capture conditions (``(N,)`` host arrays from
-    :func:`diffisp.data.conditions.capture_mixed`), to split results by condition; ``None``
+    :func:`diffisp.capture.mixed.capture_mixed`), to split results by condition; ``None``
     otherwise.
     """
 
@@ -67,8 +67,8 @@ def capture_low_light(
 ) -> Capture:
     """The low-light version of ``clean`` a run's ISP sees, deterministic for ``key``.
 
-    sRGB input: :func:`~diffisp.data.degrade.darken` with ``low_light`` (default the config's).
-    RAW input: :func:`~diffisp.data.unprocess.unprocess` with the brightness range of
+    sRGB input: :func:`~diffisp.capture.low_light.darken` with ``low_light`` (default the config's).
+    RAW input: :func:`~diffisp.capture.unprocess.unprocess` with the brightness range of
     ``low_light``; the noise is the RAW model's, drawn per image, unless
     ``raw_noise_at_white`` fixes it: a shot-noise standard deviation of that value at a white
     sample (shot factor = value squared), with the read noise of Brooks et al.'s fit (no
@@ -93,7 +93,7 @@ def capture_with_conditions(
     key: jax.Array, clean: jax.Array, cfg: TrainConfig
 ) -> tuple[Capture, dict[str, np.ndarray] | None]:
     """:func:`capture_low_light` with the config's model, and each image's recorded conditions
-    (``conditions="mixed"``: :func:`~diffisp.data.conditions.capture_mixed`'s, on the host;
+    (``conditions="mixed"``: :func:`~diffisp.capture.mixed.capture_mixed`'s, on the host;
     ``None`` for the uniform model)."""
     if cfg.conditions != "mixed":
         return capture_low_light(key, clean, cfg), None

@@ -21,8 +21,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from diffisp.capture.raw_capture import num_images
 from diffisp.errors import TrainingDivergedError
-from diffisp.isp.raw_capture import num_images
 from diffisp.models.classifier import recalibrate_batch_norm
 from diffisp.models.task import Task
 from diffisp.training import keys

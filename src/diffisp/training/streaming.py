@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffisp.data.conditions import capture_mixed
+from diffisp.capture.mixed import capture_mixed
+from diffisp.capture.raw_capture import num_images
 from diffisp.data.stream import (
     FolderSource,
     StreamedFolder,
@@ -41,7 +42,6 @@ from diffisp.data.stream import (
     read_records,
 )
 from diffisp.errors import ConfigError
-from diffisp.isp.raw_capture import num_images
 from diffisp.models.classifier import recalibrate_batch_norm
 from diffisp.models.task import Task
 from diffisp.training import keys

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffisp.data.degrade import LowLight, darken
+from diffisp.capture.low_light import LowLight, darken
 from diffisp.errors import ConfigError
 
 

@@ -20,18 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffisp.data.builtin import load_builtin
-from diffisp.data.camera_matrices import srgb_to_camera_matrices
-from diffisp.data.unprocess import (
+from diffisp.capture.camera_matrices import srgb_to_camera_matrices
+from diffisp.capture.raw_capture import make_capture
+from diffisp.capture.unprocess import (
     UnprocessConfig,
-    process_capture,
     process_rgb,
     sample_camera,
     unprocess,
     unprocess_rgb,
 )
+from diffisp.data.builtin import load_builtin
 from diffisp.errors import ConfigError, InputError, InputTypeError
-from diffisp.isp.raw_capture import make_capture
+from diffisp.isp.raw import process_capture
 from diffisp.ops import BAYER_PATTERNS, mosaic
 
 EXACT = UnprocessConfig(brightness=(1.0, 1.0), noise=False, preserve_highlights=False)

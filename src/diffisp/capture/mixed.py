@@ -1,6 +1,6 @@
 """Mixed capture conditions: every image darkened, amplified, colour-cast and blurred its own way.
 
-The low-light model of :mod:`diffisp.data.degrade` darkens every image alike (brightness
+The low-light model of :mod:`diffisp.capture.low_light` darkens every image alike (brightness
 0.1-0.3, one noise level), so a per-image ISP has nothing to choose between. Here each image
 gets its own capture conditions, drawn independently per image:
 

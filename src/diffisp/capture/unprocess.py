@@ -33,8 +33,9 @@ any sRGB photo into a plausible raw capture. :func:`unprocess` does that for a b
    [0, 1] anyway);
 9. optionally, quantisation to ``quantize_bits`` (straight-through gradient).
 
-:func:`process_capture` is the matching conventional camera pipeline (demosaic, white balance,
-camera -> sRGB, sRGB curve, smoothstep): on a capture unprocessed without noise, darkening and
+:func:`process_rgb` (and the ISP layer's :func:`diffisp.isp.raw.process_capture`) is the
+matching conventional camera pipeline (demosaic, white balance, camera -> sRGB, sRGB curve,
+smoothstep): on a capture unprocessed without noise, darkening and
 highlight preservation, it returns the original image up to the demosaicing error.
 """
 
@@ -49,10 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffisp.data.camera_matrices import srgb_to_camera_matrices
+from diffisp.capture.camera_matrices import srgb_to_camera_matrices
+from diffisp.capture.raw_capture import RawCapture
 from diffisp.errors import ConfigError, InputError, InputTypeError
-from diffisp.isp.raw import conventional_linear, display_encode
-from diffisp.isp.raw_capture import RawCapture
 from diffisp.ops import (
     BAYER_PATTERNS,
     camera_to_srgb,
@@ -79,8 +79,8 @@ class UnprocessConfig:
       red_gain: ``(low, high)`` range of the red white-balance gain, ``0 < low <= high``.
       blue_gain: ``(low, high)`` range of the blue white-balance gain.
       brightness: ``(low, high)`` range of the per-image darkening factor applied in linear
-        light, ``0 < low <= high <= 1`` (as :class:`~diffisp.data.degrade.LowLight`); ``(1, 1)``
-        for no darkening.
+        light, ``0 < low <= high <= 1`` (as :class:`~diffisp.capture.low_light.LowLight`);
+        ``(1, 1)`` for no darkening.
       shot_noise: ``(low, high)`` range of the shot-noise factor, drawn log-uniformly,
         ``0 < low <= high <= 1``.
       read_noise_slope, read_noise_intercept, read_noise_sigma: ``log(read) = slope *
@@ -304,7 +304,7 @@ def unprocess(
       cfg: the random camera's ranges.
 
     Returns:
-      ``(capture, info)``: a :class:`~diffisp.isp.raw_capture.RawCapture` (mosaic ``(N, H, W)``
+      ``(capture, info)``: a :class:`~diffisp.capture.raw_capture.RawCapture` (mosaic ``(N, H, W)``
       in ``(-inf, 1]``; ``wb_gains`` ``(N, 3)`` = ``(red_gain, 1, blue_gain)``, the as-shot white
       balance; ``cam_to_srgb`` ``(N, 3, 3)``, the inverse of the image's sRGB -> camera matrix,
       rows summing to 1; ``noise`` ``(N, 2)`` = ``(shot, read)``, zeros if ``cfg.noise`` is off;
@@ -354,24 +354,3 @@ def process_rgb(
     balanced = clip_unit(camera_rgb * jnp.asarray(wb_gains)[:, None, None, :])
     encoded = srgb_encode(clip_unit(camera_to_srgb(balanced, cam_to_srgb)))
     return clip_unit(smoothstep(encoded) if tone else encoded)
-
-
-def process_capture(
-    capture: RawCapture, *, tone: bool = True, demosaic: str = "bilinear"
-) -> jax.Array:
-    """The reference camera pipeline that :func:`unprocess` inverts: the ISP layer's
-    conventional pipeline (:func:`diffisp.isp.raw.conventional_linear` and
-    :func:`~diffisp.isp.raw.display_encode`) with the capture's own metadata. Pure; darkening
-    is not undone.
-
-    Args:
-      capture: a :class:`~diffisp.isp.raw_capture.RawCapture`.
-      tone: apply the smoothstep tone curve.
-      demosaic: ``"bilinear"`` or ``"malvar"``.
-
-    Returns:
-      ``(N, H, W, 3)`` sRGB in [0, 1].
-    """
-    if not isinstance(capture, RawCapture):
-        raise InputTypeError(f"capture must be a RawCapture; got {type(capture).__name__}")
-    return display_encode(conventional_linear(capture, demosaic=demosaic), tone=tone)

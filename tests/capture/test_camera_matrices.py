@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffisp.data.camera_matrices import (
+from diffisp.capture.camera_matrices import (
     ADOBE_XYZ_TO_CAMERA,
     CAMERA_NAMES,
     SRGB_TO_XYZ,

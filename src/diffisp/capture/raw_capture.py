@@ -2,7 +2,7 @@
 
 A :class:`RawCapture` is a JAX pytree (its arrays slice, batch and ``jit`` like any other; the
 CFA pattern is static), so device-resident training data, batches and single real files all
-have the same type. Simulated captures (:mod:`diffisp.data.unprocess`) and real files
+have the same type. Simulated captures (:mod:`diffisp.capture.unprocess`) and real files
 (:mod:`diffisp.data.raw_file`) both produce it; the RAW ISP (:mod:`diffisp.isp.raw`) consumes it.
 """
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffisp.data.conditions import (
+from diffisp.capture.mixed import (
     BIN_LABELS,
     ILLUMINANT_CASTS,
     ILLUMINANTS,
