@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,3 +104,19 @@ def write_voc_from_scenes(coco_dir: Path, root: Path) -> Path:
     for split, stems in sets.items():
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
     return root
+
+
+def tiny(**overrides: Any) -> dict[str, Any]:
+    """The config values of a tiny run on the built-in data (64 train / 32 test images of
+    16x16, batches of 16, one epoch per phase), with ``overrides``."""
+    return {
+        "data": "builtin",
+        "num_train": 64,
+        "num_test": 32,
+        "image_size": 16,
+        "batch_size": 16,
+        "epochs_clean": 1,
+        "epochs_isp": 1,
+        "epochs_joint": 1,
+        **overrides,
+    }

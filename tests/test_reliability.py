@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import toy_dataset
+from helpers import tiny, toy_dataset
 
 from diffisp.cli import main
 from diffisp.errors import CheckpointError, ConfigError
@@ -23,15 +23,7 @@ from diffisp.training.integrity import MANIFEST_NAME, write_manifest
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
 
-TINY = dict(
-    num_train=32,
-    num_test=16,
-    image_size=16,
-    batch_size=16,
-    epochs_clean=1,
-    epochs_isp=1,
-    epochs_joint=1,
-)
+TINY = tiny(data="auto", num_train=32, num_test=16)
 
 
 @pytest.mark.parametrize(

@@ -166,8 +166,9 @@ def test_long_repeated_stage_list_is_refused_quickly():
     [({"num_train": 1_000_000_000}, "--num-train"), ({"image_size": 100_000}, "--image-size")],
 )
 def test_config_refuses_data_that_cannot_fit_in_memory(values, option, capsys):
+    cfg = TrainConfig(**values)  # a config is only values: it loads on any machine
     with pytest.raises(ConfigError, match=r"need about [\d.]+ [GT]iB .* lower num_train"):
-        TrainConfig(**values)
+        cfg.check_resources()  # a run starting on this one is refused
     flag, value = option, str(next(iter(values.values())))
     _one_line_error(capsys, ["train", "--data", "builtin", flag, value], option)
 
@@ -183,7 +184,7 @@ def test_absurd_counts_from_a_config_file_are_refused(tmp_path):
     path = tmp_path / "huge.json"
     path.write_text(json.dumps({"num_train": 10**400}))
     with pytest.raises(ConfigError, match="need about more than 1 PiB"):
-        TrainConfig.load(path)
+        TrainConfig.load(path).check_resources()
 
 
 def test_available_memory_respects_a_container_limit(tmp_path, monkeypatch):

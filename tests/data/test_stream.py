@@ -8,10 +8,9 @@ import pytest
 
 from diffisp.data.folder import load_folder
 from diffisp.data.generate import write_image_folder
+from diffisp.data.source import chunk_plan, epoch_order
 from diffisp.data.stream import (
     FolderSource,
-    chunk_plan,
-    epoch_order,
     host_chunk,
     iter_chunks,
     stream_folder,
@@ -48,11 +47,11 @@ def test_streamed_records_equal_the_in_memory_loader(folder):
 
 def test_every_image_once_per_epoch_in_a_seeded_order(folder):
     source = stream_folder(folder, num_train=96, num_test=8, seed=0).train
-    order = epoch_order(7, 0, len(source))
+    order = epoch_order(7, 0, 0, len(source))
     assert sorted(order) == list(range(96))
-    np.testing.assert_array_equal(order, epoch_order(7, 0, 96))  # same seed and epoch
-    assert not np.array_equal(order, epoch_order(7, 1, 96))  # another epoch
-    assert not np.array_equal(order, epoch_order(8, 0, 96))  # another seed
+    np.testing.assert_array_equal(order, epoch_order(7, 0, 0, 96))  # same seed and epoch
+    assert not np.array_equal(order, epoch_order(7, 0, 1, 96))  # another epoch
+    assert not np.array_equal(order, epoch_order(8, 0, 0, 96))  # another seed
     chunks = chunk_plan(order, chunk_size=32, batch_size=16)
     got = list(iter_chunks(source, chunks, num_threads=3))
     assert [len(c.indices) for c in got] == [32, 32, 32]
@@ -74,7 +73,7 @@ def test_chunk_plan_drops_only_the_incomplete_batch():
 
 def test_two_hosts_take_disjoint_halves_of_every_chunk(folder):
     source = stream_folder(folder, num_train=128, num_test=8, seed=0).train
-    chunks = chunk_plan(epoch_order(0, 0, 128), chunk_size=32, batch_size=16, process_count=2)
+    chunks = chunk_plan(epoch_order(0, 0, 0, 128), chunk_size=32, batch_size=16, process_count=2)
     hosts = [
         list(iter_chunks(source, chunks, process_index=p, process_count=2, num_threads=2))
         for p in (0, 1)

@@ -18,7 +18,7 @@ def test_reference_formulation_computes_the_same_isp(images):
 
 def test_synthetic_data_shapes():
     data = synthetic_data(64, 16, image_size=8)
-    assert data.train_dark.shape == (64, 8, 8, 3) and data.test_labels.shape == (16,)
+    assert data.train.captured.shape == (64, 8, 8, 3) and data.test_labels.shape == (16,)
 
 
 def test_device_counts_are_powers_of_two_and_all_that_split_the_batch():

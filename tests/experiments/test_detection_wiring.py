@@ -71,8 +71,8 @@ def test_prepare_data_gives_detection_targets_and_the_state_the_detector():
     dataset = load_scenes(8, 4, 32, seed=0)
     cfg = TrainConfig(task="detect", data="scenes", num_train=8, num_test=4, batch_size=4)
     data = prepare_data(dataset, cfg)
-    assert set(data.train_labels) == {"boxes", "labels", "difficult"}
-    assert data.train_labels["boxes"].shape == (8, 8, 4)
+    assert set(data.train.targets) == {"boxes", "labels", "difficult"}
+    assert data.train.targets["boxes"].shape == (8, 8, 4)
     assert data.test_labels["labels"].dtype == jnp.int32
     assert data.test_labels["difficult"].dtype == jnp.bool_
     np.testing.assert_array_equal(data.test_labels["labels"], dataset.test_labels)

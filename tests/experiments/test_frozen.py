@@ -55,7 +55,7 @@ def test_any_nnx_classifier_gets_an_isp_and_stays_frozen():
         optimizer.update(model, nnx.grad(loss_fn)(model))
 
     for _ in range(200):
-        step(model, optimizer, data.train_clean, data.train_labels)
+        step(model, optimizer, data.train.clean, data.train.targets)
     frozen = jax.tree.map(np.asarray, nnx.state(model))
     state = train_isp_for(model, data, cfg)
     for copy in (model, state.model):  # the caller's model and the state's copy: unchanged

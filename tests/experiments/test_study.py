@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny
 
 from diffisp.errors import ConfigError, DataError
 from diffisp.experiments.schemas import EVAL, METRICS, validate
@@ -14,16 +15,7 @@ from diffisp.report.figures import FIGURES
 from diffisp.training.config import TrainConfig
 from diffisp.util.stats import gap_closed
 
-TINY = dict(
-    data="builtin",
-    num_train=64,
-    num_test=32,
-    image_size=16,
-    batch_size=16,
-    epochs_clean=1,
-    epochs_isp=1,
-    epochs_joint=1,
-)
+TINY = tiny()
 
 
 @pytest.fixture(scope="module")

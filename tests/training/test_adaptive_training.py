@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import toy_dataset
+from helpers import tiny, toy_dataset
 
 from diffisp.experiments.usage import isp_usage, parameter_summary
 from diffisp.isp.adaptive import AdaptiveISP
@@ -17,14 +17,9 @@ from diffisp.training.loop import train
 from diffisp.training.state import TrainState
 from diffisp.training.variants import parse_variant
 
-TINY = dict(
-    num_train=64,
-    num_test=32,
-    image_size=16,
-    batch_size=16,
-    epochs_clean=1,
+TINY = tiny(
+    data="auto",
     epochs_isp=2,
-    epochs_joint=1,
     isp=("exposure", "gamma", "tone_curve"),
     adaptive=True,
     cost_weight=0.5,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import randomize, toy_dataset
+from helpers import randomize, tiny, toy_dataset
 
 from diffisp.errors import CheckpointError
 from diffisp.isp.chain import ISP
@@ -116,7 +116,7 @@ def test_a_manifest_that_is_not_json_is_refused(model_copy):
         verify_manifest(model_copy / "0")
 
 
-TINY = dict(num_train=64, num_test=32, image_size=16, batch_size=16, data="builtin")
+TINY = {k: v for k, v in tiny().items() if not k.startswith("epochs_")}
 
 
 def test_resume_falls_back_past_a_damaged_epoch(tmp_path):

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from diffisp.capture.base import capture
 from diffisp.capture.low_light import darken
 from diffisp.capture.mixed import MixedConditions, condition_bins
 from diffisp.cli import build_parser, config_from_args
@@ -13,7 +14,7 @@ from diffisp.data import load_dataset
 from diffisp.errors import ConfigError
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
-from diffisp.training.data import capture_low_light, prepare_data
+from diffisp.training.data import prepare_data
 
 SMALL = {"data": "builtin", "num_train": 64, "num_test": 32, "image_size": 16, "batch_size": 16}
 
@@ -38,8 +39,9 @@ def test_config_validates_and_round_trips_the_mixed_fields():
         TrainConfig(**SMALL, mixed_brightness=(0.0, 1.0))
     with pytest.raises(ConfigError, match="shot_noise"):
         TrainConfig(**SMALL, mixed_shot_noise=-1.0)
-    with pytest.raises(ConfigError, match="RAW input are not supported yet"):
-        TrainConfig(**SMALL, conditions="mixed", input="raw")
+    # Mixed conditions in RAW: the mixed light recorded by a random RAW camera.
+    raw = TrainConfig(**SMALL, conditions="mixed", input="raw").capture_model()
+    assert raw.raw and raw.light == MixedConditions()
 
 
 def _dataset(cfg: TrainConfig):
@@ -57,7 +59,9 @@ def test_prepare_data_records_the_test_conditions():
     assert all(labels.shape == (32,) for labels in condition_bins(conditions).values())
     # The recorded conditions are those of the test images the run evaluates.
     key = jax.random.fold_in(jax.random.key(cfg.seed), keys.DARKEN_TEST)
-    np.testing.assert_array_equal(capture_low_light(key, data.test_clean, cfg), data.test_dark)
+    np.testing.assert_array_equal(
+        capture(cfg.capture_model(), key, data.test_clean)[0], data.test_dark
+    )
     level = np.asarray(data.test_dark).mean(axis=(1, 2, 3)) / np.asarray(data.test_clean).mean(
         axis=(1, 2, 3)
     )
@@ -70,4 +74,6 @@ def test_uniform_conditions_are_unchanged_and_record_nothing():
     data = prepare_data(_dataset(cfg), cfg)
     assert data.test_conditions is None
     key = jax.random.fold_in(jax.random.key(cfg.seed), keys.DARKEN_TEST)
-    np.testing.assert_array_equal(darken(key, data.test_clean, cfg.low_light())[0], data.test_dark)
+    want = capture(cfg.low_light(), key, data.test_clean)[0]  # one key per image
+    np.testing.assert_array_equal(want, data.test_dark)
+    assert not np.array_equal(darken(key, data.test_clean, cfg.low_light())[0], want)

@@ -11,6 +11,8 @@ import optax
 import pytest
 from flax import nnx
 
+from diffisp.capture.low_light import LowLight
+from diffisp.data.source import InMemorySource
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY
 from diffisp.training.config import TrainConfig
@@ -59,14 +61,14 @@ def _regression_data(n: int = 64) -> RunData:
     clean *= rng.uniform(0.2, 1.0, (2 * n, 1, 1, 1)).astype(np.float32)
     dark = clean * 0.2
     targets = clean.mean(axis=(1, 2, 3))
+    darken = LowLight(brightness=(0.2, 0.2), noise_sigma=0.0)  # exactly clean * 0.2
     return RunData(
-        train_clean=jnp.asarray(clean[:n]),
-        train_dark=jnp.asarray(dark[:n]),
-        train_labels=jnp.asarray(targets[:n]),
+        train=InMemorySource(clean[:n], targets[:n], darken, jax.random.key(0)),
         test_clean=jnp.asarray(clean[n:]),
         test_dark=jnp.asarray(dark[n:]),
         test_labels=jnp.asarray(targets[n:]),
         num_classes=1,
+        capture_model=darken,
     )
 
 
@@ -117,8 +119,7 @@ def test_a_phase_moves_only_its_own_parameter_group():
         state.learner,
         optimizer,
         phase,
-        data.train_dark,
-        data.train_labels,
+        data.train,
         task=state.task,
         seed=0,
         epoch=0,

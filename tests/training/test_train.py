@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import toy_dataset
+from helpers import tiny, toy_dataset
 
 from diffisp.errors import CheckpointError, TrainingDivergedError
 from diffisp.experiments.protocol import (
@@ -22,16 +22,7 @@ from diffisp.training.data import prepare_data
 from diffisp.training.loop import train, train_clean_model
 from diffisp.training.state import TrainState
 
-TINY = dict(
-    num_train=64,
-    num_test=32,
-    image_size=16,
-    batch_size=16,
-    data="builtin",
-    epochs_clean=3,
-    epochs_isp=2,
-    epochs_joint=1,
-)
+TINY = tiny(epochs_clean=3, epochs_isp=2)
 
 
 def params_of(module) -> list[np.ndarray]:

@@ -70,7 +70,7 @@ def test_warm_up_brings_the_isp_output_to_the_clean_statistics(data):
 
     def distance():
         return float(
-            np.sum((np.asarray(batch_statistics(state.isp(data.train_dark))) - target) ** 2)
+            np.sum((np.asarray(batch_statistics(state.isp(data.train.captured))) - target) ** 2)
         )
 
     before = distance()
@@ -122,9 +122,26 @@ def test_adaptive_warm_up_starts_from_per_image_auto_exposure():
     data = prepare_data(toy_dataset(num_train=64, num_test=32, size=16), cfg)
     state = TrainState.create(cfg, data.num_classes)
     warm_up_isp(state, data)
-    decisions = state.isp.decisions(data.train_dark)
+    decisions = state.isp.decisions(data.train.captured)
     ev = np.asarray(decisions["values"]["exposure"]["ev"])
-    stops = np.log2(np.asarray(data.train_dark).mean(axis=(1, 2, 3)) + 1e-3)
+    stops = np.log2(np.asarray(data.train.captured).mean(axis=(1, 2, 3)) + 1e-3)
     slope = np.polyfit(stops, ev, 1)[0]
     assert -1.3 < slope < -0.6, slope
     assert np.corrcoef(stops, ev)[0, 1] < -0.9
+
+
+def test_warm_up_starts_an_adaptive_chain_behind_the_raw_front_from_auto_exposure():
+    # --input raw --isp adaptive: the adaptive ISP sits inside a RawISP. The warm-up used to
+    # test isinstance(state.isp, AdaptiveISP) and so skipped its auto-exposure start there.
+    cfg = dataclasses.replace(
+        CFG, adaptive=True, input="raw", isp=("white_balance", "exposure"), isp_warmup_epochs=0
+    )
+    data = prepare_data(toy_dataset(num_train=64, num_test=32, size=16), cfg)
+    state = TrainState.create(cfg, data.num_classes)
+    chain = state.isp.back
+    before = np.array(chain.predictor.stats_head.kernel[...])
+    warm_up_isp(state, data)  # no epochs: only the closed-form start
+    after = np.array(chain.predictor.stats_head.kernel[...])
+    assert not np.allclose(before, after)  # the linear pathway was set
+    ev = np.asarray(state.isp.decisions(data.train.captured)["values"]["exposure"]["ev"])
+    assert ev.mean() > 1.0  # dark RAW captures get brightened per image from the start

@@ -9,15 +9,16 @@ variance grows with the signal, plus signal-independent read noise); that model 
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
+from diffisp.capture.base import check_sweep_kind
 from diffisp.errors import ConfigError
-from diffisp.util.checks import check_images
+from diffisp.util.checks import check_images, finite_real, positive_range
 
 NoiseModel = Literal["gaussian", "poisson_gaussian"]
 # Largest full well the Poisson simulation reproduces faithfully. JAX draws Poisson counts as
@@ -49,21 +50,13 @@ class LowLight:
     full_well: float = 1000.0
 
     def __post_init__(self) -> None:
-        pair = self.brightness
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ConfigError(f"brightness must be a (low, high) pair; got {pair!r}")
-        low, high = _real(pair[0]), _real(pair[1])
-        if low is None or high is None or not 0.0 < low <= high <= 1.0:
-            raise ConfigError(
-                f"brightness range must satisfy 0 < low <= high <= 1; got {tuple(pair)}"
-            )
-        object.__setattr__(self, "brightness", (low, high))
-        sigma = _real(self.noise_sigma)
+        object.__setattr__(self, "brightness", positive_range("brightness", self.brightness, 1.0))
+        sigma = finite_real(self.noise_sigma)
         if sigma is None or not 0.0 <= sigma <= 1.0:
             raise ConfigError(f"noise_sigma must be in [0, 1]; got {self.noise_sigma!r}")
         if self.noise not in ("gaussian", "poisson_gaussian"):
             raise ConfigError(f"noise must be 'gaussian' or 'poisson_gaussian'; got {self.noise!r}")
-        full_well = _real(self.full_well)
+        full_well = finite_real(self.full_well)
         if full_well is None or not 0 < full_well <= MAX_FULL_WELL:
             raise ConfigError(
                 f"full_well must be a number of electrons in (0, {MAX_FULL_WELL:.0e}] (real "
@@ -74,12 +67,28 @@ class LowLight:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    # The capture protocol (diffisp.capture.base).
+    raw = False
 
-def _real(value: object) -> float | None:
-    """``value`` as a float if it is a finite real number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    def capture_batch(
+        self, key: jax.Array, images: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        dark, factors = _darken(key, images, self)
+        return dark, {"brightness": factors}
+
+    def bins(self, conditions: dict) -> None:
+        return None  # every image is captured alike: nothing to split results by
+
+    def at(self, kind: str, value: float) -> LowLight:
+        """A sweep point: a fixed brightness factor, or a fixed read-noise sigma."""
+        if check_sweep_kind(kind) == "brightness":
+            return dataclasses.replace(self, brightness=(value, value))
+        return dataclasses.replace(self, noise_sigma=value)
+
+    def trained_range(self, kind: str) -> tuple[float, float]:
+        if check_sweep_kind(kind) == "brightness":
+            return self.brightness
+        return (self.noise_sigma, self.noise_sigma)
 
 
 def darken(

@@ -45,6 +45,7 @@ means the same as in the uniform model. :func:`capture_mixed` records every draw
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -54,8 +55,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffisp.capture.base import check_sweep_kind
 from diffisp.errors import ConfigError
-from diffisp.util.checks import check_images
+from diffisp.util.checks import check_images, finite_real, positive_range
 
 # CIE 1931 2-degree chromaticities (x, y) of standard illuminants' white points (CIE 15:2004).
 ILLUMINANT_CHROMATICITY: dict[str, tuple[float, float]] = {
@@ -121,8 +123,8 @@ class MixedConditions:
     blur_sigma: tuple[float, float] = (0.5, 1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "brightness", _range("brightness", self.brightness, 1.0))
-        object.__setattr__(self, "blur_sigma", _range("blur_sigma", self.blur_sigma, 3.0))
+        object.__setattr__(self, "brightness", positive_range("brightness", self.brightness, 1.0))
+        object.__setattr__(self, "blur_sigma", positive_range("blur_sigma", self.blur_sigma, 3.0))
         for name, low, high, open_low in (
             ("target_exposure", 0.0, 1.0, True),
             ("max_gain", 1.0, 1e4, False),
@@ -130,7 +132,7 @@ class MixedConditions:
             ("read_noise", 0.0, 1.0, False),
             ("blur_probability", 0.0, 1.0, False),
         ):
-            value = _real(getattr(self, name))
+            value = finite_real(getattr(self, name))
             if value is None or not low <= value <= high or (open_low and value == low):
                 bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
                 raise ConfigError(
@@ -150,23 +152,28 @@ class MixedConditions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    # The capture protocol (diffisp.capture.base).
+    raw = False
 
-def _real(value: object) -> float | None:
-    """``value`` as a float if it is a finite real number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    def capture_batch(
+        self, key: jax.Array, images: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return capture_mixed(key, images, self)
 
+    def bins(self, conditions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return condition_bins(conditions)
 
-def _range(name: str, pair: Any, high_bound: float) -> tuple[float, float]:
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise ConfigError(f"{name} must be a (low, high) pair; got {pair!r}")
-    low, high = _real(pair[0]), _real(pair[1])
-    if low is None or high is None or not 0.0 < low <= high <= high_bound:
-        raise ConfigError(
-            f"{name} range must satisfy 0 < low <= high <= {high_bound:g}; got {tuple(pair)}"
-        )
-    return low, high
+    def at(self, kind: str, value: float) -> MixedConditions:
+        """A sweep point: a fixed brightness (the gain follows it), or a fixed read noise at
+        base gain (``"noise_sigma"``; the shot noise and the gain stay as drawn)."""
+        if check_sweep_kind(kind) == "brightness":
+            return dataclasses.replace(self, brightness=(value, value))
+        return dataclasses.replace(self, read_noise=value)
+
+    def trained_range(self, kind: str) -> tuple[float, float]:
+        if check_sweep_kind(kind) == "brightness":
+            return self.brightness
+        return (self.read_noise, self.read_noise)
 
 
 def capture_mixed(
@@ -191,8 +198,17 @@ def capture_mixed(
       (int32 index into :data:`ILLUMINANTS`) and ``"blur_sigma"`` (pixels; 0 = not blurred).
     """
     images = check_images(images)
-    # Host (NumPy) values: no eager device operations to compile before the one jitted call.
-    dtype = np.dtype(images.dtype)
+    numbers, log_weights, radius = condition_numbers(cfg, images.dtype)
+    return _capture_mixed(key, images, numbers, log_weights, radius)
+
+
+def condition_numbers(
+    cfg: MixedConditions, dtype: Any = np.float32
+) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """``(numbers, log_weights, radius)``: the config as host arrays (traced by the compiled
+    capture, so other ranges reuse it), the log-probability of every illuminant of the table (a
+    fixed shape for every config) and the blur kernel's radius (compiled in; 0: no blur)."""
+    dtype = np.dtype(dtype)
     numbers = {
         name: np.asarray(getattr(cfg, name), dtype)
         for name in ("target_exposure", "max_gain", "shot_noise", "read_noise", "blur_probability")
@@ -200,14 +216,55 @@ def capture_mixed(
     numbers["log_brightness"] = np.log(np.asarray(cfg.brightness, dtype))
     numbers["brightness"] = np.asarray(cfg.brightness, dtype)
     numbers["blur_sigma"] = np.asarray(cfg.blur_sigma, dtype)
-    # Log-probability of every illuminant of the table (a fixed shape for every config).
     counts = np.asarray([cfg.illuminants.count(name) for name in ILLUMINANTS], dtype)
     with np.errstate(divide="ignore"):
         log_weights = np.log(counts / counts.sum())
-    # Only the blur's kernel size and whether there is one are compiled in; the numbers are
-    # arguments, so captures under other ranges reuse the compiled function.
     radius = math.ceil(3.0 * cfg.blur_sigma[1]) if cfg.blur_probability > 0 else 0
-    return _capture_mixed(key, images, numbers, log_weights, radius)
+    return numbers, log_weights, radius
+
+
+def draw_conditions(
+    key: jax.Array, n: int, cfg: dict[str, jax.Array], log_weights: jax.Array
+) -> dict[str, jax.Array]:
+    """Each of ``n`` images' conditions (steps 1, 2, 4 and 5 of the module docstring): ``(N,)``
+    ``"brightness"``, ``"gain"``, ``"illuminant"`` (int32), ``"blur_sigma"`` and ``(N, 3)``
+    ``"cast"``. ``cfg`` and ``log_weights`` as :func:`condition_numbers` gives them."""
+    k_bright, k_cast, k_blur, k_sigma = jax.random.split(key, 4)
+    log_low, log_high = cfg["log_brightness"]
+    brightness = jnp.exp(jax.random.uniform(k_bright, (n,), minval=log_low, maxval=log_high))
+    # exp(log(x)) may round past the ends of the range.
+    brightness = jnp.clip(brightness, cfg["brightness"][0], cfg["brightness"][1])
+    gain = jnp.clip(cfg["target_exposure"] / brightness, 1.0, cfg["max_gain"])
+    illuminant = jax.random.categorical(k_cast, log_weights, shape=(n,)).astype(jnp.int32)
+    blurred = jax.random.uniform(k_blur, (n,)) < cfg["blur_probability"]
+    low, high = cfg["blur_sigma"]
+    sigma = jnp.where(blurred, jax.random.uniform(k_sigma, (n,), minval=low, maxval=high), 0.0)
+    return {
+        "brightness": brightness,
+        "gain": gain,
+        "illuminant": illuminant,
+        "cast": jnp.asarray(ILLUMINANT_CASTS, jnp.float32)[illuminant],
+        "blur_sigma": sigma,
+    }
+
+
+def noise_variance(cfg: dict[str, jax.Array], level: jax.Array, gain: jax.Array) -> jax.Array:
+    """Step 3's noise variance ``a g y + (read_noise g)**2`` at recorded level ``y``."""
+    return cfg["shot_noise"] * gain * jnp.maximum(level, 0.0) + (cfg["read_noise"] * gain) ** 2
+
+
+def recorded_conditions(cfg: dict[str, jax.Array], draws: dict[str, jax.Array]) -> dict:
+    """What :func:`capture_mixed` records per image (its Returns), from the draws."""
+    brightness, gain = draws["brightness"], draws["gain"]
+    mid_grey_std = jnp.sqrt(noise_variance(cfg, 0.5 * brightness, gain))
+    return {
+        "brightness": brightness,
+        "gain": gain,
+        "noise_std": mid_grey_std,
+        "relative_noise": mid_grey_std / (0.5 * brightness),
+        "illuminant": draws["illuminant"],
+        "blur_sigma": draws["blur_sigma"],
+    }
 
 
 @partial(jax.jit, static_argnames=("radius",))
@@ -218,36 +275,14 @@ def _capture_mixed(
     log_weights: jax.Array,
     radius: int,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    n = images.shape[0]
-    k_bright, k_cast, k_blur, k_sigma, k_noise = jax.random.split(key, 5)
-    log_low, log_high = cfg["log_brightness"]
-    brightness = jnp.exp(jax.random.uniform(k_bright, (n,), minval=log_low, maxval=log_high))
-    # exp(log(x)) may round past the ends of the range.
-    brightness = jnp.clip(brightness, cfg["brightness"][0], cfg["brightness"][1])
-    gain = jnp.clip(cfg["target_exposure"] / brightness, 1.0, cfg["max_gain"])
-    illuminant = jax.random.categorical(k_cast, log_weights, shape=(n,)).astype(jnp.int32)
-    cast = jnp.asarray(ILLUMINANT_CASTS, images.dtype)[illuminant]
-    blurred = jax.random.uniform(k_blur, (n,)) < cfg["blur_probability"]
-    low, high = cfg["blur_sigma"]
-    sigma = jnp.where(blurred, jax.random.uniform(k_sigma, (n,), minval=low, maxval=high), 0.0)
-    signal = gaussian_blur(images, sigma, radius) if radius else images
-    signal = signal * cast[:, None, None, :] * brightness[:, None, None, None]
-
-    def variance(level: jax.Array, gain: jax.Array) -> jax.Array:
-        return cfg["shot_noise"] * gain * jnp.maximum(level, 0.0) + (cfg["read_noise"] * gain) ** 2
-
-    std = jnp.sqrt(variance(signal, gain[:, None, None, None]))
-    noisy = signal + std * jax.random.normal(k_noise, images.shape, images.dtype)
-    mid_grey_std = jnp.sqrt(variance(0.5 * brightness, gain))
-    conditions = {
-        "brightness": brightness,
-        "gain": gain,
-        "noise_std": mid_grey_std,
-        "relative_noise": mid_grey_std / (0.5 * brightness),
-        "illuminant": illuminant,
-        "blur_sigma": sigma,
-    }
-    return jnp.clip(noisy, 0.0, 1.0), conditions
+    draw_key, noise_key = jax.random.split(key)
+    draws = draw_conditions(draw_key, images.shape[0], cfg, log_weights)
+    signal = gaussian_blur(images, draws["blur_sigma"], radius) if radius else images
+    cast = draws["cast"].astype(images.dtype)
+    signal = signal * cast[:, None, None, :] * draws["brightness"][:, None, None, None]
+    std = jnp.sqrt(noise_variance(cfg, signal, draws["gain"][:, None, None, None]))
+    noisy = signal + std * jax.random.normal(noise_key, images.shape, images.dtype)
+    return jnp.clip(noisy, 0.0, 1.0), recorded_conditions(cfg, draws)
 
 
 def gaussian_blur(images: jax.Array, sigma: jax.Array, radius: int) -> jax.Array:

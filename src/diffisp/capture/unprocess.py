@@ -44,7 +44,6 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +62,7 @@ from diffisp.ops import (
     srgb_decode,
     srgb_encode,
 )
-from diffisp.util.checks import check_images
+from diffisp.util.checks import check_images, finite_real, positive_range
 
 # Brooks et al.'s highlight-preserving inverse white balance: above this camera-RGB grey level
 # the inverse gains fade towards 1.
@@ -111,9 +110,9 @@ class UnprocessConfig:
             ("brightness", 1.0),
             ("shot_noise", 1.0),
         ):
-            object.__setattr__(self, name, _range(getattr(self, name), name, upper))
+            object.__setattr__(self, name, positive_range(name, getattr(self, name), upper))
         for name in ("read_noise_slope", "read_noise_intercept", "read_noise_sigma"):
-            value = _real(getattr(self, name))
+            value = finite_real(getattr(self, name))
             if value is None:
                 raise ConfigError(f"{name} must be a finite number; got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
@@ -138,23 +137,6 @@ class UnprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _real(value: object) -> float | None:
-    """``value`` as a float if it is a finite real number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _range(pair: Any, name: str, upper: float) -> tuple[float, float]:
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise ConfigError(f"{name} must be a (low, high) pair; got {pair!r}")
-    low, high = _real(pair[0]), _real(pair[1])
-    if low is None or high is None or not 0.0 < low <= high <= upper:
-        bound = "" if math.isinf(upper) else f" <= {upper:g}"
-        raise ConfigError(f"{name} must satisfy 0 < low <= high{bound}; got {tuple(pair)}")
-    return low, high
 
 
 # --- the random camera -------------------------------------------------------------------------
@@ -222,6 +204,15 @@ def unprocess_rgb(
       tabulated cameras).
     """
     linear = srgb_decode(inverse_smoothstep(images))
+    return linear_to_camera(linear, camera, preserve_highlights=preserve_highlights)
+
+
+def linear_to_camera(
+    linear: jax.Array, camera: dict[str, jax.Array], *, preserve_highlights: bool = True
+) -> jax.Array:
+    """Steps 3-5: linear sRGB ``(N, H, W, 3)`` -> darkened linear camera RGB (as
+    :func:`unprocess_rgb`, for scenes that are already linear, e.g. lit by a coloured
+    illuminant)."""
     # camera_to_srgb is the per-image 3x3 colour transform (rows = outputs); here it takes
     # linear sRGB to camera RGB.
     camera_rgb = camera_to_srgb(linear, camera["srgb_to_camera"])
@@ -237,7 +228,7 @@ def unprocess_rgb(
     return camera_rgb * inverse_gains * camera["brightness"][:, None, None, None]
 
 
-def _sensor(
+def sensor(
     key: jax.Array, camera_rgb: jax.Array, camera: dict[str, jax.Array], cfg: UnprocessConfig
 ) -> jax.Array:
     """Steps 6-9: mosaic, noise, saturation at 1, optional quantisation."""
@@ -268,6 +259,20 @@ def _inverse_3x3(m: jax.Array) -> jax.Array:
     return adjugate / determinant[:, None, None]
 
 
+def raw_capture(raw: jax.Array, camera: dict[str, jax.Array], cfg: UnprocessConfig) -> RawCapture:
+    """The :class:`RawCapture` of mosaics ``raw`` ``(N, H, W)`` taken by ``camera`` (its
+    metadata: the as-shot white balance, colour matrix and noise levels)."""
+    ones = jnp.ones_like(camera["red_gain"])
+    noise = jnp.stack([camera["shot_noise"], camera["read_noise"]], axis=-1)
+    return RawCapture(
+        mosaic=raw,
+        wb_gains=jnp.stack([camera["red_gain"], ones, camera["blue_gain"]], axis=-1),
+        cam_to_srgb=_inverse_3x3(camera["srgb_to_camera"]),
+        noise=noise if cfg.noise else jnp.zeros_like(noise),
+        pattern=cfg.pattern,
+    )
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def _unprocess(
     key: jax.Array, images: jax.Array, cfg: UnprocessConfig
@@ -275,16 +280,8 @@ def _unprocess(
     camera_key, noise_key = jax.random.split(key)
     camera = sample_camera(camera_key, images.shape[0], cfg)
     camera_rgb = unprocess_rgb(images, camera, preserve_highlights=cfg.preserve_highlights)
-    raw = _sensor(noise_key, camera_rgb, camera, cfg)
-    ones = jnp.ones_like(camera["red_gain"])
-    noise = jnp.stack([camera["shot_noise"], camera["read_noise"]], axis=-1)
-    capture = RawCapture(
-        mosaic=raw,
-        wb_gains=jnp.stack([camera["red_gain"], ones, camera["blue_gain"]], axis=-1),
-        cam_to_srgb=_inverse_3x3(camera["srgb_to_camera"]),
-        noise=noise if cfg.noise else jnp.zeros_like(noise),
-        pattern=cfg.pattern,
-    )
+    raw = sensor(noise_key, camera_rgb, camera, cfg)
+    capture = raw_capture(raw, camera, cfg)
     return capture, camera
 
 

@@ -85,13 +85,17 @@ def _print_results(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ds, metric = metrics["dataset"], metrics.get("metric", "accuracy")
+    from diffisp.models.reporting import reporting_for
+
+    ds, metric = metrics["dataset"], metrics.get("metric")
+    reporting = reporting_for(metric)
+    metric = reporting.metric
     table = Table(
         title=f"Test {metric} on {ds['name']} ({ds['num_test']} test images, "
         f"seed {metrics['seed']})"
     )
     # Detection: mAP@[.5:.95] beside the headline mAP@0.5.
-    columns = [metric, *(["map"] if metric != "accuracy" else [])]
+    columns = [metric, *reporting.secondary]
     table.add_column("method")
     for column in columns:
         table.add_column(column, justify="right")
@@ -285,7 +289,7 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
         f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
         f"noise sigma {cfg.noise_sigma}"
     )
-    named = "" if task.headline == "accuracy" else f"{task.headline} "
+    named = task.reporting.named()
     print(f"learned ISP + CNN: {named}{with_isp:.1%}")
     label = "conventional pipeline" if data.raw else "no ISP"
     print(f"same CNN, {label}:  {named}{without:.1%}")

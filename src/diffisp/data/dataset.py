@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from diffisp.data.source import InMemoryTrainSplit
 from diffisp.errors import DataError
 
 
@@ -24,7 +25,7 @@ class SourceFile(NamedTuple):
 
 
 @dataclass(frozen=True, eq=False)
-class Dataset:
+class Dataset(InMemoryTrainSplit):
     """An image-classification data set with a fixed train/test split.
 
     Attributes:
@@ -84,6 +85,10 @@ class Dataset:
     def num_classes(self) -> int:
         """Number of classes, ``len(class_names)``."""
         return len(self.class_names)
+
+    def targets(self, split: str) -> np.ndarray:
+        """The task targets of ``split`` (``"train"`` or ``"test"``): ``(N,)`` int32 labels."""
+        return getattr(self, f"{split}_labels")
 
     @property
     def image_size(self) -> int:

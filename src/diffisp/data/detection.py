@@ -37,6 +37,7 @@ from diffisp.data.boxes import (
 )
 from diffisp.data.images import load_image
 from diffisp.data.memory import check_fits_in_memory
+from diffisp.data.source import InMemoryTrainSplit
 from diffisp.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -45,7 +46,7 @@ _OPTIONS = "the number of images or image_size (--image-size)"
 
 
 @dataclass(frozen=True, eq=False)
-class DetectionDataset:
+class DetectionDataset(InMemoryTrainSplit):
     """An object-detection data set with a fixed train/test split (see module docstring).
 
     Attributes:
@@ -108,6 +109,16 @@ class DetectionDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def targets(self, split: str) -> dict[str, np.ndarray]:
+        """The task targets of ``split`` (``"train"`` or ``"test"``), what
+        :class:`~diffisp.models.detection.Detection` takes: ``{"boxes": (N, M, 4) float32,
+        "labels": (N, M) int32 (-1 = padding), "difficult": (N, M) bool}``."""
+        return {
+            "boxes": np.asarray(getattr(self, f"{split}_boxes"), np.float32),
+            "labels": np.asarray(getattr(self, f"{split}_labels"), np.int32),
+            "difficult": np.asarray(getattr(self, f"{split}_difficult"), bool),
+        }
 
     @property
     def image_size(self) -> int:

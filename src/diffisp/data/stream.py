@@ -5,10 +5,12 @@ exactly as :func:`~diffisp.data.folder.load_folder` splits it (same files, same 
 the small test set is decoded up front; the training split stays a list of files
 (:class:`FolderSource`) whose records are decoded and resized one at a time, on demand.
 
-An epoch visits the training images in an order drawn on the host from ``(seed, epoch)``
-(:func:`epoch_order`), cut into global chunks of ``chunk_size * process_count`` images: every
-host (``jax.process_index()`` of ``jax.process_count()``) takes its own contiguous slice of
-every chunk (:func:`host_chunk`), so the hosts' slices are disjoint and together cover the
+:class:`StreamedSource` is the training loop's view of it (an
+:class:`~diffisp.data.source.EpochSource`): an epoch visits the training images in an order
+drawn on the host (:func:`~diffisp.data.source.epoch_order`), cut into global chunks of
+``chunk_size * process_count`` images (:func:`~diffisp.data.source.chunk_plan`): every host
+(``jax.process_index()`` of ``jax.process_count()``) takes its own contiguous slice of every
+chunk (:func:`host_chunk`), so the hosts' slices are disjoint and together cover the
 chunk. :func:`iter_chunks` decodes a host's records on worker threads and keeps the next
 chunk(s) decoding in the background while the current one trains; at most
 ``prefetch_chunks + 1`` chunks of decoded images exist at once, whatever the data set's size.
@@ -32,10 +34,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from diffisp.capture.base import CaptureModel, capture
 from diffisp.data._common import check_image_size
 from diffisp.data.folder import (
     DEFAULT_TEST_FRACTION,
@@ -43,10 +49,8 @@ from diffisp.data.folder import (
     load_images_with_sources,
 )
 from diffisp.data.images import load_image
+from diffisp.data.source import Chunk, StreamOptions
 from diffisp.errors import ConfigError, DataError
-
-# A tag that keeps the epoch orders apart from every other seeded numpy stream.
-_ORDER_TAG = 0x5354524D  # "STRM"
 
 
 class FolderSource:
@@ -99,6 +103,27 @@ class StreamedFolder:
     def image_size(self) -> int:
         return self.train.image_size
 
+    def targets(self, split: str) -> np.ndarray:
+        if split != "test":
+            raise DataError("a streamed training set's targets come with its chunks")
+        return self.test_labels
+
+    def train_source(
+        self, model: CaptureModel, capture_key: jax.Array, options: StreamOptions | None = None
+    ) -> StreamedSource:
+        """The training split as the loop reads it: streamed from disk, captured by ``model``."""
+        options = StreamOptions() if options is None else options
+        return StreamedSource(
+            self.train,
+            model,
+            capture_key,
+            chunk_size=options.chunk_size,
+            sample_count=options.sample_count,
+            num_threads=options.num_threads,
+            process_index=options.process_index,
+            process_count=options.process_count,
+        )
+
 
 def stream_folder(
     root: str | Path,
@@ -141,12 +166,6 @@ def stream_folder(
     )
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """``(n,)`` int64: the order of the ``n`` training images in one epoch, a permutation
-    that depends only on ``(seed, epoch)`` (the same on every host)."""
-    return np.random.default_rng([_ORDER_TAG, seed, epoch]).permutation(n)
-
-
 def host_chunk(
     global_chunk: np.ndarray, process_index: int = 0, process_count: int = 1
 ) -> np.ndarray:
@@ -160,28 +179,8 @@ def host_chunk(
     return global_chunk[process_index * share : (process_index + 1) * share]
 
 
-def chunk_plan(
-    order: np.ndarray, chunk_size: int, batch_size: int, process_count: int = 1
-) -> list[np.ndarray]:
-    """The global chunks of an epoch: ``order`` cut into pieces of ``chunk_size *
-    process_count`` indices, the last one shorter; every piece a whole number of batches per
-    host (the images past the last whole batch of every host are dropped this epoch, as the
-    in-memory path drops its last incomplete batch)."""
-    if chunk_size % batch_size:
-        raise ConfigError(f"chunk_size {chunk_size} is not a multiple of batch_size {batch_size}")
-    unit = batch_size * process_count
-    usable = len(order) // unit * unit
-    if usable == 0:
-        raise DataError(
-            f"the training set has {len(order)} images, fewer than one batch of {batch_size} "
-            f"on each of {process_count} host(s)"
-        )
-    step = chunk_size * process_count
-    return [order[start : min(start + step, usable)] for start in range(0, usable, step)]
-
-
 @dataclass(frozen=True)
-class Chunk:
+class HostChunk:
     """One host's share of a global chunk: ``indices`` ``(K,)`` int64 into the source (the
     images' global numbers), ``images`` ``(K, S, S, 3)`` float32, ``labels`` ``(K,)`` int32."""
 
@@ -199,7 +198,7 @@ def iter_chunks(
     num_threads: int = 2,
     prefetch_chunks: int = 1,
     group: int = 32,
-) -> Iterator[Chunk]:
+) -> Iterator[HostChunk]:
     """Decode this host's share of every global chunk, in order, on ``num_threads`` threads
     with up to ``prefetch_chunks`` further chunks decoding in the background.
 
@@ -223,7 +222,7 @@ def iter_chunks(
     iterator = iter(decoded.to_iter_dataset(options))
     for share in shares:
         got = [next(iterator) for _ in range(math.ceil(len(share) / group))]
-        yield Chunk(
+        yield HostChunk(
             indices=np.concatenate([g[0] for g in got]),
             images=np.concatenate([g[1] for g in got]),
             labels=np.concatenate([g[2] for g in got]),
@@ -242,3 +241,69 @@ def read_records(source: FolderSource, indices: Sequence[int]) -> tuple[np.ndarr
     """Records ``indices`` decoded at once (a bounded sample: batch-norm, statistics)."""
     chunk = next(iter_chunks(source, [np.asarray(indices, np.int64)], prefetch_chunks=1))
     return chunk.images, chunk.labels
+
+
+class StreamedSource:
+    """A streamed training set as an :class:`~diffisp.data.source.EpochSource`.
+
+    Each chunk is decoded on ``num_threads`` threads (the next one while the current one
+    trains) and captured on the device with one key per image number
+    (:func:`~diffisp.capture.base.capture`), so every image gets the capture it gets in memory.
+    The first ``sample_count`` images stay in memory, clean and captured: :meth:`head`'s
+    images (batch-norm re-estimation, the warm-up's clean statistics).
+    """
+
+    def __init__(
+        self,
+        records: FolderSource,
+        model: CaptureModel,
+        capture_key: jax.Array,
+        *,
+        chunk_size: int,
+        sample_count: int,
+        num_threads: int = 1,
+        process_index: int = 0,
+        process_count: int = 1,
+    ) -> None:
+        self.records = records
+        self.model = model
+        self.capture_key = capture_key
+        self.chunk_size = chunk_size
+        self.num_threads = num_threads
+        self.process_index = process_index
+        self.process_count = process_count
+        count = min(len(records), sample_count)
+        sample, _ = read_records(records, range(count))
+        self.sample_clean = jnp.asarray(sample)
+        self.sample_captured, _ = capture(model, capture_key, self.sample_clean)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def chunks(self, plan: Sequence[np.ndarray], *, captured: bool) -> Iterator[Chunk]:
+        stream = iter_chunks(
+            self.records,
+            plan,
+            process_index=self.process_index,
+            process_count=self.process_count,
+            num_threads=self.num_threads,
+        )
+        for host in stream:
+            clean = jnp.asarray(host.images)
+            images = capture(self.model, self.capture_key, clean, host.indices)[0]
+            yield Chunk(
+                clean,
+                images if captured else None,
+                jnp.asarray(host.labels),
+                jnp.arange(clean.shape[0], dtype=jnp.int32),
+                host_local=self.process_count > 1,
+            )
+
+    def head(self, count: int, *, captured: bool) -> Any:
+        if count > self.sample_clean.shape[0]:
+            raise DataError(
+                f"a streamed training set keeps its first {self.sample_clean.shape[0]} images "
+                f"in memory; {count} were asked for"
+            )
+        images = self.sample_captured if captured else self.sample_clean
+        return jax.tree.map(lambda a: a[:count], images)

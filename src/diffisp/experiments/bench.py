@@ -35,6 +35,8 @@ from datarax import Pipeline
 from datarax.typing import Batch
 from flax import nnx
 
+from diffisp.capture.low_light import LowLight
+from diffisp.data.source import InMemorySource
 from diffisp.experiments.usage import best_seconds
 from diffisp.isp import stages
 from diffisp.isp.chain import ISP
@@ -43,8 +45,9 @@ from diffisp.models.classifier import SmallCNN
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import RunData
+from diffisp.training.loop import train_epoch_of
 from diffisp.training.state import PHASES, Phase, TrainState
-from diffisp.training.step import train_one_epoch, train_step
+from diffisp.training.step import train_step
 
 BENCH_SCHEMA = "diffisp.bench/1"
 
@@ -63,14 +66,15 @@ def synthetic_data(num_train: int, num_test: int, image_size: int = 32, seed: in
     rng = np.random.default_rng(seed)
     clean = rng.uniform(0, 1, (num_train, image_size, image_size, 3)).astype(np.float32)
     test = rng.uniform(0, 1, (num_test, image_size, image_size, 3)).astype(np.float32)
+    darken = LowLight(brightness=(0.2, 0.2), noise_sigma=0.0)
+    labels = rng.integers(0, 10, num_train).astype(np.int32)
     return RunData(
-        train_clean=jnp.asarray(clean),
-        train_dark=jnp.asarray(clean * 0.2),
-        train_labels=jnp.asarray(rng.integers(0, 10, num_train), jnp.int32),
+        train=InMemorySource(clean, labels, darken, jax.random.key(seed)),
         test_clean=jnp.asarray(test),
         test_dark=jnp.asarray(test * 0.2),
         test_labels=jnp.asarray(rng.integers(0, 10, num_test), jnp.int32),
         num_classes=10,
+        capture_model=darken,
     )
 
 
@@ -184,7 +188,7 @@ def reference_epoch(
 
 
 def bench_reference(data: RunData, epochs: int, *, reference_ops: bool) -> dict[str, Any]:
-    images, labels = np.asarray(data.train_dark), np.asarray(data.train_labels)
+    images, labels = np.asarray(data.train.captured), np.asarray(data.train.targets)
     out = {}
     for name, joint in (("phase1", False), ("phase2", True)):
         isp = reference_formulation(ISP()) if reference_ops else ISP()
@@ -216,10 +220,11 @@ def step_flops(state: TrainState, data: RunData, phase: Phase) -> float:
     lowered = step.lower(
         graphdef,
         train_state,
-        data.train_dark,
-        data.train_labels,
+        data.train.captured,
+        data.train.targets,
         jnp.arange(data.num_train),
         jax.random.key(0),
+        0,
         0,
         phase=phase,
         task=state.task,
@@ -241,19 +246,7 @@ def bench_fast(
     out = {}
 
     def epoch_of(phase: Phase, epoch: int) -> None:
-        state.learner, state.optimizer, _, _ = train_one_epoch(
-            state.learner,
-            state.optimizer,
-            phase,
-            data.train_dark,
-            data.train_labels,
-            task=state.task,
-            seed=cfg.seed,
-            epoch=epoch,
-            batch_size=cfg.batch_size,
-            bn_calibration=cfg.bn_calibration,
-            devices=cfg.devices,
-        )
+        train_epoch_of(state, data, phase, epoch)
 
     for phase in phases:
         state.optimizer = state.new_optimizer(phase, data.num_train)

@@ -17,14 +17,14 @@ from typing import Any
 import jax
 from flax import nnx
 
-from diffisp.capture.low_light import LowLight
+from diffisp.capture.base import capture, check_sweep_kind
 from diffisp.experiments.usage import isp_usage
 from diffisp.isp import baselines, raw_baselines
 from diffisp.isp.raw import conventional_pipeline, demosaic_only, packed_raw
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training import keys
-from diffisp.training.data import RunData, capture_low_light
+from diffisp.training.data import RunData
 from diffisp.training.loop import finetune_model, train_from_model
 from diffisp.training.state import TrainState
 from diffisp.training.variants import parse_variant
@@ -168,8 +168,7 @@ def train_finetuned_baselines(state: TrainState, data: RunData) -> dict[str, nnx
     models = {
         p.key: finetune_model(
             start,
-            data.train_dark,
-            data.train_labels,
+            data.train,
             cfg,
             transform=p.transform,
             name=p.key,
@@ -179,7 +178,7 @@ def train_finetuned_baselines(state: TrainState, data: RunData) -> dict[str, nnx
         for i, p in enumerate(finetuned_pipelines(data))
     }
     models["clean_cnn"] = finetune_model(
-        start, data.train_clean, data.train_labels, cfg, name="clean_cnn", index=12, **common
+        start, data.train, cfg, clean=True, name="clean_cnn", index=12, **common
     )
     if data.raw:
         models["packed_raw"] = train_packed_raw(state, data)
@@ -196,8 +195,7 @@ def train_packed_raw(state: TrainState, data: RunData) -> nnx.Module:
     epochs = cfg.epochs_clean + cfg.epochs_isp + cfg.epochs_joint
     return finetune_model(
         model,
-        data.train_dark,
-        data.train_labels,
+        data.train,
         cfg,
         epochs=epochs,
         lr=cfg.lr_clean,
@@ -301,29 +299,19 @@ def sweep(
     values: Sequence[float],
     task: Task = CLASSIFY,
 ) -> dict[str, list[float]]:
-    """Accuracy of each method as the darkening or the noise changes (ISP trained once).
+    """The headline metric of each method as the capture changes (ISP trained once).
 
-    ``kind="brightness"``: a fixed brightness factor per point, the run's noise sigma.
-    ``kind="noise_sigma"``: the run's brightness range, a given noise sigma per point (RAW
-    input: the shot-noise standard deviation of a white sample, see
-    :func:`~diffisp.training.data.capture_low_light`).
-    Every method sees the same darkened test images at each point; values are the task's
-    headline metric.
+    Each point captures the test images with the run's capture model at that point
+    (``data.capture_model.at(kind, value)``: ``"brightness"``, a fixed brightness factor;
+    ``"noise_sigma"``, a fixed noise level, as the model defines it). Every method sees the same
+    captures at each point.
     """
-    if kind not in ("brightness", "noise_sigma"):
-        raise ValueError(f"unknown sweep {kind!r}")
+    check_sweep_kind(kind)
     out: dict[str, list[float]] = {m.key: [] for m in methods}
     key = jax.random.fold_in(jax.random.key(cfg.seed), _SWEEP_KEY)
     for i, value in enumerate(values):
-        if kind == "brightness":
-            low_light = LowLight((value, value), cfg.noise_sigma, cfg.noise)
-        else:
-            low_light = LowLight(tuple(cfg.brightness), value, cfg.noise)
         point_key = jax.random.fold_in(jax.random.fold_in(key, 0 if kind == "brightness" else 1), i)
-        raw_noise = value if (kind == "noise_sigma" and data.raw) else None
-        dark = capture_low_light(
-            point_key, data.test_clean, cfg, low_light, raw_noise_at_white=raw_noise
-        )
+        dark, _ = capture(data.capture_model.at(kind, value), point_key, data.test_clean)
         for m in methods:
             metrics = m.metrics(dark, data.test_clean, data.test_labels, task)
             out[m.key].append(metrics[task.headline])

@@ -48,7 +48,6 @@ from diffisp.training.config import TrainConfig, config_differences
 from diffisp.training.data import RunData, prepare_data
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
-from diffisp.training.streaming import StreamData, prepare_stream_data
 from diffisp.util.io import DirectoryLock, atomic_write_json, check_output_path
 
 METRICS_SCHEMA = "diffisp.metrics/1"
@@ -106,7 +105,13 @@ def load_run_data(
     detection data (``cfg.task == "detect"``) through
     :func:`~diffisp.data.detection_loader.load_detection`; with ``cfg.stream`` a
     :class:`~diffisp.data.stream.StreamedFolder` (split again from the seed: a streamed run
-    records no per-file hashes, which would mean reading every file once more)."""
+    records no per-file hashes, which would mean reading every file once more).
+
+    Raises:
+      ConfigError: the run's images cannot fit in this machine's memory
+        (:meth:`~diffisp.training.config.TrainConfig.check_resources`), before any is read.
+    """
+    cfg.check_resources()
     if cfg.task == "detect":
         return load_detection(
             cfg.data,
@@ -138,10 +143,8 @@ def load_run_data(
 
 def prepare_run_data(
     dataset: Dataset | DetectionDataset | StreamedFolder, cfg: TrainConfig
-) -> RunData | StreamData:
+) -> RunData:
     """:func:`load_run_data`'s result on the device (the training set streamed if it is)."""
-    if isinstance(dataset, StreamedFolder):
-        return prepare_stream_data(dataset, cfg)
     return prepare_data(dataset, cfg)
 
 
@@ -167,7 +170,7 @@ class RunOutcome:
 
     metrics: dict[str, Any]
     state: TrainState
-    data: RunData | StreamData
+    data: RunData
     methods: list[Method]
 
 
@@ -263,7 +266,8 @@ def _run_locked(
         _restore_for_resume(checkpoints, state, data.num_train, out_dir, log)
     atomic_write_json(out_dir / "environment.json", environment())
 
-    train_name, test_name = _score_names(state.task.headline)
+    train_name = state.task.reporting.train_score_name
+    test_name = state.task.reporting.test_name
 
     def on_epoch(state: TrainState, record) -> None:
         checkpoints.save(state)
@@ -344,13 +348,6 @@ def annotation_notes(dataset: Any) -> list[str]:
     if clipped:
         lines.append(f"note: clipped {clipped} box(es) of {dataset.name} to their image")
     return lines
-
-
-def _score_names(headline: str) -> tuple[str, str]:
-    """How the epoch log names the training score and the test metric."""
-    if headline == "accuracy":
-        return "acc", "acc"
-    return "score", headline  # a detector's training score is centre recall, not mAP
 
 
 def _restore_for_resume(

@@ -36,7 +36,6 @@ from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
 from diffisp.training.loop import train_epoch_of
 from diffisp.training.state import PHASES, TrainState
-from diffisp.training.streaming import prepare_stream_data
 
 STREAM_BENCH_SCHEMA = "diffisp.bench-stream/1"
 MODES = ("memory", "stream")
@@ -77,10 +76,8 @@ def measure(
     )
     start = time.perf_counter()
     common = {"num_train": num_train, "num_test": num_test, "seed": 0, "image_size": 32}
-    if mode == "stream":
-        data = prepare_stream_data(stream_folder(folder, **common), cfg)
-    else:
-        data = prepare_data(load_folder(folder, **common), cfg)
+    load = stream_folder if mode == "stream" else load_folder
+    data = prepare_data(load(folder, **common), cfg)
     load_seconds = time.perf_counter() - start
     state = TrainState.create(cfg, data.num_classes)
     phase = PHASES[0]

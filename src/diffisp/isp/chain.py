@@ -215,6 +215,12 @@ class LearnedISP(Protocol):
         """Trainable scalars."""
         ...
 
+    def start_from_auto_exposure(self, target_level: float) -> None:
+        """Start per-image exposure and white balance from classical auto-exposure and grey
+        world to ``target_level`` mean luminance (the phase-1 warm-up's start); a no-op for
+        an ISP without per-image parameters."""
+        ...
+
 
 class ISP(nnx.Module):
     """A chain of learnable stages with one parameter set for every image; identity at init.
@@ -238,6 +244,10 @@ class ISP(nnx.Module):
                 "(diffisp.isp.raw)"
             )
         self.stages = nnx.List([STAGES[name]() for name in self.stage_names])
+
+    def start_from_auto_exposure(self, target_level: float) -> None:
+        """Nothing to start: one parameter set for every image has no per-image exposure."""
+        del target_level
 
     def __call__(self, images: jax.Array) -> jax.Array:
         """Run every stage in order. ``images``: ``(N, H, W, 3)`` float in [0, 1]."""

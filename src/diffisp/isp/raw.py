@@ -314,6 +314,12 @@ class RawISP(nnx.Module):
     def num_params(self) -> int:
         return self.front.num_params() + (0 if self.back is None else self.back.num_params())
 
+    def start_from_auto_exposure(self, target_level: float) -> None:
+        """The chain's start (an adaptive chain reads the front's output, so its auto-exposure
+        acts on the RAW front's white-balanced sRGB)."""
+        if self.back is not None:
+            self.back.start_from_auto_exposure(target_level)
+
 
 def build_raw_isp(
     stages: str | Sequence[str],

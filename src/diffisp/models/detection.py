@@ -11,6 +11,7 @@ from flax import nnx
 from diffisp.models.detection_loss import detection_loss
 from diffisp.models.detection_metrics import coco_metrics
 from diffisp.models.detector import SmallCenterNet, decode
+from diffisp.models.reporting import DETECT_REPORTING, Reporting
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Detection:
 
     name: str = "detect"
     headline: str = "map50"
+    reporting: Reporting = DETECT_REPORTING
     top_k: int = 100
     nms_iou: float = 0.5
     min_score: float = 0.001

@@ -25,6 +25,7 @@ from flax import nnx
 
 from diffisp.models.classifier import SmallCNN
 from diffisp.models.detection import DETECT, Detection
+from diffisp.models.reporting import CLASSIFY_REPORTING, Reporting
 
 
 class Task(Protocol):
@@ -33,6 +34,8 @@ class Task(Protocol):
     name: str
     #: The metric that ranks methods (a key of :meth:`metrics`), e.g. ``"accuracy"``.
     headline: str
+    #: How its results are reported (labels, intervals, which figures apply).
+    reporting: Reporting
 
     def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> nnx.Module:
         """A fresh model for ``num_outputs`` classes (or categories) and ``in_channels`` input
@@ -67,6 +70,7 @@ class Classification:
 
     name: str = "classify"
     headline: str = "accuracy"
+    reporting: Reporting = CLASSIFY_REPORTING
 
     def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> SmallCNN:
         return SmallCNN(num_outputs, rngs=rngs, in_channels=in_channels)

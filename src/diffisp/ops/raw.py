@@ -38,7 +38,14 @@ import numpy as np
 
 from diffisp.errors import ConfigError, InputError, InputTypeError
 from diffisp.ops._broadcast import per_image
-from diffisp.util.checks import check_finite_range, check_images, check_param, is_concrete
+from diffisp.ops.color import apply_ccm
+from diffisp.util.checks import (
+    check_finite_range,
+    check_float_array,
+    check_images,
+    check_param,
+    is_concrete,
+)
 
 BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
 
@@ -112,17 +119,6 @@ def _check_even(shape: tuple[int, ...], *, name: str) -> None:
             f"{name} must have even height and width (whole 2x2 CFA tiles); got H={shape[1]}, "
             f"W={shape[2]}"
         )
-
-
-def _check_float(values: Any, *, name: str) -> jax.Array:
-    """Validate a floating-point array of any shape (elementwise ops)."""
-    if not hasattr(values, "dtype") or not np.issubdtype(np.dtype(values.dtype), np.floating):
-        raise InputTypeError(
-            f"{name} must be a floating-point array; got {getattr(values, 'dtype', type(values))}"
-        )
-    if is_concrete(values):
-        check_finite_range(values, name=name, value_range=None)
-    return jnp.asarray(values)
 
 
 def _tile_view(raw: jax.Array) -> jax.Array:
@@ -205,7 +201,7 @@ def pack_bayer(raw: jax.Array, pattern: str = "RGGB") -> jax.Array:
 def unpack_bayer(packed: jax.Array, pattern: str = "RGGB") -> jax.Array:
     """Inverse of :func:`pack_bayer`: ``(N, H/2, W/2, 4)`` R, G1, G2, B -> ``(N, H, W)`` mosaic."""
     pattern = _check_pattern(pattern)
-    packed = _check_float(packed, name="packed")
+    packed = check_float_array(packed, name="packed")
     if packed.ndim != 4 or packed.shape[-1] != 4 or 0 in packed.shape:
         raise InputError(
             f"packed must have shape (N, H/2, W/2, 4) (R, G1, G2, B); got {tuple(packed.shape)}"
@@ -276,8 +272,9 @@ def apply_cfa_white_balance(
 def camera_to_srgb(images: jax.Array, matrix: jax.Array) -> jax.Array:
     """Convert camera RGB to linear sRGB: ``out_rgb = matrix @ camera_rgb`` per pixel, unclipped.
 
-    Rows are output channels (as in :func:`diffisp.ops.apply_ccm`, which cannot be reused here:
-    it requires inputs in [0, 1], while camera RGB after black-level subtraction dips below 0).
+    The colour transform of :func:`diffisp.ops.apply_ccm` under the RAW pipeline's name (rows
+    are output channels; any finite inputs, since camera RGB after black-level subtraction dips
+    below 0).
 
     Args:
       images: ``(N, H, W, 3)`` demosaiced, white-balanced camera RGB (any finite values).
@@ -287,17 +284,7 @@ def camera_to_srgb(images: jax.Array, matrix: jax.Array) -> jax.Array:
     Returns:
       ``(N, H, W, 3)`` linear sRGB; apply :func:`srgb_encode` for display.
     """
-    images = check_images(images, value_range=None)
-    matrix = check_param(matrix, name="matrix", batch=images.shape[0], shape=(3, 3))
-    matrix = matrix.astype(images.dtype)
-    # Nine multiply-adds that fuse into one pass (and are exact float32 on every backend, where a
-    # matmul may drop to TF32 on a GPU).
-    channels = [images[..., j] for j in range(3)]
-    rows = [
-        sum(per_image(matrix[..., i, j], trailing=2) * channels[j] for j in range(3))
-        for i in range(3)
-    ]
-    return jnp.stack(rows, axis=-1)
+    return apply_ccm(images, matrix)
 
 
 def srgb_encode(linear: jax.Array) -> jax.Array:
@@ -312,7 +299,7 @@ def srgb_encode(linear: jax.Array) -> jax.Array:
     Returns:
       The encoded values, same shape: [0, 1] maps onto [0, 1].
     """
-    x = _check_float(linear, name="linear")
+    x = check_float_array(linear, name="linear")
     above = x > SRGB_LINEAR_KNEE
     # The double where: the power branch only ever sees x > knee. With the plain x in it, the
     # masked-out branch's gradient at x <= 0 is inf or NaN, and 0 * NaN poisons the result.
@@ -334,7 +321,7 @@ def srgb_decode(encoded: jax.Array) -> jax.Array:
     Returns:
       The linear values, same shape.
     """
-    v = _check_float(encoded, name="encoded")
+    v = check_float_array(encoded, name="encoded")
     above = v > SRGB_ENCODED_KNEE
     v_power = jnp.where(above, v, 1.0)  # the double where, as in srgb_encode
     return jnp.where(above, jnp.power((v_power + 0.055) / 1.055, 2.4), v * (1 / 12.92))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from diffisp.errors import DataError
+from diffisp.models.reporting import metric_label, reporting_for
 from diffisp.report import eval_sections as ev
 from diffisp.report.condition_sections import conditions_section
 from diffisp.report.html import DASH, Markup, join, number, page, pct, seconds, table, tag
@@ -39,7 +40,6 @@ from diffisp.report.sections import (
     history_section,
     method_cell,
     method_label,
-    metric_label,
     parameters_section,
     phase2_caveat,
     reproducibility_section,
@@ -142,8 +142,8 @@ def _run_summary(metrics: dict[str, Any], results: dict[str, dict]) -> Markup | 
     key = headline_key(accs)
     if key is None:
         return ""
-    named = "" if metric == "accuracy" else f"{metric_label(metric)} "
-    text = f"{method_label(key)}: {named}{pct(accs[key])}"
+    reporting = reporting_for(metric)
+    text = f"{method_label(key)}: {reporting.named()}{pct(accs[key])}"
     if accs.get("no_isp") is not None and key != "no_isp":
         text += f" vs no ISP {pct(accs['no_isp'])}"
     if accs.get("clean_oracle") is not None:
@@ -155,22 +155,18 @@ def _run_summary(metrics: dict[str, Any], results: dict[str, dict]) -> Markup | 
     text += f". One training run{f', seed {seed}' if seed is not None else ''}"
     text += f", {int(n)} test images" if n is not None else ""
     if as_dict(metrics.get("dataset")).get("is_standin"):
-        text += (
-            ", on generated stand-in scenes"
-            if metric != "accuracy"
-            else ", on the built-in stand-in data (not CIFAR-10)"
-        )
+        text += f", on the {reporting.standin_note}"
     text += "; the spread across seeds is unknown (a multi-seed evaluation measures it)."
     caveat = phase2_caveat(key, results)
     # The binomial sampling note is about an accuracy; mAP has no such closed form.
-    note = sampling_note(accs[key], n) if metric == "accuracy" else ""
+    note = sampling_note(accs[key], n) if reporting.proportion else ""
     return join([tag("p", text, class_="summary"), caveat, note])
 
 
 def _run_results(results: dict[str, dict], metric: str = "accuracy") -> Markup | str:
     if not results:
         return ""
-    if metric != "accuracy":
+    if not reporting_for(metric).one_label_per_image:
         return _detection_results(results, metric)
     accs = {k: number(r.get(metric)) for k, r in results.items()}
     floor, ceiling = accs.get("no_isp"), accs.get("clean_oracle")

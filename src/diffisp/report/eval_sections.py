@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffisp.models.reporting import metric_label, reporting_for
 from diffisp.report.html import (
     DASH,
     Markup,
@@ -31,7 +32,6 @@ from diffisp.report.sections import (
     headline_key,
     method_cell,
     method_label,
-    metric_label,
     phase2_caveat,
     sampling_note,
 )
@@ -99,8 +99,8 @@ def summary(
     if key is None:
         return ""
     head = stats[key]
-    named = "" if metric == "accuracy" else f"{metric_label(metric)} "
-    text = f"{method_label(key, head.row)}: {named}{head.text}"
+    reporting = reporting_for(metric)
+    text = f"{method_label(key, head.row)}: {reporting.named()}{head.text}"
     if "no_isp" in stats and key != "no_isp":
         text += f" vs no ISP {stats['no_isp'].text}"
     n_seeds = len(head.accuracies)
@@ -110,11 +110,7 @@ def summary(
     if n_images is not None:
         text += f", {int(n_images)} test images each"
     if dataset.get("is_standin"):
-        text += (
-            " (built-in stand-in data, not CIFAR-10)"
-            if metric == "accuracy"
-            else " (generated stand-in scenes)"
-        )
+        text += f" ({reporting.standin_note})"
     text += "."
     sentences = [text]
     if "clean_oracle" in stats:
@@ -135,7 +131,7 @@ def summary(
     if n_seeds:
         sentences.append("Values are mean ± standard deviation across seeds.")
     parts = [tag("p", " ".join(sentences), class_="summary"), phase2_caveat(key, stats)]
-    if metric == "accuracy":  # a binomial interval; mAP has none
+    if reporting.proportion:  # a binomial interval; mAP has none
         parts.append(sampling_note(head.mean, n_images))
     return join(parts)
 

@@ -17,6 +17,7 @@ import numpy as np
 from diffisp.capture.raw_capture import RawCapture
 from diffisp.isp.chain import ISP, LearnedISP, chain_steps
 from diffisp.isp.raw import conventional_pipeline
+from diffisp.models.reporting import reporting_for
 from diffisp.report.detection_figures import run_detections_figure
 from diffisp.training.state import EpochRecord
 from diffisp.util.io import atomic_savefig
@@ -84,8 +85,10 @@ def training_curves_figure(
             )
         ax.set_xlabel("epoch (all phases)")
         ax.grid(alpha=0.3)
-    ax_loss.set_ylabel("cross-entropy" if metric == "accuracy" else "training loss")
-    ax_acc.set_ylabel(metric if metric == "accuracy" else f"{metric} (test), score (train)")
+    reporting = reporting_for(metric)
+    ax_loss.set_ylabel(reporting.loss_name)
+    label = reporting.label
+    ax_acc.set_ylabel(label if reporting.proportion else f"{label} (test), score (train)")
     ax_acc.set_ylim(0, 1)
     ax_loss.legend(fontsize=8)
     ax_acc.legend(loc="lower right", fontsize=8)
@@ -348,14 +351,14 @@ class ReportFigures:
         raw = isinstance(inputs, RawCapture)
         dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
         processed = np.asarray(state.isp(inputs))
-        metric = state.task.headline
-        if metric != "accuracy":  # detection: scenes have boxes, not one label; rows by index
-            labels, names = np.arange(n), [f"scene {i}" for i in range(n)]
-        else:
+        metric, reporting = state.task.headline, state.task.reporting
+        if reporting.one_label_per_image:
             labels, names = np.asarray(data.test_labels[:n]), dataset.class_names
+        else:  # detection: scenes have boxes, not one label; rows by index
+            labels, names = np.arange(n), [f"scene {i}" for i in range(n)]
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
         # With mixed capture conditions the six images span the brightness range, darkest first.
-        picked = _by_condition(data, 6) if metric == "accuracy" else None
+        picked = _by_condition(data, 6) if reporting.one_label_per_image else None
         shown = inputs if picked is None else jax.tree.map(lambda a: a[picked], data.test_dark)
         shown_labels = labels[:6] if picked is None else np.asarray(data.test_labels)[picked]
         variants = [
@@ -379,7 +382,7 @@ class ReportFigures:
         else:  # a global ISP: its one parameter set
             isp_figure = parameters_figure(directory / "learned_parameters.png", chain_isp)
         curves = training_curves_figure(directory / "training_curves.png", state.history, metric)
-        if metric != "accuracy":
+        if not reporting.one_label_per_image:
             boxes = run_detections_figure(
                 directory / "detections.png", methods, data, state.task, dataset.class_names
             )

@@ -38,14 +38,6 @@ METHOD_LABELS = {
     "learned_isp_phase2": "Learned ISP (phase 2)",
     "clean_oracle": "Clean-image oracle",
 }
-# How tables and sentences name a file's headline metric (its "metric" field); unknown keys
-# are shown as they are.
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "map50": "mAP@0.5",
-    "map": "mAP@[.5:.95]",
-    "map75": "mAP@0.75",
-}
 REFERENCES = ("no_isp", "clean_oracle")  # the floor and ceiling every other row is judged by
 HEADLINE = "learned_isp_phase2"
 
@@ -63,10 +55,6 @@ FIGURE_CAPTIONS = {
     "learned_parameters": "Learned ISP parameters: tone curve against the identity, colour "
     "correction matrix, and every scalar parameter.",
 }
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
 
 
 def file_metric(data: Mapping[str, Any]) -> str:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffisp.capture.base import CaptureModel
 from diffisp.capture.low_light import LowLight
 from diffisp.capture.mixed import MixedConditions
+from diffisp.capture.raw_camera import RawCamera
+from diffisp.capture.unprocess import UnprocessConfig
 from diffisp.data.detection_loader import absolute_detection_spec, is_detection_spec
 from diffisp.data.folder import absolute_root
 from diffisp.data.memory import check_fits_in_memory
@@ -99,7 +102,8 @@ class TrainConfig:
     noise: str = "gaussian"
     # "uniform": every image darkened by the model above (brightness, noise_sigma, noise);
     # "mixed": per-image brightness, ISO-like gain and noise, colour cast and blur
-    # (diffisp.capture.mixed; sRGB input only), with these ranges and MixedConditions' others.
+    # (diffisp.capture.mixed; in RAW, diffisp.capture.raw_camera), with these ranges and
+    # MixedConditions' others.
     conditions: str = "uniform"
     mixed_brightness: tuple[float, float] = (0.02, 1.0)
     mixed_shot_noise: float = 1e-4
@@ -107,7 +111,7 @@ class TrainConfig:
     seed: int = 0
     preset: str = "custom"
     # Stream the training images from disk instead of loading them (folder:PATH data only;
-    # diffisp.training.streaming): chunks of stream_chunk_batches batches, decoded on
+    # diffisp.data.stream.StreamedSource): chunks of stream_chunk_batches batches, decoded on
     # stream_workers threads while the previous chunk trains. Memory then does not grow with
     # num_train; the test set (num_test) stays in memory. One thread: 32x32 PNGs on this 2-core
     # machine decoded fastest so (2,090 img/s trained against 1,210 with two, phase 0; the
@@ -141,19 +145,6 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 8 pixels; got {self.image_size}")
         if not isinstance(self.stream, bool):
             raise ConfigError(f"stream must be true or false; got {self.stream!r}")
-        # Streamed, only the test set and a bounded sample of the training set are held.
-        held = (
-            min(self.num_train, max(self.bn_calibration, STREAM_SAMPLE))
-            if self.stream
-            else self.num_train
-        )
-        check_fits_in_memory(
-            held + self.num_test,
-            self.image_size,
-            copies=RUN_COPIES,
-            options="num_train + num_test (--num-train, --num-test) and image_size (--image-size)"
-            + ("" if self.stream else ", or stream the training set (--stream)"),
-        )
         if self.devices is not None:
             _positive_int("devices", self.devices)
         if self.batch_size > self.num_train:
@@ -201,8 +192,6 @@ class TrainConfig:
     def _check_conditions(self) -> None:
         if self.conditions not in ("uniform", "mixed"):
             raise ConfigError(f"conditions must be 'uniform' or 'mixed'; got {self.conditions!r}")
-        if self.conditions == "mixed" and self.input == "raw":
-            raise ConfigError("mixed conditions with RAW input are not supported yet")
         # MixedConditions validates the mixed_* values; keep its normalised pair.
         try:
             mixed = self.mixed_conditions()
@@ -257,6 +246,36 @@ class TrainConfig:
             raise ConfigError(
                 f"cfa_pattern must be one of {', '.join(BAYER_PATTERNS)}; got {self.cfa_pattern!r}"
             )
+
+    def check_resources(self) -> None:
+        """Refuse a run whose images cannot fit in this machine's memory (naming the options
+        that set their number and size). A run calls it when it starts, not the config's
+        construction: a saved config loads on any machine.
+
+        Raises:
+          ConfigError: the estimate is above the available memory.
+        """
+        # Streamed, only the test set and a bounded sample of the training set are held.
+        held = (
+            min(self.num_train, max(self.bn_calibration, STREAM_SAMPLE))
+            if self.stream
+            else self.num_train
+        )
+        check_fits_in_memory(
+            held + self.num_test,
+            self.image_size,
+            copies=RUN_COPIES,
+            options="num_train + num_test (--num-train, --num-test) and image_size (--image-size)"
+            + ("" if self.stream else ", or stream the training set (--stream)"),
+        )
+
+    def capture_model(self) -> CaptureModel:
+        """How the run's images are captured: the light (uniform low light or mixed
+        conditions), recorded as sRGB or, with ``input="raw"``, by a random RAW camera."""
+        light = self.mixed_conditions() if self.conditions == "mixed" else self.low_light()
+        if self.input == "raw":
+            return RawCamera(light, UnprocessConfig(pattern=self.cfa_pattern))
+        return light
 
     def low_light(self) -> LowLight:
         return LowLight(brightness=self.brightness, noise_sigma=self.noise_sigma, noise=self.noise)
@@ -371,7 +390,8 @@ MAX_CONFIG_BYTES = 1 << 20
 # copies on the device (on a CPU backend, also host memory).
 RUN_COPIES = 3
 # Training images a streamed run keeps in memory for the warm-up's clean statistics
-# (diffisp.training.streaming; batch norm takes the first bn_calibration, if more).
+# (diffisp.data.stream; batch norm takes the first bn_calibration, if more). The in-memory
+# path takes the same first images, so both give the same run.
 STREAM_SAMPLE = 1024
 # The detector's deepest stride: its input side must be a multiple of it.
 DETECTOR_MULTIPLE = 16

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from diffisp.data.source import EpochSource
 from diffisp.models.evaluate import evaluate
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training.config import TrainConfig
@@ -28,8 +29,7 @@ from diffisp.training.state import (
     detached_copy,
     make_optimizer,
 )
-from diffisp.training.step import release_compiled_epochs
-from diffisp.training.streaming import StreamData, StreamView, count_images, train_epoch
+from diffisp.training.step import release_compiled_epochs, train_one_epoch
 from diffisp.training.warmup import warm_up_isp
 
 OnEpoch = Callable[[TrainState, EpochRecord], None]
@@ -38,7 +38,7 @@ OnStep = Callable[[Phase, int], None]
 
 def train(
     state: TrainState,
-    data: RunData | StreamData,
+    data: RunData,
     *,
     on_epoch: OnEpoch | None = None,
     on_step: OnStep | None = None,
@@ -73,18 +73,16 @@ def train(
 
 
 def train_epoch_of(
-    state: TrainState, data: RunData | StreamData, phase: Phase, epoch: int
+    state: TrainState, data: RunData, phase: Phase, epoch: int
 ) -> tuple[float, float]:
-    """Train one epoch of ``phase`` on the run's data in place (streamed when ``data`` is a
-    :class:`~diffisp.training.streaming.StreamData`); ``(mean loss, train score)``."""
+    """Train one epoch of ``phase`` on the run's training set in place; ``(mean loss, train
+    score)``."""
     cfg = state.cfg
-    images = data.train_dark if phase.dark_input else data.train_clean
-    state.learner, state.optimizer, loss, train_score = train_epoch(
+    state.learner, state.optimizer, loss, train_score = train_one_epoch(
         state.learner,
         state.optimizer,
         phase,
-        images,
-        data.train_labels,
+        data.train,
         task=state.task,
         seed=cfg.seed,
         epoch=epoch,
@@ -95,7 +93,7 @@ def train_epoch_of(
     return loss, train_score
 
 
-def train_clean_model(cfg: TrainConfig, data: RunData | StreamData) -> nnx.Module:
+def train_clean_model(cfg: TrainConfig, data: RunData) -> nnx.Module:
     """Phase 0 alone: the task model trained on clean images (what :func:`train_from_model`
     starts from, when several ISPs or settings are compared against one model)."""
     state = TrainState.create(
@@ -105,7 +103,7 @@ def train_clean_model(cfg: TrainConfig, data: RunData | StreamData) -> nnx.Modul
 
 
 def train_from_model(
-    cfg: TrainConfig, model: nnx.Module, data: RunData | StreamData, num_classes: int | None = None
+    cfg: TrainConfig, model: nnx.Module, data: RunData, num_classes: int | None = None
 ) -> TrainState:
     """Phases 1 and 2 of ``cfg`` (ISP, then ISP and model) starting from an already-trained
     task model: ISP variants against one clean-trained model, an ISP for a frozen model.
@@ -119,9 +117,7 @@ def train_from_model(
     return train(state, data)
 
 
-def run_epoch(
-    state: TrainState, data: RunData | StreamData, phase: Phase, epoch: int
-) -> EpochRecord:
+def run_epoch(state: TrainState, data: RunData, phase: Phase, epoch: int) -> EpochRecord:
     """One epoch of ``phase``: train, then score the test set with the task's headline metric."""
     start = time.perf_counter()
     loss, train_score = train_epoch_of(state, data, phase, epoch)
@@ -146,42 +142,42 @@ def run_epoch(
 
 def finetune_model(
     model: nnx.Module,
-    images: jax.Array | StreamView,
-    targets: object,
+    source: EpochSource,
     cfg: TrainConfig,
     *,
     epochs: int,
     lr: float,
+    clean: bool = False,
     transform: Callable[[jax.Array], jax.Array] | None = None,
     name: str = "finetune",
     index: int = 10,
     task: Task = CLASSIFY,
 ) -> nnx.Module:
-    """Train a copy of ``model`` on ``transform(images)`` with no ISP: the fair baselines.
+    """Train a copy of ``model`` on ``transform(captures)`` (or the clean images, ``clean``)
+    with no ISP: the fair baselines.
 
     The same step as every phase, with the model as the only trainable group. ``index`` keeps
-    the epoch permutations of different baselines distinct from the protocol's.
+    the epoch orders of different baselines distinct from the protocol's.
     """
     phase = Phase(
         index,
         name,
-        dark_input=True,
+        dark_input=not clean,
         train_isp=False,
         train_cnn=True,
         use_isp=False,
         transform=transform,
     )
     learner = Learner(None, detached_copy(model))
-    steps = count_images(images) // cfg.batch_size * epochs
+    steps = len(source) // cfg.batch_size * epochs
     release_compiled_epochs()
     optimizer = nnx.Optimizer(learner, make_optimizer(lr, steps, cfg.schedule), wrt=phase.trainable)
     for epoch in range(epochs):
-        learner, optimizer, _, _ = train_epoch(
+        learner, optimizer, _, _ = train_one_epoch(
             learner,
             optimizer,
             phase,
-            images,
-            targets,
+            source,
             task=task,
             seed=cfg.seed,
             epoch=epoch,

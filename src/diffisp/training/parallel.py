@@ -12,7 +12,7 @@ Why replicate the parameters and the optimiser state instead of sharding them: t
 of parameters and the task models a few hundred thousand, so a copy per device costs nothing
 and a sharded design would only add communication. The in-memory data set is replicated too
 (each step gathers a random batch from it; a sharded set would need an all-to-all per step);
-a set that does not fit one device streams instead (:mod:`diffisp.training.streaming`).
+a set that does not fit one device streams instead (:class:`diffisp.data.stream.StreamedSource`).
 
 Only the epoch runs on the mesh: its results come back as each process's local copy
 (:meth:`DataParallel.local`), so evaluation, checkpoints and reports work on ordinary

@@ -5,9 +5,11 @@ data, run it through the phase's input path, score it with the task's loss (plus
 penalty, e.g. an adaptive ISP's cost), differentiate the phase's trainable parameters and apply
 the phase's one optax update. Every phase and every fine-tuned baseline runs this step.
 
-``train_epoch`` scans it over an epoch: one XLA call per epoch, data and state on the device,
-the state's buffers donated. ``train_one_epoch`` is the host side: it checks that nothing
-diverged before the caller saves anything, and re-estimates batch-norm statistics.
+``train_epoch`` scans it over an epoch's chunk: one XLA call per chunk (an in-memory set is one
+chunk), data and state on the device, the state's buffers donated. ``train_one_epoch`` is the
+host side, the only epoch function training has: it reads the chunks of any
+:class:`~diffisp.data.source.EpochSource`, checks that nothing diverged before the caller saves
+anything, and re-estimates batch-norm statistics.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from diffisp.capture.raw_capture import num_images
+from diffisp.data.source import EpochSource, chunk_plan, epoch_order
 from diffisp.errors import TrainingDivergedError
 from diffisp.models.classifier import recalibrate_batch_norm
 from diffisp.models.task import Task
@@ -38,13 +40,16 @@ def train_step(
     perm: jax.Array,
     key: jax.Array,
     step: jax.Array,
+    first_step: jax.Array = 0,
     *,
     phase: Phase,
     task: Task,
     batch_size: int,
     batch_sharding: NamedSharding | None = None,
 ) -> tuple[nnx.State, jax.Array, dict[str, jax.Array]]:
-    """One optimisation step of ``phase`` on batch ``step`` of the permutation ``perm``.
+    """One optimisation step of ``phase`` on batch ``step`` of the permutation ``perm``, the
+    epoch's step ``first_step + step`` (its random draws, e.g. an adaptive ISP's gate samples,
+    come from ``fold_in(key, first_step + step)``: the same however the epoch is chunked).
 
     ``(graphdef, state)`` is ``nnx.split((learner, optimizer))``. ``batch_sharding``: how to
     lay the batch out over devices (its image axis split over a data-parallel mesh,
@@ -62,7 +67,8 @@ def train_step(
         penalty = 0.0
         if phase.train_isp:  # sampled gates and the cost penalty of an adaptive ISP
             x_in = x if phase.transform is None else phase.transform(x)
-            processed, aux = learner.isp.forward_train(x_in, jax.random.fold_in(key, step))
+            step_key = jax.random.fold_in(key, first_step + step)
+            processed, aux = learner.isp.forward_train(x_in, step_key)
             penalty = aux["penalty"]
         else:
             processed = phase.inputs(learner.isp, x)
@@ -87,6 +93,7 @@ def train_epoch(
     targets,
     perm,
     key,
+    first_step,
     *,
     phase,
     task,
@@ -108,6 +115,7 @@ def train_epoch(
             perm,
             key,
             step,
+            first_step,
             phase=phase,
             task=task,
             batch_size=batch_size,
@@ -135,57 +143,69 @@ def train_one_epoch(
     learner: Learner,
     optimizer: nnx.Optimizer,
     phase: Phase,
-    images: jax.Array,
-    targets: Any,
+    source: EpochSource,
     *,
     task: Task,
     seed: int,
     epoch: int,
     batch_size: int,
     bn_calibration: int = 0,
-    order: jax.Array | None = None,
     devices: int | None = None,
 ) -> tuple[Learner, nnx.Optimizer, float, float]:
-    """One epoch of ``phase`` over device-resident ``images``.
+    """One epoch of ``phase`` over a training set, chunk by chunk (an in-memory set is one
+    chunk), over ``devices`` devices (``None``: all).
 
+    The epoch's order is :func:`~diffisp.data.source.epoch_order` of ``(seed, phase, epoch)``,
+    cut by :func:`~diffisp.data.source.chunk_plan`; every chunk runs through the one compiled
+    :func:`train_epoch` with its images (clean or captured, as the phase asks) and targets.
     Returns the new learner and optimiser (the old ones' buffers are donated), the mean loss
-    and the task's training score. Drops the last incomplete batch (each epoch has its own
-    permutation, so every image is seen). Checks the loss and the trained parameters for
-    NaN/Inf before returning them, and re-estimates batch-norm statistics on
-    ``bn_calibration`` images when the model was trained. ``order``: the order to visit the
-    images in (``(N,)`` int32), e.g. a streamed chunk that is already shuffled; ``None`` draws
-    the epoch's permutation from ``seed``, ``phase`` and ``epoch``. ``devices``: how many
-    devices share each batch (``None``: all; :func:`diffisp.training.parallel.data_parallel`).
+    over the epoch's steps and the task's training score. Images past the last whole batch
+    are left out this epoch. Checks the loss and the trained parameters for NaN/Inf before
+    returning them, and re-estimates batch-norm statistics on the source's first
+    ``bn_calibration`` images when the model was trained.
 
     Raises:
       TrainingDivergedError: the loss or a trained parameter is not finite.
       ConfigError: the batch does not split evenly over the devices.
+      DataError: fewer images than one batch; a training file cannot be read (named).
     """
     parallel = data_parallel(devices)
     parallel.check_batch_size(batch_size)
     model = learner.model
     model.train() if phase.train_cnn else model.eval()
-    graphdef, state = nnx.split((learner, optimizer))
-    count = num_images(images)
-    perm = keys.epoch_permutation(seed, phase.index, epoch, count) if order is None else order
-    steps = count // batch_size
+    order = epoch_order(seed, phase.index, epoch, len(source))
+    plan = chunk_plan(order, source.chunk_size, batch_size, source.process_count)
     gate_key = jax.random.fold_in(keys.epoch_key(seed, phase.index, epoch), 1)
-    state, (losses, sums) = train_epoch(
-        graphdef,
-        parallel.replicate(state),
-        parallel.replicate_data(images),
-        parallel.replicate_data(targets),
-        parallel.replicate(perm),
-        parallel.replicate(gate_key),
-        phase=phase,
-        task=task,
-        batch_size=batch_size,
-        steps=steps,
-        batch_sharding=parallel.batch,
-    )
-    state, losses, sums = parallel.local((state, losses, sums))
+    graphdef, state = nnx.split((learner, optimizer))
+    state = parallel.replicate(state)
+    losses, sums, first_step = [], [], 0
+    for chunk in source.chunks(plan, captured=phase.dark_input):
+        images = chunk.captured if phase.dark_input else chunk.clean
+        data = (images, chunk.targets)
+        # Each host read its slice of the chunk: one global chunk from them all.
+        data = parallel.from_hosts(data) if chunk.host_local else parallel.replicate_data(data)
+        steps = int(chunk.order.shape[0]) // batch_size
+        state, (chunk_losses, chunk_sums) = train_epoch(
+            graphdef,
+            state,
+            *data,
+            parallel.replicate(chunk.order),
+            parallel.replicate(gate_key),
+            parallel.replicate(jnp.asarray(first_step, jnp.int32)),
+            phase=phase,
+            task=task,
+            batch_size=batch_size,
+            steps=steps,
+            batch_sharding=parallel.batch,
+        )
+        chunk_losses, chunk_sums = parallel.local((chunk_losses, chunk_sums))
+        losses.append(np.asarray(chunk_losses, np.float64))
+        sums.append(jax.tree.map(np.asarray, chunk_sums))
+        first_step += steps
+    state = parallel.local(state)
     learner, optimizer = nnx.merge(graphdef, state)
-    mean_loss = float(jnp.mean(losses))
+    # Summed on the host in float64, step by step: the same for any chunking of the epoch.
+    mean_loss = float(np.mean(np.concatenate(losses)))
     if not np.isfinite(mean_loss) or not _all_finite(nnx.state(learner, phase.trainable)):
         what = (
             f"loss became {mean_loss}"
@@ -197,11 +217,12 @@ def train_one_epoch(
             "before saving them. Try a lower learning rate."
         )
     if phase.train_cnn and bn_calibration:
-        calibration = phase.inputs(None, jax.tree.map(lambda a: a[:bn_calibration], images))
+        calibration = phase.inputs(None, source.head(bn_calibration, captured=phase.dark_input))
         isp = learner.isp if phase.use_isp else None
         recalibrate_batch_norm(learner.model, calibration, isp=isp)
     learner.model.eval()
-    score = task.train_score(jax.tree.map(jnp.sum, sums), steps * batch_size)
+    totals = jax.tree.map(lambda *parts: np.concatenate(parts).sum(axis=0), *sums)
+    score = task.train_score(totals, first_step * batch_size)
     return learner, optimizer, mean_loss, score
 
 

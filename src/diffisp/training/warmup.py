@@ -32,8 +32,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from diffisp.isp.adaptive import AdaptiveISP
 from diffisp.ops import LUMA_WEIGHTS
+from diffisp.training.config import STREAM_SAMPLE
 from diffisp.training.data import RunData
 from diffisp.training.state import (
     ISP_PARAMS,
@@ -42,8 +42,7 @@ from diffisp.training.state import (
     group_labels,
     isp_transforms,
 )
-from diffisp.training.step import release_compiled_epochs
-from diffisp.training.streaming import StreamData, train_epoch
+from diffisp.training.step import release_compiled_epochs, train_one_epoch
 
 
 @dataclass(frozen=True)
@@ -90,17 +89,18 @@ def _std(images: jax.Array, axis: tuple[int, ...]) -> jax.Array:
     return jnp.sqrt(jnp.var(images, axis=axis) + 1e-8)
 
 
-def clean_statistics(data: RunData | StreamData, per_image: bool = False) -> tuple[float, ...]:
-    """The warm-up's target: statistics of the clean training images (hashable floats; of
-    the in-memory sample of a streamed training set); with ``per_image``, the average over the
-    images of each one's own statistics."""
-    clean = data.sample_clean if isinstance(data, StreamData) else data.train_clean
+def clean_statistics(data: RunData, per_image: bool = False) -> tuple[float, ...]:
+    """The warm-up's target: statistics of the first ``STREAM_SAMPLE`` clean training images
+    (hashable floats; the images a streamed training set keeps in memory, so in memory and
+    streamed give the same target); with ``per_image``, the average over the images of each
+    one's own statistics."""
+    clean = data.train.head(min(data.num_train, STREAM_SAMPLE), captured=False)
     if per_image:
         return tuple(float(v) for v in image_statistics(clean).mean(axis=0))
     return tuple(float(v) for v in batch_statistics(clean))
 
 
-def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
+def warm_up_isp(state: TrainState, data: RunData) -> float:
     """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at the ISP's
     learning rates, :func:`~diffisp.training.state.isp_transforms`, constant; an adaptive
     ISP's statistics map at ``lr_isp``: the warm-up is where it learns its scale).
@@ -115,17 +115,15 @@ def warm_up_isp(state: TrainState, data: RunData | StreamData) -> float:
     optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
     per_image = bool(getattr(state.isp, "per_image", False))
     target = clean_statistics(data, per_image)
-    if isinstance(state.isp, AdaptiveISP):
-        state.isp.start_from_auto_exposure(float(np.dot(target[:3], LUMA_WEIGHTS)))
+    state.isp.start_from_auto_exposure(float(np.dot(target[:3], LUMA_WEIGHTS)))
     task = StatisticsMatching(target, per_image=per_image)
     loss = float("nan")
     for epoch in range(cfg.isp_warmup_epochs):
-        state.learner, optimizer, loss, _ = train_epoch(
+        state.learner, optimizer, loss, _ = train_one_epoch(
             state.learner,
             optimizer,
             phase,
-            data.train_dark,
-            data.train_labels,
+            data.train,
             task=task,
             seed=cfg.seed,
             # Epoch numbers of their own, so the warm-up's permutations and gate samples are

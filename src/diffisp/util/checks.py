@@ -7,12 +7,13 @@ a user calls a function eagerly, never on tracers inside compiled training steps
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import numpy as np
 
-from diffisp.errors import InputError, InputTypeError
+from diffisp.errors import ConfigError, InputError, InputTypeError
 
 # A little slack: values that left [0, 1] by float rounding are not user errors.
 RANGE_TOLERANCE = 1e-4
@@ -135,3 +136,25 @@ def check_float_array(values: Any, *, name: str) -> jax.Array:
     if is_concrete(values):
         check_finite_range(values, name=name, value_range=None)
     return jax.numpy.asarray(values)
+
+
+def finite_real(value: object) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def positive_range(name: str, pair: Any, upper: float = math.inf) -> tuple[float, float]:
+    """A ``(low, high)`` pair with ``0 < low <= high <= upper``, as floats.
+
+    Raises:
+      ConfigError: not a pair of finite numbers in that order and range (naming ``name``).
+    """
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ConfigError(f"{name} must be a (low, high) pair; got {pair!r}")
+    low, high = finite_real(pair[0]), finite_real(pair[1])
+    if low is None or high is None or not 0.0 < low <= high <= upper:
+        bound = "" if math.isinf(upper) else f" <= {upper:g}"
+        raise ConfigError(f"{name} range must satisfy 0 < low <= high{bound}; got {tuple(pair)}")
+    return low, high
