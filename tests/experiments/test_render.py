@@ -136,3 +136,25 @@ def test_collect_inputs_sorts_folders_and_renders_a_file_once(tmp_path):
     sources = collect_inputs([tmp_path / "d", b], raw=False)
     assert [s.path for s in sources] == [b, a]  # "b.png" < "sub/a.png"; b given twice, once
     assert [s.subdir.as_posix() for s in sources] == [".", "sub"]
+
+
+def test_outputs_inside_an_input_folder_are_not_inputs_on_a_rerun(isp, tmp_path):
+    _png(tmp_path / "d" / "a.png")
+    out = tmp_path / "d" / "rendered"
+    options = BatchOptions(raw=False, progress=False)
+    apply_batch([tmp_path / "d"], out, isp, options, log=lambda line: None)
+    result = apply_batch([tmp_path / "d"], out, isp, options, log=lambda line: None)
+    assert len(result.skipped) == 1 and not result.written  # not rendered/a_isp.png again
+
+
+@pytest.mark.slow  # about 50 s on 2 loaded cores: the predictor compiles for several shapes
+def test_the_adaptive_isp_renders_compiled_as_it_does_whole():
+    from flax import nnx
+
+    from diffisp.isp.adaptive import AdaptiveISP
+
+    adaptive = randomize(AdaptiveISP("seed", rngs=nnx.Rngs(0)), scale=0.3)
+    image = np.random.default_rng(0).uniform(0, 1, (21, 30, 3)).astype(np.float32)
+    out = Renderer(adaptive, raw=False, tile=16)(image)
+    whole = np.asarray(adaptive(jnp.asarray(image[None])))[0]
+    np.testing.assert_allclose(out, whole, atol=1e-5)

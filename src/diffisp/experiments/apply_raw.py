@@ -88,7 +88,10 @@ def png_bytes(
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise InputError(f"png_bytes takes an (H, W, 3) image; got {image.shape}")
-    scaled = np.round(np.clip(image, 0, 1) * (2**bits - 1))
+    if image.dtype == (np.uint8 if bits == 8 else np.uint16):  # samples already
+        scaled = image
+    else:
+        scaled = np.round(np.clip(image, 0, 1) * (2**bits - 1))
     if bits == 8:
         import io
 
@@ -96,7 +99,7 @@ def png_bytes(
 
         buffer = io.BytesIO()
         extra = {} if exif is None else {"exif": b"Exif\x00\x00" + exif}
-        Image.fromarray(scaled.astype(np.uint8)).save(
+        Image.fromarray(scaled.astype(np.uint8, copy=False)).save(
             buffer, format="PNG", compress_level=level, **extra
         )
         return buffer.getvalue()

@@ -255,6 +255,7 @@ BATCH_SIZES = ((3000, 4000), (4000, 6000))  # 12 and 24 megapixels
 def write_synthetic_folder(folder: Path, count: int, height: int, width: int) -> list[Path]:
     """``count`` synthetic Bayer DNGs of ``height x width`` (the synthetic mosaic of
     :func:`bench_raw`, each with its own noise) that both LibRaw and diffisp read."""
+    folder.mkdir(parents=True, exist_ok=True)
     base = _source_mosaic(None, height, width)
     counts = base.pop("counts")
     rng = np.random.default_rng(1)

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -92,10 +93,14 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def collect_inputs(paths: Sequence[Path], *, raw: bool) -> list[Source]:
+def collect_inputs(
+    paths: Sequence[Path], *, raw: bool, exclude: Path | None = None
+) -> list[Source]:
     """The files to render, in order (see the module docstring).
 
     A path that is neither a file nor a folder is kept: it fails in its turn as "not found".
+    Files a folder holds under ``exclude`` (``--out`` inside an input folder: earlier outputs)
+    are left out.
 
     Raises:
       InputError: a folder holds no file with a known extension.
@@ -107,10 +112,14 @@ def collect_inputs(paths: Sequence[Path], *, raw: bool) -> list[Source]:
         if not given.is_dir():
             sources.append(Source(given))
             continue
+        skip = None if exclude is None else _resolved(exclude)
         found = sorted(
             p
             for p in given.rglob("*")
-            if p.suffix.lower() in extensions and not _hidden(p.relative_to(given)) and p.is_file()
+            if p.suffix.lower() in extensions
+            and not _hidden(p.relative_to(given))
+            and p.is_file()
+            and not (skip is not None and _resolved(p).is_relative_to(skip))
         )
         if not found:
             kind = "RAW" if raw else "image"
@@ -373,6 +382,11 @@ class CompiledRunner:
         return self._chains[key]
 
 
+def _to_samples(x: jax.Array, bits: int) -> jax.Array:
+    scaled = jnp.round(jnp.clip(x, 0, 1) * (2**bits - 1))
+    return scaled.astype(jnp.uint8 if bits == 8 else jnp.uint16)
+
+
 class Renderer:
     """Renders decoded inputs with one ISP, each piece compiled once per shape.
 
@@ -390,34 +404,51 @@ class Renderer:
             raise InputError("an sRGB batch needs an ISP (a checkpoint)")
         self.isp, self.raw, self.tile = isp, raw, tile
         self.traces: collections.Counter = collections.Counter()
+        self._compiled: dict[tuple[str, int | None], Callable] = {}
         self.runner = CompiledRunner(self.traces)
         self.back = isp.back if isinstance(isp, RawISP) else isp
         if raw and isinstance(isp, RawISP):
-            graphdef, state = nnx.split(isp.front)
+            graphdef, self._state = nnx.split(isp.front)
+            self._front_fn = lambda state, capture: nnx.merge(graphdef, state)(capture)
+        else:
+            self._state = None
+            # No tone curve: real files are rendered as LibRaw renders them.
+            self._front_fn = lambda state, capture: display_encode(
+                conventional_linear(capture), tone=False
+            )
 
-            def front(state, capture):
-                self.traces["front"] += 1
-                return nnx.merge(graphdef, state)(capture)
+    def _get(self, name: str, bits: int | None, fn: Callable) -> Callable:
+        """``fn`` compiled, with the cast to ``bits``-bit samples fused in (None: float)."""
+        key = (name, bits)
+        if key not in self._compiled:
 
-            jitted = jax.jit(front)
-            self._front = lambda capture: jitted(state, capture)
-        elif raw:
+            def traced(*args):
+                self.traces[name] += 1  # runs only while tracing
+                out = fn(*args)
+                return out if bits is None else _to_samples(out, bits)
 
-            def conventional(capture):
-                self.traces["front"] += 1
-                # No tone curve: real files are rendered as LibRaw renders them.
-                return display_encode(conventional_linear(capture), tone=False)
+            self._compiled[key] = jax.jit(traced)
+        return self._compiled[key]
 
-            self._front = jax.jit(conventional)
+    def quantize(self, image: np.ndarray, bits: int) -> np.ndarray:
+        """``image`` in [0, 1] as ``uint8``/``uint16`` samples (compiled: numpy's round and cast
+        of a 12 MP image take as long as the whole conventional pipeline)."""
+        return np.asarray(self._get("quantize", bits, lambda x: x)(image))
 
-    def __call__(self, decoded: Any) -> np.ndarray:
-        """``(H, W, 3)`` float32 in [0, 1] for a capture (RAW) or an image (sRGB)."""
+    def __call__(self, decoded: Any, bits: int | None = None) -> np.ndarray:
+        """``(H, W, 3)`` float32 in [0, 1] for a capture (RAW) or an image (sRGB); with
+        ``bits``, its ``uint8``/``uint16`` samples."""
         from diffisp.experiments.apply import run_isp_tiled
 
-        rgb = np.asarray(self._front(decoded))[0] if self.raw else decoded
-        if self.back is None:
-            return rgb
-        return run_isp_tiled(self.back, rgb, tile=self.tile, runner=self.runner)
+        if self.raw:
+            fused = bits if self.back is None else None  # nothing follows: cast in the front
+            rgb = np.asarray(self._get("front", fused, self._front_fn)(self._state, decoded))[0]
+            if self.back is None:
+                return rgb
+        else:
+            rgb = decoded
+        out = run_isp_tiled(self.back, rgb, tile=self.tile, runner=self.runner)
+        return out if bits is None else self.quantize(out, bits)
 
 
 @dataclasses.dataclass
@@ -464,8 +495,19 @@ def upright_exif(path: Path) -> bytes | None:
     return data[6:] if data.startswith(b"Exif\x00\x00") else data
 
 
+def _samples(image: np.ndarray, bits: int) -> np.ndarray:
+    """Integer samples: ``image`` as it is if already ``uint8``/``uint16``, else scaled from
+    [0, 1] and rounded."""
+    image = np.asarray(image)
+    if image.dtype == (np.uint8 if bits == 8 else np.uint16):
+        return image
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.round(np.clip(image, 0, 1) * (2**bits - 1)).astype(dtype)
+
+
 def encode(image: np.ndarray, fmt: str = "png", bits: int = 8, exif: bytes | None = None) -> bytes:
-    """An ``(H, W, 3)`` image in [0, 1] as PNG or TIFF bytes, 8 or 16 bits per sample."""
+    """An ``(H, W, 3)`` image in [0, 1] (or its integer samples, :meth:`Renderer.quantize`) as
+    PNG or TIFF bytes, 8 or 16 bits per sample."""
     from diffisp.experiments.apply_raw import png_bytes
 
     if bits not in BITS:
@@ -474,17 +516,17 @@ def encode(image: np.ndarray, fmt: str = "png", bits: int = 8, exif: bytes | Non
         return png_bytes(image, bits, exif=exif, level=PNG_LEVEL)
     if fmt != "tiff":
         raise InputError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
-    scaled = np.round(np.clip(np.asarray(image), 0, 1) * (2**bits - 1))
+    scaled = _samples(image, bits)
     buffer = io.BytesIO()
     if bits == 8:
         from PIL import Image
 
         extra = {} if exif is None else {"exif": b"Exif\x00\x00" + exif}
-        Image.fromarray(scaled.astype(np.uint8)).save(buffer, format="TIFF", **extra)
+        Image.fromarray(scaled).save(buffer, format="TIFF", **extra)
     else:
         import tifffile
 
-        tifffile.imwrite(buffer, scaled.astype(np.uint16), photometric="rgb", metadata=None)
+        tifffile.imwrite(buffer, scaled, photometric="rgb", metadata=None)
     return buffer.getvalue()
 
 
@@ -598,7 +640,7 @@ def run_batch(
                     decoded = future.result()
                     for message in decoded.warnings:
                         warn(message)
-                    image = renderer(decoded.data)
+                    image = renderer(decoded.data, bits)
                     if decoded.flip:
                         from diffisp.data.raw_file import orient
 
@@ -677,7 +719,7 @@ def apply_batch(
         raise InputError(f"--bits must be 8 or 16; got {options.bits}")
     if options.fmt not in FORMATS:
         raise InputError(f"unknown --format {options.fmt!r}; choose from {', '.join(FORMATS)}")
-    sources = collect_inputs(paths, raw=options.raw)
+    sources = collect_inputs(paths, raw=options.raw, exclude=out_dir)
     renderer = renderer or Renderer(isp, raw=options.raw, tile=options.tile)
     renderer_id = {"isp": isp_digest(isp), "bits": options.bits}
     with DirectoryLock(out_dir):  # two applies into one --out would race on names
