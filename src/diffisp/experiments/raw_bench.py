@@ -17,6 +17,7 @@ sRGB image in memory; file decoding is left out of both.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -310,7 +311,7 @@ def bench_raw_batch(
     """Files per second from DNG files to 16-bit TIFF files: ``rawpy`` (read, postprocess,
     tifffile) against ``diffisp apply --raw --conventional`` (decode threads, compiled once),
     on the same ``count`` synthetic files per size; everything from disk to disk."""
-    rows = []
+    rows, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         for height, width in sizes:
             root = Path(tmp) / f"{height}x{width}"
@@ -336,6 +337,10 @@ def bench_raw_batch(
     return {
         "timed": "DNG files on disk -> 16-bit TIFF files on disk (decode, render, encode, write)",
         "workers": workers,
+        "cpus": os.cpu_count(),
+        # Others' jobs share the CPUs: the 1-minute load average before and after, to read the
+        # numbers by.
+        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "rows": rows,
     }
 
