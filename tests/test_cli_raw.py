@@ -113,27 +113,158 @@ def test_apply_raw_with_a_raw_isp_checkpoint(dng, tmp_path, capsys):
     )
 
 
-def test_unreadable_raw_files_exit_2_with_the_file_named(dng, tmp_path, capsys):
+def test_unreadable_raw_files_are_listed_with_their_reason(dng, tmp_path, capsys):
     random_bytes = tmp_path / "noise.dng"
     random_bytes.write_bytes(np.random.default_rng(1).bytes(5000))
     png = tmp_path / "picture.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
     truncated = tmp_path / "half.dng"
     truncated.write_bytes(dng.read_bytes()[:1000])
+    out = tmp_path / "out"
+    files = [str(p) for p in (random_bytes, png, truncated)]
+    assert main(["apply", "--raw", *files, "--conventional", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 3 files failed:" in err and "Traceback" not in err
     for path, reason in ((random_bytes, "not RAW"), (png, "not RAW"), (truncated, "truncated")):
-        out = tmp_path / f"out-{path.stem}"
-        assert main(["apply", "--raw", str(path), "--conventional", "--out", str(out)]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("diffisp: error: ") and path.name in err and reason in err
-        assert "Traceback" not in err
+        (line,) = [line for line in err.splitlines() if line.startswith(f"  {path}: ")]
+        assert reason in line
 
 
-def test_a_bad_file_among_good_ones_stops_before_any_output(dng, tmp_path, capsys):
+def _good_dng(path, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1100, 3000, (HEIGHT, WIDTH)).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bayer_dng(path, counts, black_level=1024, white_level=4095)
+
+
+def _apply_raw(files, out, *extra):
+    return main(["apply", "--raw", *map(str, files), "--conventional", "--out", str(out), *extra])
+
+
+def test_case_4_a_truncated_file_between_good_ones(dng, tmp_path, capsys):
+    # Issue 27, case 4: the run used to stop at the truncated file, the later good file never
+    # processed, exit 2, no list of what failed.
+    good2 = _good_dng(tmp_path / "good2.dng", seed=2)
+    truncated = tmp_path / "truncated.dng"
+    truncated.write_bytes(good2.read_bytes()[: len(good2.read_bytes()) // 2])
+    out = tmp_path / "o"
+    assert _apply_raw([dng, truncated, good2], out) == 1
+    captured = capsys.readouterr()
+    assert (out / "shot_isp.png").is_file() and (out / "good2_isp.png").is_file()
+    assert not (out / "truncated_isp.png").exists()
+    assert "1 of 3 files failed:" in captured.err
+    assert f"  {truncated}: " in captured.err and "truncated" in captured.err
+    assert "2 written, 0 skipped (done earlier), 1 failed" in captured.out
+    # A rerun renders nothing again: the two good files are done, the bad one fails again.
+    assert _apply_raw([dng, truncated, good2], out) == 1
+    assert "1 written" not in capsys.readouterr().out
+
+
+def test_case_5_every_bad_file_is_named_and_every_good_one_rendered(dng, tmp_path, capsys):
+    # Issue 27, case 5: an up-front header check used to fail the whole batch naming only the
+    # first of three bad files.
+    good2 = _good_dng(tmp_path / "good2.dng", seed=3)
+    truncated = tmp_path / "truncated.dng"
+    truncated.write_bytes(good2.read_bytes()[:1000])
+    jpeg = tmp_path / "photo.dng"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(jpeg, format="JPEG")
+    empty = tmp_path / "empty.dng"
+    empty.write_bytes(b"")
+    out = tmp_path / "o"
+    assert _apply_raw([dng, truncated, jpeg, good2, empty], out, "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "3 of 5 files failed:" in err
+    for bad in (truncated, jpeg, empty):
+        assert f"  {bad}: " in err
+    assert sorted(p.name for p in out.glob("*.png")) == ["good2_isp.png", "shot_isp.png"]
+
+
+def test_fail_fast_stops_at_the_first_failure(dng, tmp_path, capsys):
     bad = tmp_path / "bad.dng"
     bad.write_bytes(b"not a raw file at all" * 50)
+    good2 = _good_dng(tmp_path / "good2.dng")
     out = tmp_path / "o"
-    assert main(["apply", "--raw", str(dng), str(bad), "--conventional", "--out", str(out)]) == 2
-    assert not out.exists()
+    assert _apply_raw([bad, dng, good2], out, "--fail-fast", "--workers", "1") == 1
+    err = capsys.readouterr().err
+    assert f"  {bad}: " in err and "not processed (--fail-fast): 2 files" in err
+    assert not list(out.glob("*.png"))
+
+
+def test_case_6_a_second_apply_never_replaces_an_earlier_output(dng, tmp_path, capsys):
+    # Issue 27, case 6: another file of the same name, in a second call into the same --out,
+    # used to replace the first one's output silently.
+    out = tmp_path / "o"
+    assert _apply_raw([dng], out) == 0
+    first = (out / "shot_isp.png").read_bytes()
+    other = _good_dng(tmp_path / "elsewhere" / "shot.dng", seed=5)
+    assert _apply_raw([other], out) == 0
+    printed = capsys.readouterr().out
+    assert (out / "shot_isp.png").read_bytes() == first
+    assert f"{other} -> {out / 'shot_isp-1.png'} (shot_isp.png is taken)" in printed
+    # The same file again: done, skipped; both inputs again: both skipped, same names.
+    assert _apply_raw([dng, other], out) == 0
+    printed = capsys.readouterr().out
+    assert "0 written, 2 skipped" in printed
+    assert f"{other} -> {out / 'shot_isp-1.png'} (done earlier, skipped)" in printed
+    # Another renderer (16 bits) over the same outputs: refused, naming the file ...
+    assert _apply_raw([dng], out, "--bits", "16") == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'shot_isp.png'} holds a render of {dng} by another renderer" in err
+    assert "--overwrite" in err and (out / "shot_isp.png").read_bytes() == first
+    # ... unless --overwrite.
+    assert _apply_raw([dng], out, "--bits", "16", "--overwrite") == 0
+    assert read_png16((out / "shot_isp.png").read_bytes()).dtype == np.uint16
+
+
+def test_a_changed_input_is_not_skipped_silently(dng, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _apply_raw([dng], out) == 0
+    _good_dng(dng, seed=9)  # the same path, new content
+    assert _apply_raw([dng], out) == 2
+    assert "an earlier version of" in capsys.readouterr().err
+
+
+def test_folders_are_searched_recursively_and_keep_their_subfolders(dng, tmp_path, capsys):
+    shots = tmp_path / "shots"
+    _good_dng(shots / "day1" / "a.dng")
+    _good_dng(shots / "day2" / "a.DNG", seed=1)
+    _good_dng(shots / ".hidden" / "b.dng")
+    (shots / "notes.txt").write_text("not a raw file")
+    out = tmp_path / "o"
+    assert _apply_raw([shots], out) == 0
+    rendered = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert rendered == ["day1/a_isp.png", "day2/a_isp.png"]
+    # A folder named like a RAW file is a folder (it was "RAW file not found").
+    folder = tmp_path / "x.dng"
+    folder.mkdir()
+    assert _apply_raw([folder], out) == 2
+    assert f"{folder} is a folder with no RAW files" in capsys.readouterr().err
+
+
+def test_a_full_disk_names_the_output(dng, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import diffisp.util.io as io
+
+    def full(path, data):  # what write() or fsync() raise: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "atomic_write_bytes", full)
+    out = tmp_path / "o"
+    assert _apply_raw([dng], out) == 2
+    (err,) = [e for e in capsys.readouterr().err.splitlines() if "warning" not in e]
+    assert err.startswith("diffisp: error: No space left on device")
+    assert str(out / "shot_isp.png") in err
+
+
+def test_tiff_outputs_8_and_16_bit(dng, tmp_path):
+    import tifffile
+
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        out = tmp_path / f"o{bits}"
+        assert _apply_raw([dng], out, "--format", "tiff", "--bits", str(bits)) == 0
+        pixels = tifffile.imread(out / "shot_isp.tif")
+        assert pixels.shape == (HEIGHT, WIDTH, 3) and pixels.dtype == dtype
 
 
 @pytest.mark.parametrize(
@@ -163,3 +294,12 @@ def test_bench_raw_tiny(tmp_path, capsys):
 def test_conventional_needs_raw_files(tmp_path, capsys):
     assert main(["apply", "x.png", "--conventional", "--out", str(tmp_path / "o")]) == 2
     assert "--conventional goes with --raw" in capsys.readouterr().err
+
+
+def test_bench_raw_batch_tiny(tmp_path):
+    from diffisp.experiments.raw_bench import bench_raw_batch
+
+    result = bench_raw_batch(2, sizes=((32, 48),), folder=tmp_path, log=lambda line: None)
+    (row,) = result["rows"]
+    assert row["files"] == 2 and row["rawpy_files_per_s"] > 0 and row["diffisp_files_per_s"] > 0
+    assert row["compiles"] == {"front": 1}  # the timed files compiled nothing

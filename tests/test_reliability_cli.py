@@ -237,7 +237,7 @@ def test_apply_never_overwrites_its_own_outputs(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
     capsys.readouterr()
     assert main(["apply", *map(str, images), "--checkpoint", str(run_dir), "--out", str(out)]) == 0
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == ["x_isp-1.png", "x_isp-2.png", "x_isp.png"]
     printed = capsys.readouterr().out
     for image, name in zip(images, ["x_isp.png", "x_isp-1.png", "x_isp-2.png"], strict=True):
@@ -252,20 +252,26 @@ def test_apply_refuses_to_overwrite_an_input(run_dir, tmp_path, capsys):
     before = victim.read_bytes()
     source = dark_png(tmp_path / "x.png")
     args = ["apply", str(source), str(victim), "--checkpoint", str(run_dir), "--out", str(out)]
-    assert main(args) == 2
+    # A file in --out that apply did not write is never replaced: the output takes a new name.
+    assert main(args) == 0
+    assert victim.read_bytes() == before and (out / "x_isp-1.png").is_file()
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 2  # x.png -> x_isp.png, which is an input
     assert "would overwrite an input image" in one_line_error(capsys)
     assert victim.read_bytes() == before
 
 
-def test_apply_refuses_a_huge_image_before_decoding(tmp_path, capsys, monkeypatch):
+def test_apply_refuses_a_huge_image_before_decoding(run_dir, tmp_path, capsys, monkeypatch):
     import diffisp.data as data
 
     monkeypatch.setattr(data, "load_image", lambda *a: pytest.fail("decoded"))
     image = tmp_path / "huge.png"
     Image.new("RGB", (12000, 12000)).save(image)  # a few hundred KB on disk
-    args = ["apply", str(image), "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]
-    assert main(args) == 2
-    assert "12000x12000 (144,000,000 pixels), above the limit" in one_line_error(capsys)
+    args = ["apply", str(image), "--checkpoint", str(run_dir), "--out", str(tmp_path / "o")]
+    assert main(args) == 1  # one failed file of the batch
+    err = capsys.readouterr().err
+    assert "1 of 1 files failed" in err
+    assert "12000x12000 (144,000,000 pixels), above the limit" in err
 
 
 def test_tiled_apply_equals_untiled(run_dir, tmp_path):

@@ -5,6 +5,11 @@ Every deliberate error (bad input, bad config, corrupt file) and every failed fi
 status 2; ``--debug`` shows the traceback and the full message instead. Ctrl-C exits with 130
 after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 130 at once.
 ``train --resume`` of a finished run says so and exits 0 (there is nothing left to do).
+
+``apply`` renders a batch: it exits 0 when every file was rendered (or skipped, rendered earlier
+into the same ``--out``), 1 when some files failed (each listed with its reason on stderr at the
+end, after the others were rendered; ``--fail-fast`` stops at the first), and 2 as above: bad
+options or checkpoint, an output it would have to replace (``--overwrite``), a failed write.
 """
 
 from __future__ import annotations
@@ -67,16 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
 
-    apply = sub.add_parser("apply", help="run a saved ISP over image or RAW files, write PNGs")
-    apply.add_argument("images", nargs="*", type=_path)
-    apply.add_argument("--raw", nargs="+", type=_path, metavar="FILE", help="Bayer RAW files")
+    apply = sub.add_parser(
+        "apply",
+        help="render image or RAW files and folders through a saved ISP (PNG or TIFF)",
+        description="Render every file (folders: searched recursively, sorted) to --out. Files "
+        "already rendered there by the same ISP and settings are skipped; a file that fails is "
+        "listed at the end and the others are still rendered. Exit status: 0 all rendered or "
+        "skipped, 1 some files failed, 2 usage errors, a bad checkpoint or a failed write.",
+    )
+    apply.add_argument(
+        "images", nargs="*", type=_path, metavar="INPUT", help="sRGB image files or folders"
+    )
+    apply.add_argument(
+        "--raw", nargs="+", type=_path, metavar="INPUT", help="Bayer RAW files or folders"
+    )
     apply.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     apply.add_argument(
         "--conventional",
         action="store_true",
         help="with --raw and no checkpoint: the conventional camera pipeline alone",
     )
-    apply.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bits per sample")
+    apply.add_argument("--bits", type=int, choices=(8, 16), default=8, help="bits per sample")
+    apply.add_argument(
+        "--format", choices=("png", "tiff"), default="png", help="output format (default png)"
+    )
     apply.add_argument("--out", type=_path, default=Path("isp_out"))
     apply.add_argument(
         "--max-pixels",
@@ -85,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse larger images before decoding them (default 64e6, about 8000x8000)",
     )
     apply.add_argument("--tile", type=int, default=1024, help="tile side for large images")
+    apply.add_argument(
+        "--workers", type=int, default=2, help="threads decoding the next files (default 2)"
+    )
+    apply.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="render every file again, replacing what --out holds under its name",
+    )
+    apply.add_argument("--fail-fast", action="store_true", help="stop at the first file that fails")
+    apply.add_argument("--no-progress", action="store_true", help="no progress bar")
     apply.set_defaults(func=cmd_apply)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
@@ -111,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic mosaic)",
     )
     bench.add_argument("--raw-size", default="3000x4000", help="HEIGHTxWIDTH for --raw")
+    bench.add_argument(
+        "--raw-files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --raw: also files/s of N synthetic DNGs at 12 and 24 MP, rawpy vs diffisp "
+        "apply, disk to disk",
+    )
     bench.add_argument(
         "--stream",
         nargs="?",

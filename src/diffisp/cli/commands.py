@@ -73,10 +73,18 @@ def _bench_raw(args: argparse.Namespace) -> int:
         raise ConfigError(f"--raw-size must be HEIGHTxWIDTH; got {args.raw_size!r}") from None
     if height < 32 or width < 32 or height % 2 or width % 2:  # LibRaw refuses tiny images
         raise ConfigError(f"--raw-size needs even sides >= 32; got {args.raw_size!r}")
+    if args.raw_files < 0:
+        raise ConfigError(f"--raw-files must be >= 0; got {args.raw_files}")
     source = None if args.raw == "synthetic" else Path(args.raw)
     result = bench_raw(source, height=height, width=width)
     print_raw_bench(result)
-    atomic_write_json(args.out, {"schema": "diffisp.bench-raw/1", "raw": result})
+    report: dict[str, Any] = {"schema": "diffisp.bench-raw/1", "raw": result}
+    if args.raw_files:
+        from diffisp.experiments.raw_bench import bench_raw_batch, print_raw_batch
+
+        report["batch"] = bench_raw_batch(args.raw_files)
+        print_raw_batch(report["batch"])
+    atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 
@@ -297,14 +305,18 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from diffisp.data import load_image
-    from diffisp.experiments.apply import check_pixel_count, plan_outputs, run_isp_tiled
-    from diffisp.experiments.apply_raw import png_bytes
-    from diffisp.training.checkpoint import load_model
-    from diffisp.util.io import atomic_write_bytes, check_output_path
+    """Exit status: 0 all rendered or skipped, 1 some files failed (listed), 2 usage errors."""
+    from diffisp.experiments.render import (
+        EXIT_SOME_FAILED,
+        BatchOptions,
+        apply_batch,
+        failure_report,
+        summary,
+    )
+    from diffisp.util.io import check_output_path
 
-    if args.max_pixels < 1 or args.tile < 1:
-        raise ConfigError("apply needs --max-pixels >= 1 and --tile >= 1")
+    if args.max_pixels < 1 or args.tile < 1 or args.workers < 1:
+        raise ConfigError("apply needs --max-pixels >= 1, --tile >= 1 and --workers >= 1")
     if bool(args.images) == bool(args.raw):
         raise ConfigError("apply takes image files or --raw FILE..., one of the two")
     if args.conventional and (args.checkpoint is not None or not args.raw):
@@ -312,34 +324,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.checkpoint is None and not args.conventional:
         raise ConfigError("apply needs --checkpoint (or, with --raw, --conventional)")
     check_output_path(args.out, directory=True, what="output directory")
+    isp = None
+    if not args.conventional:
+        from diffisp.training.checkpoint import load_model
+
+        isp = load_model(_model_dir(args.checkpoint))[0]
     if args.raw:
-        return _apply_raw(args)
-    plan = plan_outputs(args.images, args.out)  # every name decided before any work
-    for path in plan:
-        check_pixel_count(path, args.max_pixels)
-    isp, _, _ = load_model(_model_dir(args.checkpoint))
-    args.out.mkdir(parents=True, exist_ok=True)  # only once every input passed its checks
-    for path, target in plan.items():
-        out = run_isp_tiled(isp, load_image(path), tile=args.tile)
-        atomic_write_bytes(target, png_bytes(out, args.bits))
-        print(f"{path} -> {target}")
-    return 0
+        from diffisp.experiments.apply_raw import describe_pipeline
 
-
-def _apply_raw(args: argparse.Namespace) -> int:
-    from diffisp.experiments.apply_raw import apply_raw_files
-    from diffisp.training.checkpoint import load_model
-
-    isp = None if args.conventional else load_model(_model_dir(args.checkpoint))[0]
-    apply_raw_files(
-        args.raw,
-        args.out,
-        isp,
+        print(f"rendering with the {describe_pipeline(isp)}")
+    options = BatchOptions(
+        raw=bool(args.raw),
+        fmt=args.format,
         bits=args.bits,
         tile=args.tile,
         max_pixels=args.max_pixels,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        fail_fast=args.fail_fast,
+        progress=not args.no_progress,
+    )
+    result = apply_batch(
+        args.raw or args.images,
+        args.out,
+        isp,
+        options,
         warn=lambda message: print(f"diffisp: warning: {message}", file=sys.stderr),
     )
+    print(summary(result))
+    if result.failed:
+        for line in failure_report(result):
+            print(line, file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
 
 

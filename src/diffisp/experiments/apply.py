@@ -13,8 +13,9 @@ Three things the naive loop got wrong, each handled by one function here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +88,34 @@ def check_pixel_count(path: Path, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
+class ChainRunner(Protocol):
+    """How :func:`run_isp_tiled` evaluates the ISP: eagerly (:class:`EagerRunner`) or through
+    functions compiled once (:class:`diffisp.experiments.render.CompiledRunner`)."""
+
+    def decide(self, isp: Any, batch: np.ndarray) -> tuple[list[str], list[dict], jax.Array]:
+        """``(stage names, per-stage values, (1, S) bool gates)`` for the whole image."""
+        ...
+
+    def chain(self, names: tuple[str, ...], *, clip: bool) -> Callable[..., jax.Array]:
+        """``f(images, values, gates) -> images``: the stages ``names`` in order."""
+        ...
+
+
+class EagerRunner:
+    """The ISP's own ``decisions`` and :func:`run_chain`, op by op (nothing compiled)."""
+
+    def decide(self, isp: Any, batch: np.ndarray) -> tuple[list[str], list[dict], jax.Array]:
+        decisions = isp.decisions(jnp.asarray(batch))
+        names = list(decisions["stage_names"])
+        values = [decisions["values"][name] for name in names]
+        return names, values, jnp.asarray(decisions["active"], bool)
+
+    def chain(self, names: tuple[str, ...], *, clip: bool) -> Callable[..., jax.Array]:
+        return lambda images, values, gates: run_chain(
+            images, names, values, gates=gates, clip=clip
+        )
+
+
 def _run_tiled(
     image: np.ndarray,
     names: Sequence[str],
@@ -95,11 +124,13 @@ def _run_tiled(
     tile: int,
     *,
     clip: bool,
+    runner: ChainRunner,
 ) -> np.ndarray:
     """Local stages over ``(1, H, W, 3)`` tile by tile; each tile reads a halo wide enough."""
     halo = sum(_STAGE_RADIUS.get(name, 0) for name in names)
     _, height, width, _ = image.shape
     out = np.empty_like(image)
+    run = runner.chain(tuple(names), clip=clip)
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             # The halo is cut off at the image border, where the stages pad exactly as they do
@@ -107,7 +138,7 @@ def _run_tiled(
             y0, x0 = max(top - halo, 0), max(left - halo, 0)
             y1, x1 = min(top + tile + halo, height), min(left + tile + halo, width)
             piece = jnp.asarray(image[:, y0:y1, x0:x1])
-            x = run_chain(piece, names, values, gates=gates, clip=clip)
+            x = run(piece, list(values), gates)
             h, w = min(tile, height - top), min(tile, width - left)
             out[:, top : top + h, left : left + w] = np.asarray(x)[
                 :, top - y0 : top - y0 + h, left - x0 : left - x0 + w
@@ -115,7 +146,13 @@ def _run_tiled(
     return out
 
 
-def run_isp_tiled(isp: LearnedISP, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
+def run_isp_tiled(
+    isp: LearnedISP,
+    image: np.ndarray,
+    tile: int = DEFAULT_TILE,
+    *,
+    runner: ChainRunner | None = None,
+) -> np.ndarray:
     """``isp(image[None])[0]``, computed in ``tile x tile`` pieces through the one stage chain.
 
     The ISP's decisions (per-stage values and gates; an adaptive ISP predicts them from the
@@ -128,17 +165,18 @@ def run_isp_tiled(isp: LearnedISP, image: np.ndarray, tile: int = DEFAULT_TILE) 
       isp: any ISP with the :class:`~diffisp.isp.chain.LearnedISP` interface.
       image: ``(H, W, 3)`` float32 in [0, 1].
       tile: side of the square tiles (>= 1); a halo of neighbours is added for spatial stages.
+      runner: how the stages are evaluated (default: eagerly; ``diffisp apply`` passes a
+        :class:`~diffisp.experiments.render.CompiledRunner`, which compiles each piece once
+        per tile shape).
 
     Returns:
       ``(H, W, 3)`` float32 in [0, 1], equal to the untiled result up to float rounding.
     """
     if tile < 1:
         raise InputError(f"tile must be a positive number of pixels; got {tile}")
+    runner = EagerRunner() if runner is None else runner
     batch = np.ascontiguousarray(image[None], dtype=np.float32)
-    decisions = isp.decisions(jnp.asarray(batch))
-    names = list(decisions["stage_names"])
-    values = [decisions["values"][name] for name in names]
-    gates = jnp.asarray(decisions["active"], bool)
+    names, values, gates = runner.decide(isp, batch)
     # Segments of the chain: each whole-image stage alone, and the runs of local stages between.
     segments: list[tuple[bool, list[int]]] = []
     for s, name in enumerate(names):
@@ -155,7 +193,8 @@ def run_isp_tiled(isp: LearnedISP, image: np.ndarray, tile: int = DEFAULT_TILE) 
         )
         last = k == len(segments) - 1
         if whole:
-            batch = np.asarray(run_chain(jnp.asarray(batch), *piece[:2], gates=piece[2], clip=last))
+            run = runner.chain(tuple(piece[0]), clip=last)
+            batch = np.asarray(run(jnp.asarray(batch), piece[1], piece[2]))
         else:
-            batch = _run_tiled(batch, *piece, tile, clip=last)
+            batch = _run_tiled(batch, *piece, tile, clip=last, runner=runner)
     return batch[0]

@@ -1,5 +1,5 @@
-"""``diffisp apply --raw``: camera RAW files through a trained ISP (or the conventional pipeline)
-to 8- or 16-bit PNGs.
+"""``diffisp apply --raw``: camera RAW files through a trained ISP (or the conventional pipeline);
+the batch itself (folders, threads, resuming, failures) is :mod:`diffisp.experiments.render`.
 
 Which pipeline renders a file depends on what the checkpoint holds:
 
@@ -17,7 +17,6 @@ file's orientation flag says, as LibRaw does.
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,11 +27,11 @@ import numpy as np
 from flax import nnx
 
 from diffisp.capture.raw_capture import RawCapture
-from diffisp.data.raw_file import RawMetadataWarning, check_raw_file, orient, read_raw
+from diffisp.data.raw_file import orient, read_raw
 from diffisp.errors import InputError
-from diffisp.experiments.apply import DEFAULT_TILE, plan_outputs, run_isp_tiled
+from diffisp.experiments.apply import DEFAULT_TILE, run_isp_tiled
+from diffisp.experiments.render import BatchOptions, BatchResult, apply_batch
 from diffisp.isp.raw import RawISP, conventional_linear, display_encode
-from diffisp.util.io import atomic_write_bytes
 
 PNG_BITS = (8, 16)
 
@@ -60,6 +59,9 @@ def render_raw(capture: RawCapture, isp: Any = None, *, tile: int = DEFAULT_TILE
       isp: a :class:`RawISP`, an sRGB ISP (:class:`~diffisp.isp.chain.LearnedISP`) or ``None``
         (the conventional pipeline).
       tile: tile side for the chain ISP.
+
+    Compiles afresh on every call; a batch uses :class:`~diffisp.experiments.render.Renderer`,
+    which compiles once per image size.
     """
     if capture.num_images != 1:
         raise InputError(f"render_raw takes one capture; got {capture.num_images}")
@@ -73,25 +75,33 @@ def render_raw(capture: RawCapture, isp: Any = None, *, tile: int = DEFAULT_TILE
     return rgb if back is None else run_isp_tiled(back, rgb, tile=tile)
 
 
-def png_bytes(image: np.ndarray, bits: int = 8) -> bytes:
+def png_bytes(
+    image: np.ndarray, bits: int = 8, *, exif: bytes | None = None, level: int = 6
+) -> bytes:
     """An ``(H, W, 3)`` image in [0, 1] as PNG bytes, 8 or 16 bits per sample.
 
     16-bit RGB is written here (zlib + the PNG chunks): Pillow writes 16 bits for grey images
-    only.
+    only. ``exif``: TIFF-format EXIF bytes for an ``eXIf`` chunk; ``level``: zlib's, 0-9.
     """
     if bits not in PNG_BITS:
         raise InputError(f"PNG bits must be 8 or 16; got {bits}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise InputError(f"png_bytes takes an (H, W, 3) image; got {image.shape}")
-    scaled = np.round(np.clip(image, 0, 1) * (2**bits - 1))
+    if image.dtype == (np.uint8 if bits == 8 else np.uint16):  # samples already
+        scaled = image
+    else:
+        scaled = np.round(np.clip(image, 0, 1) * (2**bits - 1))
     if bits == 8:
         import io
 
         from PIL import Image
 
         buffer = io.BytesIO()
-        Image.fromarray(scaled.astype(np.uint8)).save(buffer, format="PNG")
+        extra = {} if exif is None else {"exif": b"Exif\x00\x00" + exif}
+        Image.fromarray(scaled.astype(np.uint8, copy=False)).save(
+            buffer, format="PNG", compress_level=level, **extra
+        )
         return buffer.getvalue()
     height, width, _ = image.shape
     rows = scaled.astype(">u2").reshape(height, width * 3).view(np.uint8)  # (H, 6 W) bytes
@@ -107,7 +117,8 @@ def png_bytes(image: np.ndarray, bits: int = 8) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + (b"" if exif is None else chunk(b"eXIf", exif))
+        + chunk(b"IDAT", zlib.compress(raw, level))
         + chunk(b"IEND", b"")
     )
 
@@ -130,29 +141,15 @@ def apply_raw_files(
     max_pixels: int | None = None,
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
-) -> dict[Path, Path]:
-    """Render RAW files to ``out_dir/<stem>_isp.png`` (names from
-    :func:`~diffisp.experiments.apply.plan_outputs`), each written atomically.
+    **options: Any,
+) -> BatchResult:
+    """Render RAW files and folders to ``out_dir`` through
+    :func:`~diffisp.experiments.render.apply_batch` (names, skipping, failures: see there).
 
-    Every file's header is checked (a RAW file LibRaw opens, within ``max_pixels``) before any
-    is decoded and before ``out_dir`` is created. Metadata fallbacks are passed to ``warn``.
-
-    Returns:
-      ``{input: output}``.
+    ``options``: the other fields of :class:`~diffisp.experiments.render.BatchOptions`.
     """
     if bits not in PNG_BITS:
         raise InputError(f"--bits must be 8 or 16; got {bits}")
-    plan = plan_outputs(paths, out_dir)
-    for path in plan:
-        check_raw_file(path, max_pixels)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log(f"rendering with the {describe_pipeline(isp)}")
-    for path, target in plan.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RawMetadataWarning)  # reported through warn
-            image, info = render_raw_file(path, isp, tile=tile, max_pixels=max_pixels)
-        for message in info.warnings:
-            warn(message)
-        atomic_write_bytes(target, png_bytes(image, bits))
-        log(f"{path} -> {target} ({image.shape[1]}x{image.shape[0]}, {bits}-bit)")
-    return plan
+    batch = BatchOptions(raw=True, bits=bits, tile=tile, max_pixels=max_pixels, **options)
+    return apply_batch(paths, out_dir, isp, batch, log=log, warn=warn)

@@ -17,7 +17,10 @@ sRGB image in memory; file decoding is left out of both.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -243,3 +246,109 @@ def print_raw_bench(result: dict[str, Any]) -> None:
         print(f"  {label:32s} {row['megapixels_per_s']:7.1f} MP/s  ({row['seconds'] * 1e3:.0f} ms)")
     speed = result["speedup_vs_rawpy"]
     print(f"  diffisp / rawpy: bilinear {speed['bilinear']:.2f}x, Malvar {speed['malvar']:.2f}x")
+
+
+# -- batches: files per second from files on disk to files on disk --------------------------------
+
+BATCH_SIZES = ((3000, 4000), (4000, 6000))  # 12 and 24 megapixels
+
+
+def write_synthetic_folder(folder: Path, count: int, height: int, width: int) -> list[Path]:
+    """``count`` synthetic Bayer DNGs of ``height x width`` (the synthetic mosaic of
+    :func:`bench_raw`, each with its own noise) that both LibRaw and diffisp read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = _source_mosaic(None, height, width)
+    counts = base.pop("counts")
+    rng = np.random.default_rng(1)
+    paths = []
+    for n in range(count):
+        noise = rng.integers(-8, 9, counts.shape, dtype=np.int32)
+        noisy = np.clip(counts.astype(np.int32) + noise, 0, 65535).astype(np.uint16)
+        paths.append(write_bayer_dng(folder / f"bench_{n:03d}.dng", noisy, **base))
+    return paths
+
+
+def _rawpy_batch(paths: list[Path], out: Path) -> float:
+    """Seconds for rawpy to read, render (:data:`RAWPY_EQUIVALENT`) and write every file as a
+    16-bit TIFF, one after the other (LibRaw's demosaic is multi-threaded by OpenMP)."""
+    import rawpy
+    import tifffile
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for path in paths:
+        with rawpy.imread(str(path)) as raw:
+            rgb = rawpy_render(raw)
+        tifffile.imwrite(out / f"{path.stem}.tif", rgb, photometric="rgb", metadata=None)
+    return time.perf_counter() - start
+
+
+def _diffisp_batch(paths: list[Path], out: Path, workers: int) -> tuple[float, dict[str, int]]:
+    """Seconds for ``diffisp apply --raw --conventional --format tiff --bits 16`` on ``paths``
+    (compiled beforehand on one file of the same size), and the renderer's compile counts."""
+    from diffisp.experiments.render import BatchOptions, Renderer, apply_batch
+
+    renderer = Renderer(None, raw=True, tile=1024)
+    options = BatchOptions(raw=True, fmt="tiff", bits=16, workers=workers, progress=False)
+    quiet = lambda line: None  # noqa: E731
+    apply_batch(paths[:1], out / "warm-up", None, options, log=quiet, warn=quiet, renderer=renderer)
+    compiled = dict(renderer.traces)
+    result = apply_batch(paths, out / "timed", None, options, log=quiet, warn=quiet,
+                         renderer=renderer)  # fmt: skip
+    if result.failed or dict(renderer.traces) != compiled:
+        raise RuntimeError(f"bench batch failed or recompiled: {result.failed}, {renderer.traces}")
+    return result.seconds, compiled
+
+
+def bench_raw_batch(
+    count: int = 8,
+    *,
+    sizes: tuple[tuple[int, int], ...] = BATCH_SIZES,
+    workers: int = 2,
+    folder: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Files per second from DNG files to 16-bit TIFF files: ``rawpy`` (read, postprocess,
+    tifffile) against ``diffisp apply --raw --conventional`` (decode threads, compiled once),
+    on the same ``count`` synthetic files per size; everything from disk to disk."""
+    rows, load_before = [], os.getloadavg()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        for height, width in sizes:
+            root = Path(tmp) / f"{height}x{width}"
+            log(f"writing {count} synthetic DNGs of {width}x{height}")
+            paths = write_synthetic_folder(root / "in", count, height, width)
+            log(f"rawpy.postprocess + TIFF on {count} files")
+            rawpy_seconds = _rawpy_batch(paths, root / "rawpy")
+            log(f"diffisp apply --raw --conventional --format tiff --bits 16 on {count} files")
+            diffisp_seconds, compiled = _diffisp_batch(paths, root / "diffisp", workers)
+            rows.append(
+                {
+                    "height": height,
+                    "width": width,
+                    "megapixels": height * width / 1e6,
+                    "files": count,
+                    "rawpy_files_per_s": count / rawpy_seconds,
+                    "diffisp_files_per_s": count / diffisp_seconds,
+                    "speedup_vs_rawpy": rawpy_seconds / diffisp_seconds,
+                    "compiles": compiled,
+                }
+            )
+            shutil.rmtree(root, ignore_errors=True)
+    return {
+        "timed": "DNG files on disk -> 16-bit TIFF files on disk (decode, render, encode, write)",
+        "workers": workers,
+        "cpus": os.cpu_count(),
+        # Others' jobs share the CPUs: the 1-minute load average before and after, to read the
+        # numbers by.
+        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "rows": rows,
+    }
+
+
+def print_raw_batch(result: dict[str, Any]) -> None:
+    print(f"RAW batches, files/s ({result['timed']}; diffisp with {result['workers']} workers)")
+    for row in result["rows"]:
+        print(
+            f"  {row['megapixels']:4.0f} MP x {row['files']}: rawpy {row['rawpy_files_per_s']:.2f}"
+            f", diffisp {row['diffisp_files_per_s']:.2f} files/s ({row['speedup_vs_rawpy']:.2f}x)"
+        )
