@@ -26,6 +26,7 @@ from diffisp.cli.commands import (
     cmd_apply,
     cmd_bench,
     cmd_eval,
+    cmd_export,
     cmd_report,
     cmd_scenes,
     cmd_train,
@@ -115,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--fail-fast", action="store_true", help="stop at the first file that fails")
     apply.add_argument("--no-progress", action="store_true", help="no progress bar")
     apply.set_defaults(func=cmd_apply)
+
+    export = sub.add_parser(
+        "export",
+        help="write a run's ISP as an ONNX graph or a JSON parameter file",
+        description="--format onnx: the ISP's inference as one ONNX graph (onnxruntime, ...); "
+        "--format json: every stage's physical values and ranges (docs/isp-file-format.md).",
+    )
+    export.add_argument("run", type=_path, metavar="RUN", help="run dir or its model/ dir")
+    export.add_argument("--format", choices=("onnx", "json"), required=True)
+    export.add_argument("--out", type=_path, required=True, help="file to write")
+    export.add_argument(
+        "--size",
+        metavar="HxW",
+        help="ONNX of an adaptive or RAW ISP: the fixed image size (default: the run's)",
+    )
+    export.add_argument(
+        "--pattern", default="RGGB", help="ONNX of a RAW ISP: the CFA pattern (default RGGB)"
+    )
+    export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a run or eval")
     report.add_argument("run_dir", type=_path, metavar="RUN_DIR", help="run or evaluation dir")

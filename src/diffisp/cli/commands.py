@@ -12,6 +12,22 @@ from diffisp.cli.args import config_from_args, config_overrides
 from diffisp.errors import ConfigError
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from diffisp.experiments.export import export_run
+
+    size = None
+    if args.size is not None:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2:
+            raise ConfigError(f"--size must be HEIGHTxWIDTH; got {args.size!r}")
+    for path in export_run(args.run, args.format, args.out, size=size, pattern=args.pattern):
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
 def cmd_scenes(args: argparse.Namespace) -> int:
     from diffisp.experiments.detection_commands import write_scenes
 
