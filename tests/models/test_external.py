@@ -185,3 +185,49 @@ def test_losses_and_their_gradients_reach_the_input():
     assert float(mse) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ConfigError, match="kind"):
         OutputConsistency(kind="l1")
+
+
+def _export(module, path, opset):
+    torch.onnx.export(
+        module.eval(),
+        (torch.zeros(1, 3, 16, 16),),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}},
+    )
+
+
+def test_onnx_model_matches_onnxruntime_and_autograd(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx2torch")
+    module = tiny()
+    path = tmp_path / "tiny.onnx"
+    _export(module, path, opset=17)
+    model = load_model(str(path))
+    x = _images()
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x.transpose(0, 3, 1, 2)})[0]
+    assert np.abs(np.asarray(model(jnp.asarray(x))) - expected).max() < 1e-5
+    grad = jax.grad(lambda a: jnp.sum(model(a) ** 2))(x)
+    xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_(True)
+    (module(xt) ** 2).sum().backward()
+    want = xt.grad.permute(0, 2, 3, 1).numpy()
+    assert np.abs(np.asarray(grad) - want).max() / np.abs(want).max() < 1e-5
+
+
+def test_onnx_errors(tmp_path):
+    pytest.importorskip("onnx2torch")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_model(str(tmp_path / "missing.onnx"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="not a valid ONNX model"):
+        load_model(str(bad))
+    with pytest.raises(ConfigError, match="drop --weights"):
+        load_model(str(bad), weights=tmp_path / "w.pt")
+    new = tmp_path / "opset19.onnx"
+    _export(tiny(), new, opset=19)
+    with pytest.raises(ModelTraceError, match="opset 19"):
+        load_model(str(new))

@@ -292,7 +292,15 @@ def load_onnx(path: str | Path) -> Any:
     try:
         return onnx2torch.convert(graph)
     except NotImplementedError as err:
-        raise ModelTraceError(f"onnx2torch cannot convert {path.name}: {err}") from None
+        raise ModelTraceError(
+            f"onnx2torch cannot convert {path.name}: {err} (opset {_opset(graph)}; opset 17 "
+            "exports convert with onnx2torch 1.5.15, 19's Constant does not)"
+        ) from None
+
+
+def _opset(graph: Any) -> int | str:
+    versions = [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")]
+    return versions[0] if versions else "?"
 
 
 def load_model(
