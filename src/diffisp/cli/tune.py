@@ -47,6 +47,12 @@ def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
     )
     tune.add_argument("--weights", type=path_type, help="state-dict file (torch.save) of --model")
     tune.add_argument("--loss", choices=("labels", "consistency"), default="consistency")
+    tune.add_argument(
+        "--consistency",
+        choices=("kl", "mse"),
+        default="kl",
+        help="with --loss consistency: kl (outputs are logits) or mse (dense maps, features)",
+    )
     tune.add_argument("--data", default="builtin", help="builtin, cifar10, folder:PATH")
     tune.add_argument("--data-dir", type=path_type)
     tune.add_argument("--input", choices=("srgb", "raw"), default="srgb")
@@ -119,6 +125,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         weights=args.weights,
         input_spec=spec,
         loss=args.loss,
+        consistency=args.consistency,
         command=command,
     )
     print(f"ISP tuned for {args.model} (loss: {args.loss}; accuracy on the test set):")

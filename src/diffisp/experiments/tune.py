@@ -71,11 +71,13 @@ def consistency_data(model: nnx.Module, data: RunData, *, labelled: bool = True)
     )
 
 
-def make_task(loss: str) -> Task:
+def make_task(loss: str, consistency: str = "kl") -> Task:
+    """The task of ``--loss``: ``labels`` (cross-entropy) or ``consistency`` (``consistency``:
+    ``"kl"`` for logits, ``"mse"`` for dense maps or features)."""
     if loss == "labels":
         return LabelCrossEntropy()
     if loss == "consistency":
-        return OutputConsistency()
+        return OutputConsistency(kind=consistency)
     raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
 
 
@@ -102,11 +104,12 @@ def run_tune(
     weights: str | Path | None = None,
     input_spec: InputSpec | None = None,
     loss: str = "consistency",
+    consistency: str = "kl",
     command: str | None = None,
 ) -> dict[str, Any]:
     """Load ``model_spec`` (``torch:PKG.MODULE:FACTORY`` with ``weights``, or ``PATH.onnx``),
     tune ``cfg``'s ISP for it with ``loss``, compare, and write ``out_dir/metrics.json``."""
-    task = make_task(loss)
+    task = make_task(loss, consistency)
     if cfg.task != "classify":
         raise ConfigError("diffisp tune takes classification data (--data builtin, folder:...)")
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
@@ -120,7 +123,7 @@ def run_tune(
     state = tune_isp_for(model, data, cfg, task)
     rows = compare(state.model, data, state.isp, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    isp_params = nnx.state(state.isp, nnx.Param).flat_state()
+    isp_params = nnx.to_flat_state(nnx.state(state.isp, nnx.Param))
     np.savez(
         out_dir / "isp.npz",
         **{"/".join(map(str, k)): np.asarray(v[...]) for k, v in isp_params},
@@ -133,6 +136,7 @@ def run_tune(
         "input_spec": dataclasses.asdict(model.spec),
         "model_weights": model.num_weights,
         "loss": loss,
+        "consistency": consistency if loss == "consistency" else None,
         "labels_used_in_training": loss == "labels",
         "metric": "accuracy",
         "config": state.cfg.to_dict(),

@@ -131,8 +131,9 @@ class DenseLoss(_ExternalTask):
     """A user's loss on the frozen model's outputs: ``loss_fn(outputs, targets) -> scalar``.
 
     ``loss_fn`` must be a module-level function (the task is a static, hashed argument of the
-    compiled step). The training score is the mean loss per batch is not known here, so it
-    reports 0; use :class:`OutputConsistency` with ``kind="mse"`` for a label-free dense loss.
+    compiled step). It has no training score (0 is reported; the loss is in the history); its
+    metric is ``loss_fn`` on the test predictions. For a label-free dense loss use
+    :class:`OutputConsistency` with ``kind="mse"``. Not yet reachable from ``diffisp tune``.
     """
 
     loss_fn: Callable[[jax.Array, Any], jax.Array] | None = None
