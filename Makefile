@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "diffisp needs Python >= 3.12 (found " + sys.version.split()[0] + "); install it or set PYTHON=/path/to/python3.12")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,torch]'
 	# jax2onnx without its dependencies: see the export extra in pyproject.toml for why.
 	$(BIN)/python -m pip install --quiet --no-deps jax2onnx==0.17.1
 	touch $(STAMP)

@@ -31,6 +31,7 @@ from diffisp.cli.commands import (
     cmd_scenes,
     cmd_train,
 )
+from diffisp.cli.tune import add_tune_parser
 from diffisp.errors import ConfigError, DiffispError
 
 # Longer messages are cut at the CLI boundary (orbax errors carry kilobytes of TensorStore JSON).
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_argument("--image-size", type=int, default=64)
     scenes.add_argument("--seed", type=int, default=0)
     scenes.set_defaults(func=cmd_scenes)
+    add_tune_parser(sub, _path)
     return parser
 
 

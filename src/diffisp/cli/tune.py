@@ -1,0 +1,135 @@
+"""``diffisp tune``: the sub-command's options and its body's call (the body is
+:func:`diffisp.experiments.tune.run_tune`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from diffisp.errors import ConfigError
+
+
+def _floats(count: int):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers") from None
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers")
+        return values
+
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected HxW, e.g. 224x224") from None
+    return (size[0], size[0]) if len(size) == 1 else size  # type: ignore[return-value]
+
+
+def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
+    tune = sub.add_parser(
+        "tune",
+        help="learn an ISP for your own frozen PyTorch or ONNX model (labels or label-free)",
+        description="Phase 1 + warm-up of an ISP in front of a frozen external model, then the "
+        "model's accuracy on the dark test images with no ISP, the fixed pipelines and the "
+        "learned ISP. --loss consistency needs no labels: the model's outputs on the processed "
+        "captures are matched to its outputs on the clean images.",
+    )
+    tune.add_argument(
+        "--model", required=True, help="torch:PKG.MODULE:FACTORY (with --weights) or FILE.onnx"
+    )
+    tune.add_argument("--weights", type=path_type, help="state-dict file (torch.save) of --model")
+    tune.add_argument("--loss", choices=("labels", "consistency"), default="consistency")
+    tune.add_argument(
+        "--consistency",
+        choices=("kl", "mse"),
+        default="kl",
+        help="with --loss consistency: kl (outputs are logits) or mse (dense maps, features)",
+    )
+    tune.add_argument("--data", default="builtin", help="builtin, cifar10, folder:PATH")
+    tune.add_argument("--data-dir", type=path_type)
+    tune.add_argument("--input", choices=("srgb", "raw"), default="srgb")
+    tune.add_argument("--conditions", choices=("uniform", "mixed"), default="uniform")
+    tune.add_argument("--isp", help="comma list of stages, a preset name, or 'adaptive'")
+    tune.add_argument("--preset", choices=("quick", "full"), default="quick")
+    tune.add_argument("--num-train", type=int)
+    tune.add_argument("--num-test", type=int)
+    tune.add_argument("--image-size", type=int)
+    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--epochs", type=int, help="phase-1 epochs (after the warm-up)")
+    tune.add_argument("--warmup-epochs", type=int)
+    tune.add_argument("--lr-isp", type=float)
+    tune.add_argument("--seed", type=int)
+    tune.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
+    tune.add_argument("--model-size", type=_size, help="HxW the model takes (resized to)")
+    tune.add_argument("--value-range", type=_floats(2), default=(0.0, 1.0), metavar="LO,HI")
+    tune.add_argument("--mean", type=_floats(3), default=(0.0, 0.0, 0.0), metavar="R,G,B")
+    tune.add_argument("--std", type=_floats(3), default=(1.0, 1.0, 1.0), metavar="R,G,B")
+    tune.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    tune.add_argument("--output", help="which output to use: an index or a key")
+    tune.add_argument("--out", type=path_type, default=Path("runs/tune"))
+    tune.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from diffisp.experiments.tune import run_tune
+    from diffisp.models.external import InputSpec
+    from diffisp.training.config import TrainConfig
+
+    isp = args.isp
+    overrides = {
+        "data": args.data,
+        "data_dir": None if args.data_dir is None else str(args.data_dir),
+        "input": args.input,
+        "conditions": args.conditions,
+        "num_train": args.num_train,
+        "num_test": args.num_test,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "epochs_isp": args.epochs,
+        "isp_warmup_epochs": args.warmup_epochs,
+        "lr_isp": args.lr_isp,
+        "seed": args.seed,
+    }
+    if isp == "adaptive":
+        overrides["adaptive"] = True
+    elif isp is not None:
+        overrides["isp"] = tuple(s for s in isp.split(",") if s)
+    cfg = TrainConfig.preset_config(args.preset, **overrides)
+    output: int | str | None = args.output
+    if output is not None and output.lstrip("-").isdigit():
+        output = int(output)
+    if args.model.endswith(".onnx") and args.weights is not None:
+        raise ConfigError("an ONNX file holds its weights; drop --weights")
+    spec = InputSpec(
+        layout=args.layout,
+        size=args.model_size,
+        value_range=args.value_range,
+        mean=args.mean,
+        std=args.std,
+        dtype=args.dtype,
+        output=output,
+    )
+    command = "diffisp " + shlex.join(getattr(args, "argv", sys.argv[1:]))
+    result = run_tune(
+        args.model,
+        cfg,
+        args.out,
+        weights=args.weights,
+        input_spec=spec,
+        loss=args.loss,
+        consistency=args.consistency,
+        command=command,
+    )
+    print(f"ISP tuned for {args.model} (loss: {args.loss}; accuracy on the test set):")
+    for key, row in result["results"].items():
+        print(f"  {key:<16} {100 * row['accuracy']:5.1f} %  ({row['num_samples']} images)")
+    print(f"output: {args.out} (metrics.json, isp.npz)")
+    return 0

@@ -1,0 +1,88 @@
+"""``diffisp tune`` and :func:`tune_isp_for`: an ISP for a frozen PyTorch classifier."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from diffisp.cli import main
+from diffisp.errors import ConfigError
+from diffisp.experiments.tune import consistency_data, make_task, tune_isp_for
+from diffisp.training.config import TrainConfig
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchax")
+
+TRAIN, TEST = 128, 64
+
+
+def test_make_task_refuses_an_unknown_loss():
+    with pytest.raises(ConfigError, match="--loss"):
+        make_task("mse")
+
+
+def test_cli_refuses_weights_with_onnx(tmp_path, capsys):
+    rc = main(["tune", "--model", str(tmp_path / "m.onnx"), "--weights", str(tmp_path / "w.pt")])
+    assert rc == 2 and "drop --weights" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny torchvision ResNet trained in PyTorch on clean built-in crops, its weights file."""
+    from diffisp.data import load_dataset
+    from diffisp.models.torch_reference import resnet10, train_classifier
+
+    path = tmp_path_factory.mktemp("torch") / "resnet10.pt"
+    ds = load_dataset("builtin", num_train=TRAIN, num_test=TEST, seed=0, image_size=32)
+    train_classifier(
+        resnet10(ds.num_classes), ds.train_images, ds.train_labels, epochs=2, save=path
+    )
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["labels", "consistency"])
+def test_tune_cli_writes_metrics_and_leaves_the_model(trained, tmp_path, loss, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "tune",
+            "--model",
+            "torch:diffisp.models.torch_reference:resnet10",
+            "--weights",
+            str(trained),
+            "--loss",
+            loss,
+            "--num-train",
+            str(TRAIN),
+            "--num-test",
+            str(TEST),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels_used_in_training"] == (loss == "labels")
+    assert {"no_isp", "fixed_gamma", "auto_isp", "learned_isp", "clean"} <= set(metrics["results"])
+    assert [r["phase"] for r in metrics["history"]] == [1]
+    assert np.load(out / "isp.npz").files
+
+
+@pytest.mark.slow
+def test_tune_isp_for_consistency_trains_only_the_isp(trained):
+    from diffisp.experiments.run import load_run_data, prepare_run_data
+    from diffisp.models.external import load_model
+
+    cfg = TrainConfig.preset_config(
+        "quick", data="builtin", num_train=TRAIN, num_test=TEST, epochs_isp=1
+    )
+    model = load_model("torch:diffisp.models.torch_reference:resnet10", weights=trained)
+    data = consistency_data(model, prepare_run_data(load_run_data(cfg), cfg), labelled=False)
+    assert data.train_labels.shape == (TRAIN, 10)  # the clean outputs are the targets
+    state = tune_isp_for(model, data, cfg, make_task("consistency"))  # checks weights unchanged
+    assert state.history[-1].phase == 1 and np.isfinite(state.history[-1].loss)
