@@ -83,6 +83,6 @@ def test_tune_isp_for_consistency_trains_only_the_isp(trained):
     )
     model = load_model("torch:diffisp.models.torch_reference:resnet10", weights=trained)
     data = consistency_data(model, prepare_run_data(load_run_data(cfg), cfg), labelled=False)
-    assert data.train_labels.shape == (TRAIN, 10)  # the clean outputs are the targets
+    assert data.train.targets.shape == (TRAIN, 10)  # the clean outputs are the targets
     state = tune_isp_for(model, data, cfg, make_task("consistency"))  # checks weights unchanged
     assert state.history[-1].phase == 1 and np.isfinite(state.history[-1].loss)

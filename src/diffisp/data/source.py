@@ -81,6 +81,16 @@ class InMemorySource:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
+    def with_targets(self, targets: Any) -> InMemorySource:
+        """The same images and captures with other targets (e.g. a frozen model's outputs on
+        the clean images, for a label-free loss)."""
+        out = object.__new__(InMemorySource)
+        out.clean, out.captured, out.conditions = self.clean, self.captured, self.conditions
+        out.targets = jax.tree.map(jnp.asarray, targets)
+        if jax.tree.leaves(out.targets)[0].shape[0] != len(self):
+            raise DataError(f"targets must have a leading axis of {len(self)} images")
+        return out
+
     def chunks(self, plan: Sequence[np.ndarray], *, captured: bool) -> Iterator[Chunk]:
         for indices in plan:
             yield Chunk(

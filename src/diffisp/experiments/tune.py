@@ -39,7 +39,7 @@ def tune_isp_for(model: nnx.Module, data: RunData, cfg: TrainConfig, task: Task)
     """Phase 1 (and its warm-up) of ``cfg``'s ISP in front of ``model`` (frozen) for ``task``.
 
     The same as :func:`diffisp.experiments.frozen.train_isp_for` with the task given instead of
-    ``cfg.task``'s. ``data.train_labels`` are ``task``'s targets. ``model`` itself is left as it
+    ``cfg.task``'s. ``data.train``'s targets are ``task``'s targets. ``model`` itself is left as it
     was; ``state.model`` is a copy with the same weights.
     """
     cfg = dataclasses.replace(cfg, epochs_clean=0, epochs_joint=0)
@@ -66,7 +66,7 @@ def consistency_data(model: nnx.Module, data: RunData, *, labelled: bool = True)
         test_labels = np.argmax(clean_outputs(model, data.test_clean), axis=-1)
     return dataclasses.replace(
         data,
-        train_labels=jax.numpy.asarray(clean_outputs(model, data.train_clean)),
+        train=data.train.with_targets(clean_outputs(model, data.train.clean)),
         test_labels=test_labels,
     )
 
@@ -115,9 +115,9 @@ def run_tune(
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
     started = time.perf_counter()
     model = load_model(model_spec, weights=weights, input_spec=input_spec)
-    data = prepare_run_data(load_run_data(cfg), cfg)
-    if not isinstance(data, RunData):
+    if cfg.stream:
         raise ConfigError("diffisp tune holds the training set in memory (no --stream)")
+    data = prepare_run_data(load_run_data(cfg), cfg)
     if loss == "consistency":
         data = consistency_data(model, data)
     state = tune_isp_for(model, data, cfg, task)
