@@ -99,8 +99,12 @@ def test_cli_apply_refuses_postscript_named_png(tmp_path, capsys, ghostscript_ca
     evil = tmp_path / "evil.png"
     evil.write_bytes(EPS)
     argv = ["apply", str(evil), "--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "o")]
-    _one_line_error(capsys, argv, "evil.png: not a PNG, JPEG, TIFF, BMP, WEBP file")
-    assert ghostscript_calls == [] and not (tmp_path / "o").exists()
+    # apply is a batch: the file is listed as failed, with its reason, and the call exits 1.
+    from diffisp.cli import main
+
+    assert main(argv) == 1
+    assert "evil.png: not a PNG, JPEG, TIFF, BMP, WEBP file" in capsys.readouterr().err
+    assert ghostscript_calls == [] and not list((tmp_path / "o").glob("*.png"))
 
 
 def test_supported_formats_still_decode(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diffisp.capture.mixed import condition_bins
+from diffisp.capture.mixed import MixedConditions, condition_bins
 from diffisp.errors import DataError, InputError
 from diffisp.experiments.by_condition import (
     accuracy_by_bin,
@@ -21,6 +21,11 @@ from diffisp.experiments.by_condition import (
 from diffisp.experiments.protocol import Method
 from diffisp.isp.adaptive import AdaptiveISP
 from diffisp.training.data import RunData
+
+
+def _run_data(clean, dark, labels, conditions=None) -> RunData:
+    """Only the test set matters here: the training source is never read."""
+    return RunData(None, clean, dark, labels, 3, MixedConditions(), test_conditions=conditions)
 
 
 def test_accuracy_by_bin_known_answers_in_display_order():
@@ -170,7 +175,7 @@ def test_accuracy_by_condition_splits_every_method_by_the_recorded_conditions():
         "illuminant": np.array([5, 5, 5, 0]),
         "blur_sigma": np.zeros(4),
     }
-    data = RunData(clean, dark, labels, clean, dark, labels, 3, test_conditions=conditions)
+    data = _run_data(clean, dark, labels, conditions)
     methods = [
         Method("no_isp", "No ISP", "dark in", ChannelClassifier()),
         Method("oracle", "Oracle", "clean in", ChannelClassifier(), clean_input=True),
@@ -186,7 +191,7 @@ def test_accuracy_by_condition_splits_every_method_by_the_recorded_conditions():
         "tungsten": {"accuracy": 1.0, "num_samples": 3},
     }
     with pytest.raises(DataError, match="conditions='mixed'"):
-        accuracy_by_condition(methods, RunData(clean, dark, labels, clean, dark, labels, 3))
+        accuracy_by_condition(methods, _run_data(clean, dark, labels))
 
 
 def _report(acc_dark: float, acc_bright: float, patterns: int) -> dict:

@@ -62,6 +62,13 @@ def small_global() -> tuple[ISP, bytes]:
     return isp, onnx_export.export_onnx(isp)
 
 
+# Known bug (docs/isp-file-format.md): with jax2onnx 0.17.1 the second dynamic-size export of a
+# sharpen stage in one process fails on a symbolic size (after any other export); not yet
+# understood. Exported at collection, before any test of any module runs, this graph is the
+# first export in every test process.
+small_global()
+
+
 def test_global_isp_dynamic_batch_and_size():
     isp, blob = small_global()
     rng = np.random.default_rng(1)
