@@ -180,9 +180,12 @@ def _join_processes(args: argparse.Namespace) -> None:
     """A multi-process run: ``jax.distributed.initialize`` before any JAX work."""
     given = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
     if any(v is not None for v in given) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        from diffisp.training.parallel import initialize_distributed
+        from diffisp.training.parallel import DEFAULT_COORDINATOR_TIMEOUT, initialize_distributed
 
-        initialize_distributed(*given)
+        timeout = getattr(args, "coordinator_timeout", None)
+        initialize_distributed(
+            *given, timeout=DEFAULT_COORDINATOR_TIMEOUT if timeout is None else timeout
+        )
 
 
 __all__ = [

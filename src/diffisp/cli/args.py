@@ -151,6 +151,12 @@ def _add_distributed_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
     group.add_argument("--num-processes", type=int, help="processes in the run")
     group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
+    group.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for every process to join before giving up (default 60)",
+    )
 
 
 _CONFIG_KEYS = (
