@@ -42,7 +42,7 @@ from diffisp.data.folder import (
     choose_files,
     load_images_with_sources,
 )
-from diffisp.data.images import load_image
+from diffisp.data.images import DEFAULT_MAX_PIXELS, load_image
 from diffisp.errors import ConfigError, DataError
 
 # A tag that keeps the epoch orders apart from every other seeded numpy stream.
@@ -68,7 +68,8 @@ class FolderSource:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
-        return load_image(self.files[index], self.image_size), self.labels[index]
+        image = load_image(self.files[index], self.image_size, max_pixels=DEFAULT_MAX_PIXELS)
+        return image, self.labels[index]
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from diffisp.data.detection import (
     seeded_split,
 )
 from diffisp.data.folder import absolute_root
+from diffisp.data.images import check_inside_root
 from diffisp.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -135,6 +136,7 @@ def load_voc(
 
 
 def _parse(xml: Path, images: Path) -> _Parsed:
+    check_inside_root(xml, images.parent, f"VOC annotation {xml}")
     try:
         data = xml.read_bytes()
     except OSError as exc:
@@ -228,6 +230,7 @@ def _image_file(xml: Path, images: Path, filename: str) -> Path:
     candidates += [images / (xml.stem + suffix) for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
+            check_inside_root(candidate, images.parent, f"the image of {xml}")
             return candidate
     raise DataError(
         f"the image of {xml} does not exist: tried {', '.join(c.name for c in candidates[:4])} "
