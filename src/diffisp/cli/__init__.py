@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffisp.cli.args import _add_run_options, _path, config_from_args, config_overrides
+from diffisp.cli.args import (
+    _add_run_options,
+    _path,
+    config_from_args,
+    config_overrides,
+    int_like,
+)
 from diffisp.cli.commands import (
     _print_results,
     cmd_apply,
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "saved ISP + CNN on its run's test set.",
     )
     _add_run_options(ev, default_preset="full")
-    ev.add_argument("--seeds", type=int, help="number of seeds (0..N-1) for the study")
+    ev.add_argument("--seeds", type=int_like, help="number of seeds (0..N-1) for the study")
     ev.add_argument("--resume", action="store_true", help="continue a study in --out")
     ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
@@ -80,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--out", type=_path, default=Path("isp_out"))
     apply.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_like,
         default=64_000_000,
         help="refuse larger images before decoding them (default 64e6, about 8000x8000)",
     )
@@ -93,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
     bench.add_argument(
-        "--num-train", type=int, help="images per epoch (default 2048; --task detect 256)"
+        "--num-train", type=int_like, help="images per epoch (default 2048; --task detect 256)"
     )
-    bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
+    bench.add_argument(
+        "--epochs", type=int_like, default=3, help="timed fast-path epochs per phase"
+    )
     bench.add_argument(
         "--out",
         type=_path,
@@ -129,17 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect: detector training/inference throughput on the scenes (--image-size, "
         "default 64; --num-train, default here 256)",
     )
-    bench.add_argument("--image-size", type=int, help="with --task detect (default 64)")
+    bench.add_argument("--image-size", type=int_like, help="with --task detect (default 64)")
     bench.set_defaults(func=cmd_bench)
 
     scenes = sub.add_parser(
         "scenes", help="write the stand-in detection scenes as COCO (load with --data coco:OUT)"
     )
     scenes.add_argument("out", type=_path, metavar="OUT", help="folder to write")
-    scenes.add_argument("--num-train", type=int, default=2000)
-    scenes.add_argument("--num-test", type=int, default=500)
-    scenes.add_argument("--image-size", type=int, default=64)
-    scenes.add_argument("--seed", type=int, default=0)
+    scenes.add_argument("--num-train", type=int_like, default=2000)
+    scenes.add_argument("--num-test", type=int_like, default=500)
+    scenes.add_argument("--image-size", type=int_like, default=64)
+    scenes.add_argument("--seed", type=int_like, default=0)
     scenes.set_defaults(func=cmd_scenes)
     return parser
 
