@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import diffisp
 from diffisp.errors import ConfigError
 from diffisp.training.parallel import initialize_distributed
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(diffisp.__file__).resolve().parents[1]
 
 
 def _free_port() -> int:

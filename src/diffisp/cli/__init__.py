@@ -2,7 +2,10 @@
 
 Every deliberate error (bad input, bad config, corrupt file) and every failed file operation
 (read-only or full disk, a path under a file) prints one line naming the problem and exits with
-status 2; ``--debug`` shows the traceback and the full message instead. Ctrl-C exits with 130
+status 2; ``--debug`` shows the traceback and the full message instead. A write that fails in
+``train`` (checkpoint, model, figures, metrics) also names the last intact checkpoint to resume
+from. A multi-process start-up whose processes do not all join within
+``--coordinator-timeout`` seconds also ends with one line and status 2. Ctrl-C exits with 130
 after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 130 at once.
 ``train --resume`` of a finished run says so and exits 0 (there is nothing left to do).
 """
