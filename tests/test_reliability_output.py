@@ -238,3 +238,16 @@ def test_train_into_a_full_disk_is_one_line_and_resumes_once_there_is_space(
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert (out / "metrics.json").is_file()
+
+
+def test_a_full_disk_when_taking_the_run_lock_names_the_lock_file(tmp_path, monkeypatch):
+    import diffisp.util.io as io
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, ENOSPC_TEXT)
+
+    monkeypatch.setattr(io.os, "pwrite", full)
+    with pytest.raises(OSError) as info, io.DirectoryLock(tmp_path):
+        pass
+    assert io.describe_os_error(info.value) == f"{ENOSPC_TEXT}: {tmp_path / io.LOCK_NAME}"
+    assert list(tmp_path.iterdir()) == []

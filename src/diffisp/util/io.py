@@ -214,8 +214,13 @@ class DirectoryLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: name the lock file
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise _naming(exc, self.path) from None
         self._fd = fd
         return self
 
