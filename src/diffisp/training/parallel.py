@@ -211,7 +211,7 @@ def initialize_distributed(
         if ":" not in str(coordinator):
             raise ConfigError(f"coordinator must be HOST:PORT, got {coordinator!r}")
     where = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or "the cluster's coordinator"
-    count = f"{num_processes} processes" if num_processes is not None else "every process"
+    count = f"{num_processes} processes" if num_processes is not None else "the processes"
     me = "" if process_id is None else f" (this is process {process_id})"
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if num_processes != 1:
