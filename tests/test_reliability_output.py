@@ -220,15 +220,19 @@ def test_train_into_a_full_disk_is_one_line_and_resumes_once_there_is_space(
     tmp_path, monkeypatch, capsys
 ):
     """A whole training run whose second checkpoint meets a full disk, then ``--resume``."""
-    real_wait = ocp.CheckpointManager.wait_until_finished
-    calls = []
+    real_save, real_wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+    steps = []
+
+    def save(manager, step, *args, **kwargs):
+        steps.append(step)
+        return real_save(manager, step, *args, **kwargs)
 
     def fill_up(manager):
-        calls.append(manager)
         real_wait(manager)
-        if len(calls) == 2:
+        if steps and steps[-1] == 2:  # the disk fills while step 2 is written
             raise ValueError(ORBAX_ENOSPC.format(dir=tmp_path))
 
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
     monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", fill_up)
     out = tmp_path / "run"
     assert main(["train", *TINY_CLI_ARGS, "--out", str(out)]) == 2
