@@ -266,3 +266,79 @@ def test_folder_data_set_takes_any_files(tmp_path_factory, blobs):
         ):
             assert_images(images, (len(labels), *images.shape[1:3], 3))
             assert ((labels >= 0) & (labels < len(ds.class_names))).all()
+
+
+# -- the command line: any argv ends in a usage line, one error line, or the (stubbed) work -------
+
+_FLAG_VALUES = st.sampled_from(
+    [
+        *("", " ", "0", "-1", "1", "3", "4.5", "64e6", "1e400", "nan", "inf", "x", "a\0b"),
+        *("1_0", "builtin", "folder:/nonexistent", "coco:/nonexistent", "voc:/", "scenes"),
+        *("adaptive", "full", "seed", "gamma,nope", "/proc/version", "/dev/null", "/"),
+        "127.0.0.1:1",
+    ]
+)
+_FLAGS = [
+    "--num-train", "--num-test", "--image-size", "--batch-size", "--epochs-clean",
+    "--epochs-isp", "--epochs-joint", "--lr-isp", "--seed", "--data", "--isp", "--stages",
+    "--cost-weight", "--brightness", "--noise-sigma", "--devices", "--config", "--out",
+    "--num-processes", "--process-id", "--coordinator-timeout", "--stream-workers",
+    "--resume", "--checkpoint", "--seeds", "--max-pixels", "--epochs", "--raw-size",
+]  # fmt: skip
+_COMMANDS = ["train", "demo", "eval", "report", "bench", "scenes", "apply", "nope"]
+
+
+class _WouldWork(Exception):
+    """Raised by the stubbed long-running work: the arguments got that far."""
+
+
+@pytest.fixture
+def stubbed_work(monkeypatch):
+    import diffisp.experiments.bench as bench
+    import diffisp.experiments.detection_commands as detection_commands
+    import diffisp.experiments.run as run
+    import diffisp.experiments.study as study
+
+    def stop(*args, **kwargs):
+        raise _WouldWork
+
+    for module, name in [
+        (run, "run_experiment"),
+        (study, "run_study"),
+        (bench, "run_bench"),
+        (detection_commands, "write_scenes"),
+        (detection_commands, "bench_detection"),
+    ]:
+        monkeypatch.setattr(module, name, stop)
+    # Never join a real multi-process run (its wait is tested in test_reliability_processes).
+    import diffisp.training.parallel as parallel
+
+    monkeypatch.setattr(parallel, "initialize_distributed", stop)
+
+
+@FAST
+@given(
+    st.sampled_from(_COMMANDS),
+    st.lists(st.tuples(st.sampled_from(_FLAGS), _FLAG_VALUES), max_size=4),
+    st.lists(_FLAG_VALUES, max_size=2),
+)
+def test_the_cli_never_shows_a_traceback(stubbed_work, capsys, command, options, positional):
+    from diffisp.cli import main
+
+    argv = [command, *positional]
+    for flag, value in options:
+        argv += [flag, value]
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse: a usage line
+        status = exc.code
+    except _WouldWork:
+        event("reached the work")
+        return
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (argv, err)
+    assert status in (0, 2), (argv, status, err)
+    if status == 2:
+        assert err.strip().splitlines()[-1].startswith(("diffisp: error:", "usage:")) or (
+            "error:" in err
+        ), (argv, err)

@@ -32,6 +32,18 @@ class CheckpointError(InputError):
     """A checkpoint is missing, unreadable or was written for a different model layout."""
 
 
+class OutputError(DiffispError, OSError):
+    """A file or directory could not be written (a full disk, a read-only or vanished folder).
+
+    The message names the path and what was kept (in a training run: the last intact
+    checkpoint, to resume from); ``errno`` is the operating system's code when one is known.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class TrainingDivergedError(DiffispError, FloatingPointError):
     """The loss or the parameters became NaN/Inf; training stopped before writing them."""
 
@@ -43,5 +55,6 @@ __all__ = [
     "DiffispError",
     "InputError",
     "InputTypeError",
+    "OutputError",
     "TrainingDivergedError",
 ]

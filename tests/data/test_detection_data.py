@@ -371,3 +371,41 @@ def test_the_container_refuses_inconsistent_arrays(coco):
         DetectionDataset(**{**fields, "train_labels": labels})
     with pytest.raises(DataError, match="one info entry per image"):
         DetectionDataset(**{**fields, "test_info": ()})
+
+
+# A DTD in any encoding: the check is the parser's, not a search of the raw bytes (issue 27).
+_ENCODINGS = {
+    "UTF-8": "utf-8",
+    "UTF-16": "utf-16",  # with a byte-order mark
+    "UTF-16LE": "utf-16-le",
+    "UTF-16BE": "utf-16-be",
+    "UTF-32": "utf-32",
+    "UTF-32BE": "utf-32-be",
+}
+_ATTACKS = {
+    "doctype": "<!DOCTYPE annotation>",
+    "internal entity": '<!DOCTYPE annotation [<!ENTITY e "dog">]>',
+    "xxe": '<!DOCTYPE annotation [<!ENTITY e SYSTEM "file:///etc/hostname">]>',
+    "billion laughs": (
+        '<!DOCTYPE annotation [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+        '<!ENTITY e "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+    ),
+}
+
+
+@pytest.mark.parametrize("encoding", _ENCODINGS)
+@pytest.mark.parametrize("attack", _ATTACKS)
+def test_voc_refuses_dtds_and_entities_in_every_encoding(voc, encoding, attack):
+    body = voc_xml("a.jpg", [("&e;" if attack != "doctype" else "car", (31, 11, 70, 40), False)])
+    text = f'<?xml version="1.0" encoding="{encoding}"?>\n{_ATTACKS[attack]}\n{body}'
+    (voc / "Annotations" / "a.xml").write_bytes(text.encode(_ENCODINGS[encoding]))
+    with pytest.raises(DataError, match=r"a.xml has a DTD or entity .*refused"):
+        load_voc(voc, image_size=32)
+
+
+@pytest.mark.parametrize("encoding", _ENCODINGS)
+def test_voc_reads_plain_annotations_in_every_encoding(voc, encoding):
+    body = voc_xml("a.jpg", [("dog", (31, 11, 70, 40), False)])
+    text = f'<?xml version="1.0" encoding="{encoding}"?>\n{body}'
+    (voc / "Annotations" / "a.xml").write_bytes(text.encode(_ENCODINGS[encoding]))
+    assert load_voc(voc, image_size=32).class_names == ("car", "dog", "person")

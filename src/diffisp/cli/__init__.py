@@ -2,7 +2,10 @@
 
 Every deliberate error (bad input, bad config, corrupt file) and every failed file operation
 (read-only or full disk, a path under a file) prints one line naming the problem and exits with
-status 2; ``--debug`` shows the traceback and the full message instead. Ctrl-C exits with 130
+status 2; ``--debug`` shows the traceback and the full message instead. A write that fails in
+``train`` (checkpoint, model, figures, metrics) also names the last intact checkpoint to resume
+from. A multi-process start-up whose processes do not all join within
+``--coordinator-timeout`` seconds also ends with one line and status 2. Ctrl-C exits with 130
 after the last epoch's checkpoint is safely on disk; a second Ctrl-C exits with 130 at once.
 ``train --resume`` of a finished run says so and exits 0 (there is nothing left to do).
 
@@ -20,7 +23,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffisp.cli.args import _add_run_options, _path, config_from_args, config_overrides
+from diffisp.cli.args import (
+    _add_run_options,
+    _path,
+    config_from_args,
+    config_overrides,
+    int_like,
+)
 from diffisp.cli.commands import (
     _print_results,
     cmd_apply,
@@ -69,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "saved ISP + CNN on its run's test set.",
     )
     _add_run_options(ev, default_preset="full")
-    ev.add_argument("--seeds", type=int, help="number of seeds (0..N-1) for the study")
+    ev.add_argument("--seeds", type=int_like, help="number of seeds (0..N-1) for the study")
     ev.add_argument("--resume", action="store_true", help="continue a study in --out")
     ev.add_argument("--checkpoint", type=_path, help="run dir or its model/ dir")
     ev.set_defaults(func=cmd_eval)
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--out", type=_path, default=Path("isp_out"))
     apply.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_like,
         default=64_000_000,
         help="refuse larger images before decoding them (default 64e6, about 8000x8000)",
     )
@@ -143,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="training/inference throughput vs the reference loop")
     bench.add_argument(
-        "--num-train", type=int, help="images per epoch (default 2048; --task detect 256)"
+        "--num-train", type=int_like, help="images per epoch (default 2048; --task detect 256)"
     )
-    bench.add_argument("--epochs", type=int, default=3, help="timed fast-path epochs per phase")
+    bench.add_argument(
+        "--epochs", type=int_like, default=3, help="timed fast-path epochs per phase"
+    )
     bench.add_argument(
         "--out",
         type=_path,
@@ -187,17 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect: detector training/inference throughput on the scenes (--image-size, "
         "default 64; --num-train, default here 256)",
     )
-    bench.add_argument("--image-size", type=int, help="with --task detect (default 64)")
+    bench.add_argument("--image-size", type=int_like, help="with --task detect (default 64)")
     bench.set_defaults(func=cmd_bench)
 
     scenes = sub.add_parser(
         "scenes", help="write the stand-in detection scenes as COCO (load with --data coco:OUT)"
     )
     scenes.add_argument("out", type=_path, metavar="OUT", help="folder to write")
-    scenes.add_argument("--num-train", type=int, default=2000)
-    scenes.add_argument("--num-test", type=int, default=500)
-    scenes.add_argument("--image-size", type=int, default=64)
-    scenes.add_argument("--seed", type=int, default=0)
+    scenes.add_argument("--num-train", type=int_like, default=2000)
+    scenes.add_argument("--num-test", type=int_like, default=500)
+    scenes.add_argument("--image-size", type=int_like, default=64)
+    scenes.add_argument("--seed", type=int_like, default=0)
     scenes.set_defaults(func=cmd_scenes)
     add_tune_parser(sub, _path)
     return parser
@@ -239,9 +250,12 @@ def _join_processes(args: argparse.Namespace) -> None:
     """A multi-process run: ``jax.distributed.initialize`` before any JAX work."""
     given = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
     if any(v is not None for v in given) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        from diffisp.training.parallel import initialize_distributed
+        from diffisp.training.parallel import DEFAULT_COORDINATOR_TIMEOUT, initialize_distributed
 
-        initialize_distributed(*given)
+        timeout = getattr(args, "coordinator_timeout", None)
+        initialize_distributed(
+            *given, timeout=DEFAULT_COORDINATOR_TIMEOUT if timeout is None else timeout
+        )
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,24 @@ def _path(text: str) -> Path:
     if "\0" in text:
         raise argparse.ArgumentTypeError(f"path {text!r} contains a NUL byte")
     return Path(text)
+
+
+def int_like(text: str) -> int:
+    """argparse type for whole numbers written as the help writes them: ``64000000``,
+    ``64_000_000`` or ``64e6``; ``4.5``, ``nan``, ``inf`` and other text are usage errors."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value != math.floor(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number (write e.g. 64000000, 64_000_000 or 64e6)"
+        )
+    return int(value)
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None:
@@ -55,13 +74,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         action="store_true",
         help="download CIFAR-10 (MD5-checked) into --data-dir or the cache first",
     )
-    p.add_argument("--num-train", type=int)
-    p.add_argument("--num-test", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--epochs-clean", type=int, help="phase 0: CNN on clean images")
-    p.add_argument("--epochs-isp", type=int, help="phase 1: ISP only, CNN frozen")
-    p.add_argument("--epochs-joint", type=int, help="phase 2: ISP and CNN jointly")
+    p.add_argument("--num-train", type=int_like)
+    p.add_argument("--num-test", type=int_like)
+    p.add_argument("--image-size", type=int_like)
+    p.add_argument("--batch-size", type=int_like)
+    p.add_argument("--epochs-clean", type=int_like, help="phase 0: CNN on clean images")
+    p.add_argument("--epochs-isp", type=int_like, help="phase 1: ISP only, CNN frozen")
+    p.add_argument("--epochs-joint", type=int_like, help="phase 2: ISP and CNN jointly")
     p.add_argument("--lr-clean", type=float, help="phase 0 CNN learning rate")
     p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
     p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
@@ -75,7 +94,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
     p.add_argument(
         "--isp-warmup-epochs",
-        type=int,
+        type=int_like,
         help="phase 1 warm-up: epochs matching the clean images' channel statistics first",
     )
     p.add_argument(
@@ -128,12 +147,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="folder:PATH data: read the training images from disk while training (memory "
         "does not grow with --num-train) instead of loading them all first",
     )
-    p.add_argument("--stream-chunk-batches", type=int, help="--stream: batches per chunk (32)")
-    p.add_argument("--stream-workers", type=int, help="--stream: decoding threads (1)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--stream-chunk-batches", type=int_like, help="--stream: batches per chunk (32)")
+    p.add_argument("--stream-workers", type=int_like, help="--stream: decoding threads (1)")
+    p.add_argument("--seed", type=int_like)
     p.add_argument(
         "--devices",
-        type=int,
+        type=int_like,
         help="devices each batch is split over (data parallel; default: all JAX sees)",
     )
     _add_distributed_options(p)
@@ -149,8 +168,14 @@ def _add_distributed_options(p: argparse.ArgumentParser) -> None:
         "a cluster's environment when JAX_COORDINATOR_ADDRESS is set.",
     )
     group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    group.add_argument("--num-processes", type=int, help="processes in the run")
-    group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
+    group.add_argument("--num-processes", type=int_like, help="processes in the run")
+    group.add_argument("--process-id", type=int_like, help="this process's index, 0..N-1")
+    group.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for every process to join before giving up (default 60)",
+    )
 
 
 _CONFIG_KEYS = (

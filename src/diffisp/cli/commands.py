@@ -143,7 +143,7 @@ def _percent(value: Any, digits: int = 1) -> str:
 # Where and how a run executes, not what it computes: allowed with --resume.
 _RESUME_KEEPS = frozenset(
     {"argv", "command", "debug", "func", "no_progress", "resume"}
-    | {"coordinator", "num_processes", "process_id"}
+    | {"coordinator", "num_processes", "process_id", "coordinator_timeout"}
 )
 
 
@@ -162,6 +162,7 @@ def _ignored_by_resume(args: argparse.Namespace) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     from diffisp.experiments.run import default_run_dir, is_finished, run_experiment
     from diffisp.report.figures import FIGURES
+    from diffisp.training.checkpoint import noting_kept_checkpoint
 
     command = "diffisp " + " ".join(shlex.quote(a) for a in args.argv)
     resume = getattr(args, "resume", None)
@@ -177,21 +178,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         if is_finished(resume):
             print(f"{resume} is already finished (metrics.json written); nothing to resume")
             return 0
-        metrics = run_experiment(
-            None,
-            resume,
-            resume=True,
-            command=command,
-            progress=not args.no_progress,
-            figures=FIGURES,
-        ).metrics
+        with noting_kept_checkpoint(resume):
+            metrics = run_experiment(
+                None,
+                resume,
+                resume=True,
+                command=command,
+                progress=not args.no_progress,
+                figures=FIGURES,
+            ).metrics
         out = resume
     else:
         cfg = config_from_args(args)
         out = args.out or default_run_dir()
-        metrics = run_experiment(
-            cfg, out, command=command, progress=not args.no_progress, figures=FIGURES
-        ).metrics
+        with noting_kept_checkpoint(out):
+            metrics = run_experiment(
+                cfg, out, command=command, progress=not args.no_progress, figures=FIGURES
+            ).metrics
     _print_results(metrics)
     print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
     print(

@@ -25,6 +25,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -42,6 +45,7 @@ from diffisp.data.detection import (
     seeded_split,
 )
 from diffisp.data.folder import absolute_root
+from diffisp.data.images import check_inside_root
 from diffisp.errors import ConfigError, DataError
 
 _SPLIT_FIELD = {"train": "train", "test": "test", "val": "test"}
@@ -58,6 +62,7 @@ def load_coco(
     max_objects: int | None = None,
     test_annotations: str | Path | None = None,
     test_images_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DetectionDataset:
     """Load a COCO ``instances`` JSON and its images as a :class:`DetectionDataset`.
 
@@ -71,6 +76,9 @@ def load_coco(
         None: the most objects of any image.
       test_annotations: optional JSON of the test images (its categories must match).
       test_images_dir: their folder; default ``images_dir``.
+      log: where a file of at least :data:`PROGRESS_BYTES` says it is being read (a line
+        before, with its size, and the counts after: 200 MB take about a minute); default
+        standard error.
 
     Raises:
       DataError, ConfigError: see module docstring; ConfigError for bad arguments.
@@ -84,19 +92,32 @@ def load_coco(
     annotations = absolute_root(annotations)
     images_dir = absolute_root(images_dir)
     skipped = {SKIP_CROWD: 0, SKIP_OUTSIDE: 0, SKIP_EMPTY: 0}
-    data = _read_json(annotations)
+    log = _stderr if log is None else log
+    data = _read_json(annotations, log)
     categories = _categories(data, annotations)
-    items, fields = _images(data, annotations, images_dir, categories, skipped)
+    items, fields = _timed(
+        log,
+        annotations,
+        data,
+        skipped,
+        lambda: _images(data, annotations, images_dir, categories, skipped),
+    )
     if test_annotations is not None:
         test_annotations = absolute_root(test_annotations)
-        test_data = _read_json(test_annotations)
+        test_data = _read_json(test_annotations, log)
         if _categories(test_data, test_annotations) != categories:
             raise DataError(
                 f"{test_annotations} and {annotations} list different categories (ids and "
                 "names must match)"
             )
         test_dir = images_dir if test_images_dir is None else absolute_root(test_images_dir)
-        test_items, _ = _images(test_data, test_annotations, test_dir, categories, skipped)
+        test_items, _ = _timed(
+            log,
+            test_annotations,
+            test_data,
+            skipped,
+            lambda: _images(test_data, test_annotations, test_dir, categories, skipped),
+        )
         splits, how = {"train": items, "test": test_items}, f"test images from {test_annotations}"
     elif split == "auto" and any(f is not None for f in fields):
         if None in fields:
@@ -124,9 +145,50 @@ def load_coco(
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+# Annotation files from this size on take seconds to read and check (COCO's 448 MB
+# instances_train2017.json: minutes), so their reading is announced.
+PROGRESS_BYTES = 16 * 2**20
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _timed(
+    log: Callable[[str], None],
+    path: Path,
+    data: dict[str, Any],
+    skipped: dict[str, int],
+    check: Callable[[], Any],
+) -> Any:
+    """``check()``, then for a large file a line with what it held and how long it took."""
+    started = time.perf_counter()
+    result = check()
+    if _is_large(path):
+        log(
+            f"read {len(data['images']):,} images, {len(data['annotations']):,} annotations "
+            f"and {len(data['categories']):,} categories from {path} "
+            f"({time.perf_counter() - started:.1f} s to check; {sum(skipped.values()):,} "
+            "annotations skipped so far)"
+        )
+    return result
+
+
+def _is_large(path: Path) -> bool:
+    try:
+        return path.stat().st_size >= PROGRESS_BYTES
+    except OSError:
+        return False
+
+
+def _read_json(path: Path, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"COCO annotation file {path} does not exist or is not a file")
+    if _is_large(path):
+        log(
+            f"reading {path.stat().st_size / 1e6:.0f} MB of COCO annotations from {path} "
+            "(a minute or more for COCO-sized files) ..."
+        )
     try:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -230,10 +292,13 @@ def _images(
 
 
 def _inside(images_dir: Path, file_name: str, path: Path) -> Path:
-    """``images_dir / file_name``, refusing names that leave ``images_dir``."""
+    """``images_dir / file_name``, refusing names that leave ``images_dir``, and symbolic
+    links that resolve outside it (:func:`~diffisp.data.images.check_inside_root`)."""
     relative = PurePosixPath(file_name.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise DataError(
             f"{path}: image file_name {file_name!r} must be a relative path inside {images_dir}"
         )
-    return images_dir.joinpath(*relative.parts)
+    image = images_dir.joinpath(*relative.parts)
+    check_inside_root(image, images_dir, f"{path}: image {file_name!r}")
+    return image

@@ -35,7 +35,7 @@ from diffisp.data.boxes import (
     letterbox_image,
     pad_objects,
 )
-from diffisp.data.images import load_image
+from diffisp.data.images import DEFAULT_MAX_PIXELS, load_image
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.data.source import InMemoryTrainSplit
 from diffisp.errors import ConfigError, DataError
@@ -253,7 +253,7 @@ def build_dataset(
         images = np.empty((len(splits[split]), image_size, image_size, 3), np.float32)
         objects, infos = [], []
         for i, item in enumerate(splits[split]):
-            pixels = load_image(item.path)
+            pixels = load_image(item.path, max_pixels=DEFAULT_MAX_PIXELS)
             height, width = pixels.shape[:2]
             if (item.width, item.height) not in ((None, None), (width, height)):
                 raise DataError(

@@ -28,7 +28,12 @@ from diffisp.data._common import (
     stratified_subset,
 )
 from diffisp.data.dataset import Dataset, SourceFile
-from diffisp.data.images import IMAGE_EXTENSIONS, is_image_file, load_image_and_digest
+from diffisp.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    is_image_file,
+    load_image_and_digest,
+)
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
@@ -173,7 +178,7 @@ def load_images_with_sources(
     images = np.empty((len(files), image_size, image_size, 3), np.float32)
     sources = []
     for i, path in enumerate(files):
-        images[i], digest = load_image_and_digest(path, image_size)
+        images[i], digest = load_image_and_digest(path, image_size, max_pixels=DEFAULT_MAX_PIXELS)
         sources.append(SourceFile(path.relative_to(root).as_posix(), digest))
     return images, tuple(sources)
 

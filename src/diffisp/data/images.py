@@ -18,6 +18,11 @@ Only the formats in :data:`DECODED_FORMATS` are decoded (PNG, JPEG, TIFF, BMP, W
 the file's content, never by its name. Pillow alone would try every format it knows, and some
 of those hand the file to an external program: a PostScript file named ``photo.png`` would be
 run by Ghostscript. Files in any other format are refused with a :class:`DataError`.
+
+Pixel limit: with ``max_pixels`` (the data sets' readers pass :data:`DEFAULT_MAX_PIXELS`, the
+same limit as ``diffisp apply``'s default), an image whose header gives more pixels is refused
+by :func:`check_pixel_limit` before anything is decoded: a 445 KB PNG can hold 12000x12000
+pixels, 1.7 GB as floats.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import contextlib
 import hashlib
 import io
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +52,49 @@ _EIGHT_BIT_MODES |= {"CMYK", "YCbCr"}
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _TRUNCATION_LOCK = threading.Lock()
+# 8000 x 8000: one float32 RGB copy is 768 MB. Data set readers and ``apply`` (its default
+# --max-pixels) refuse larger images from their header, before decoding.
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
-def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
+def check_pixel_limit(
+    path: str | Path, width: int, height: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> None:
+    """Refuse an image of ``width x height`` above ``max_pixels`` (None: no limit).
+
+    Raises:
+      DataError: naming the file, its size, the limit and the memory one float copy needs.
+    """
+    if max_pixels is not None and width * height > max_pixels:
+        raise DataError(
+            f"image {path} is {width}x{height} ({width * height:,} pixels), above the limit of "
+            f"{max_pixels:,} pixels before decoding; one float copy would need "
+            f"{width * height * 12 / 1e9:.2f} GB (downscale it, or leave it out)"
+        )
+
+
+def check_inside_root(path: Path, root: Path, what: str) -> None:
+    """Refuse ``path`` if it resolves (through symbolic links) outside ``root``, itself
+    resolved: a link in a data set must not read files elsewhere on the machine. A link to
+    the data set's folder itself (``images -> /data/coco/train2017``) is fine.
+
+    Raises:
+      DataError: naming ``what``, the link and where it leads.
+    """
+    try:
+        target, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise DataError(f"{what}: cannot resolve {path}: {exc}") from None
+    if not target.is_relative_to(base):
+        raise DataError(
+            f"{what} is a symbolic link to {target}, outside the data set's folder {base}; "
+            "refused (copy the file in, or point the data set at the folder it is in)"
+        )
+
+
+def load_image(
+    path: str | Path, image_size: int | None = None, *, max_pixels: int | None = None
+) -> np.ndarray:
     """Read an image file as float RGB (see the module docstring for format handling).
 
     Args:
@@ -56,6 +102,9 @@ def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
         not the extension).
       image_size: if given, resize so the short side is ``image_size`` (Lanczos, antialiased)
         and centre-crop to ``image_size x image_size``; must be >= 8.
+      max_pixels: refuse images with more pixels, from the header (:func:`check_pixel_limit`);
+        None (the default here): no limit of diffisp's own (data set readers pass
+        :data:`DEFAULT_MAX_PIXELS`).
 
     Returns:
       ``(H, W, 3)`` float32 in [0, 1], or ``(image_size, image_size, 3)``.
@@ -69,11 +118,11 @@ def load_image(path: str | Path, image_size: int | None = None) -> np.ndarray:
     if image_size is not None:
         image_size = check_image_size(image_size)
     path = _check_is_file(path)
-    return _decode(path, path, image_size)
+    return _decode(path, path, image_size, max_pixels)
 
 
 def load_image_and_digest(
-    path: str | Path, image_size: int | None = None
+    path: str | Path, image_size: int | None = None, *, max_pixels: int | None = None
 ) -> tuple[np.ndarray, str]:
     """:func:`load_image`, plus the SHA-256 of exactly the bytes that were decoded.
 
@@ -90,14 +139,17 @@ def load_image_and_digest(
         image_size = check_image_size(image_size)
     path = _check_is_file(path)
     data = read_file_bytes(path)
-    return decode_image_bytes(data, path, image_size), hashlib.sha256(data).hexdigest()
+    pixels = decode_image_bytes(data, path, image_size, max_pixels=max_pixels)
+    return pixels, hashlib.sha256(data).hexdigest()
 
 
-def decode_image_bytes(data: bytes, path: Path, image_size: int | None = None) -> np.ndarray:
+def decode_image_bytes(
+    data: bytes, path: Path, image_size: int | None = None, *, max_pixels: int | None = None
+) -> np.ndarray:
     """:func:`load_image` on the bytes ``data`` of the file ``path`` (named in errors)."""
     if image_size is not None:
         image_size = check_image_size(image_size)
-    return _decode(io.BytesIO(data), path, image_size)
+    return _decode(io.BytesIO(data), path, image_size, max_pixels)
 
 
 def read_file_bytes(path: Path) -> bytes:
@@ -131,11 +183,18 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _opened(source: Path | io.BytesIO, path: Path) -> Iterator[Image.Image]:
+def _opened(
+    source: Path | io.BytesIO, path: Path, *, own_limit: bool = False
+) -> Iterator[Image.Image]:
     """``Image.open`` restricted to :data:`DECODED_FORMATS`; any failure (opening, or in the
-    body of the ``with``) becomes a ``DataError`` naming ``path``."""
+    body of the ``with``) becomes a ``DataError`` naming ``path``. ``own_limit``: the caller
+    checks a pixel limit of its own (below Pillow's), so Pillow's warning is not shown."""
     try:
-        with Image.open(source, formats=DECODED_FORMATS) as image:
+        with warnings.catch_warnings():
+            if own_limit:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source, formats=DECODED_FORMATS)
+        with image:
             yield image
     except DataError:
         raise
@@ -155,9 +214,13 @@ def _opened(source: Path | io.BytesIO, path: Path) -> Iterator[Image.Image]:
         ) from exc
 
 
-def _decode(source: Path | io.BytesIO, path: Path, image_size: int | None) -> np.ndarray:
+def _decode(
+    source: Path | io.BytesIO, path: Path, image_size: int | None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode ``source`` (the file ``path`` or its bytes); errors name ``path``."""
-    with _strict_decoding(), _opened(source, path) as image:
+    own_limit = max_pixels is not None and max_pixels <= Image.MAX_IMAGE_PIXELS
+    with _strict_decoding(), _opened(source, path, own_limit=own_limit) as image:
+        check_pixel_limit(path, *image.size, max_pixels)
         if image_size is not None:
             # JPEG only: decode at a reduced scale, never below image_size (much faster
             # for camera photos; the result is resized with Lanczos anyway).

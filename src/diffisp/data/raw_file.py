@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffisp.capture.raw_capture import RawCapture, make_capture
+from diffisp.data.images import DEFAULT_MAX_PIXELS
 from diffisp.errors import DataError, InputError
 from diffisp.ops.raw import BAYER_PATTERNS, normalize_levels
 
@@ -102,7 +103,9 @@ def _rounded(values: Any, digits: int = 4) -> list:
     return np.round(np.asarray(values, np.float64), digits).tolist()
 
 
-def check_raw_file(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+def check_raw_file(
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
     """``(width, height)`` of a RAW file's sensor from its header, without decoding the data.
 
     Raises:
@@ -311,7 +314,10 @@ def _margin_mean(raw: Any) -> float | None:
 
 
 def read_raw(
-    path: str | Path, *, white_balance: str = "camera", max_pixels: int | None = None
+    path: str | Path,
+    *,
+    white_balance: str = "camera",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[RawCapture, RawFileInfo]:
     """Read a Bayer RAW file (any format LibRaw decodes: DNG, CR2, NEF, ARW, ...).
 
@@ -319,7 +325,8 @@ def read_raw(
       path: the file.
       white_balance: ``"camera"`` (as shot), ``"daylight"`` (the camera's daylight
         multipliers) or ``"gray_world"`` (the image's mean made grey).
-      max_pixels: refuse larger sensors (checked from the header, before decoding).
+      max_pixels: refuse larger sensors (checked from the header, before decoding); default
+        the image readers' and ``apply``'s limit, None: no limit.
 
     Returns:
       ``(capture, info)``: a :class:`RawCapture` of one image, the visible area of the sensor

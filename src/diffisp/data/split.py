@@ -28,7 +28,7 @@ import numpy as np
 from diffisp.data._common import check_image_size
 from diffisp.data.dataset import Dataset, SourceFile
 from diffisp.data.folder import absolute_root, folder_dataset, scan_folder
-from diffisp.data.images import decode_image_bytes, read_file_bytes
+from diffisp.data.images import DEFAULT_MAX_PIXELS, decode_image_bytes, read_file_bytes
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.errors import DataError
 
@@ -180,7 +180,9 @@ def _load_intact(
         if _sha256(data) != entry.sha256:
             changed.append(entry.path)
             continue
-        images[len(kept)] = decode_image_bytes(data, root / entry.path, image_size)
+        images[len(kept)] = decode_image_bytes(
+            data, root / entry.path, image_size, max_pixels=DEFAULT_MAX_PIXELS
+        )
         kept.append((entry, label))
     return images[: len(kept)], kept, missing, changed
 

@@ -48,7 +48,7 @@ from diffisp.data.folder import (
     choose_files,
     load_images_with_sources,
 )
-from diffisp.data.images import load_image
+from diffisp.data.images import DEFAULT_MAX_PIXELS, load_image
 from diffisp.data.source import Chunk, StreamOptions
 from diffisp.errors import ConfigError, DataError
 
@@ -72,7 +72,8 @@ class FolderSource:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
-        return load_image(self.files[index], self.image_size), self.labels[index]
+        image = load_image(self.files[index], self.image_size, max_pixels=DEFAULT_MAX_PIXELS)
+        return image, self.labels[index]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ Classes: the sorted ``<name>`` values of all files, or ``class_names`` if given 
 outside it is a :class:`DataError` naming the file and object). Bad boxes are clipped or skipped
 and counted as in :mod:`diffisp.data.coco`; malformed XML, XML with a DTD (refused, so no entity
 expansion can happen), a missing field or a missing image raise :class:`DataError` naming the
-file.
+file. The DTD check is the XML parser's (defusedxml), so it holds in every encoding (UTF-8,
+UTF-16 LE/BE, UTF-32).
 
 Split (``split="auto"``): from ``ImageSets/Main`` when it has ``test.txt`` (test; train is
 ``trainval.txt``, else ``train.txt`` plus ``val.txt``) or ``val.txt`` (test; train is
@@ -26,13 +27,17 @@ XML files in name order. A split keeps the order of its list file, or name order
 
 from __future__ import annotations
 
+import codecs
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import defusedxml.ElementTree as defused_et
 import numpy as np
+from defusedxml import DefusedXmlException
 
 from diffisp.data._common import check_image_size
 from diffisp.data.boxes import SKIP_EMPTY, SKIP_OUTSIDE
@@ -45,6 +50,7 @@ from diffisp.data.detection import (
     seeded_split,
 )
 from diffisp.data.folder import absolute_root
+from diffisp.data.images import check_inside_root
 from diffisp.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -130,16 +136,12 @@ def load_voc(
 
 
 def _parse(xml: Path, images: Path) -> _Parsed:
+    check_inside_root(xml, images.parent, f"VOC annotation {xml}")
     try:
         data = xml.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read VOC annotation {xml}: {exc.strerror or exc}") from exc
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise DataError(f"VOC annotation {xml} has a DTD or entity; these are refused")
-    try:
-        tree = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise DataError(f"cannot parse VOC annotation {xml}: {exc}") from exc
+    tree = parse_xml(data, xml)
     if tree.tag != "annotation":
         raise DataError(f"{xml}: the root element is <{tree.tag}>, not <annotation>")
     width, height = (_size(tree, key, xml) for key in ("width", "height"))
@@ -169,6 +171,40 @@ def _parse(xml: Path, images: Path) -> _Parsed:
     )
 
 
+_UTF32_STARTS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, b"<\0\0\0", b"\0\0\0<")
+_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def parse_xml(data: bytes, path: Path) -> ET.Element:
+    """The root element of the XML ``data`` (the file ``path``), parsed with DTDs refused.
+
+    defusedxml's parser refuses a ``<!DOCTYPE>`` (and with it every entity declaration,
+    external entity and entity-expansion bomb) in whatever encoding the file is in: the check
+    runs on what the XML parser decodes, not on the raw bytes. UTF-32, which expat cannot
+    decode, is decoded here first.
+
+    Raises:
+      DataError: a DTD or entity, malformed XML, or an undecodable file; the message names it.
+    """
+    if data.startswith(_UTF32_STARTS):
+        try:
+            codec = {b"\0\0\0<": "utf-32-be", b"<\0\0\0": "utf-32-le"}.get(data[:4], "utf-32")
+            text = data.decode(codec)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"cannot parse VOC annotation {path}: {exc}") from None
+        data = _DECLARATION.sub("", text, count=1).encode("utf-8")
+    try:
+        return defused_et.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise DataError(
+            f"VOC annotation {path} has a DTD or entity ({type(exc).__name__}); these are refused"
+        ) from None
+    except ET.ParseError as exc:
+        raise DataError(f"cannot parse VOC annotation {path}: {exc}") from None
+    except (ValueError, LookupError) as exc:  # e.g. an encoding expat does not know
+        raise DataError(f"cannot parse VOC annotation {path}: {exc}") from None
+
+
 def _number(text: str | None) -> float:
     """``float(text)``, NaN if missing or not a number."""
     try:
@@ -194,6 +230,7 @@ def _image_file(xml: Path, images: Path, filename: str) -> Path:
     candidates += [images / (xml.stem + suffix) for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
+            check_inside_root(candidate, images.parent, f"the image of {xml}")
             return candidate
     raise DataError(
         f"the image of {xml} does not exist: tried {', '.join(c.name for c in candidates[:4])} "

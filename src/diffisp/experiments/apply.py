@@ -21,12 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffisp.data.images import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS  # shared with readers
 from diffisp.data.images import read_image_size
 from diffisp.errors import DataError, InputError
 from diffisp.isp.chain import LearnedISP, run_chain
 
-# 8000 x 8000: one float32 RGB copy is 768 MB; apply holds about three.
-DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_TILE = 1024
 
 # How far each spatial stage reads beyond a pixel (sharpen: a 3x3 blur; denoise: 5x5 bilateral).

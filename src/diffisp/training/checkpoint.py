@@ -6,14 +6,26 @@ finished ones. Array trees are stored by orbax; small metadata (position, histor
 model layout) as JSON inside the same checkpoint. Every finished step is checksummed and
 verified before it loads (:mod:`diffisp.training.integrity`); damaged training steps are moved
 to ``run_dir/checkpoints-damaged/`` so ``--resume`` continues from the newest intact one.
+
+A save that fails (a full disk, a folder made read-only) removes what it half wrote and raises
+one :class:`~diffisp.errors.OutputError` naming the directory and the last intact step, instead
+of orbax's own exception types and the tracebacks its writer threads log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno as _errno
+import gc
 import json
+import logging
 import os
+import re
 import shutil
+import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +34,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from diffisp.errors import CheckpointError
+from diffisp.errors import CheckpointError, DiffispError, OutputError
 from diffisp.isp.chain import ISP
 from diffisp.models.task import TASKS
 from diffisp.training.config import TrainConfig, config_differences
 from diffisp.training.integrity import (
+    MANIFEST_NAME,
     gist,
     newest_intact_step,
     quarantine_steps,
@@ -35,6 +48,7 @@ from diffisp.training.integrity import (
     write_manifest,
 )
 from diffisp.training.state import PHASES, EpochRecord, TrainState, build_isp
+from diffisp.util.io import describe_os_error
 
 # Training checkpoints: format 2 since one optimiser per phase (1 had one per ISP and model).
 FORMAT_VERSION = 2
@@ -149,15 +163,39 @@ class TrainingCheckpoints:
         }
         trees = {k: _pure(m) for k, m in modules.items()}
         step = len(state.history)
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
-        write_manifest(self.step_dir(step))
+        try:
+            with _quiet_writer_threads():
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
+                write_manifest(self.step_dir(step))
+        except Exception as exc:
+            reason, code = _failure_reason(exc)
+            del exc  # its traceback holds orbax's writer coroutines (noise when collected)
+            self._discard_unfinished(step)
+            raise OutputError(
+                f"cannot save checkpoint {step} in {self.directory}: {reason}; "
+                f"{kept_checkpoint_note(self.directory.parent)}",
+                code,
+            ) from None
+
+    def _discard_unfinished(self, step: int) -> None:
+        """Remove what a failed save of ``step`` left (orbax's temporary directory, or a step
+        with no manifest), freeing its space, and start a fresh manager (orbax's keeps the
+        failed save's state)."""
+        with _quiet_writer_threads(), contextlib.suppress(Exception):
+            self.manager.close()
+        for leftover in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if not (self.step_dir(step) / MANIFEST_NAME).is_file():
+            shutil.rmtree(self.step_dir(step), ignore_errors=True)
+        with contextlib.suppress(Exception):
+            self.manager = _manager(self.directory)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step() if self.writes else None
@@ -235,17 +273,144 @@ def save_model(
     trees = {"isp": _pure(isp), "model": _pure(model)}
     staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    manager = _manager(staging, max_to_keep=1)
-    manager.save(
-        0,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(layout)),
-        force=True,
-    )
-    manager.wait_until_finished()
-    manager.close()
-    write_manifest(staging / "0")
-    replace_directory(staging, directory)
+    manager = None
+    try:
+        with _quiet_writer_threads():
+            manager = _manager(staging, max_to_keep=1)
+            manager.save(
+                0,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(trees), meta=ocp.args.JsonSave(layout)
+                ),
+                force=True,
+            )
+            manager.wait_until_finished()
+            manager.close()
+            write_manifest(staging / "0")
+            replace_directory(staging, directory)
+    except Exception as exc:
+        reason, code = _failure_reason(exc)
+        del exc
+        with _quiet_writer_threads(), contextlib.suppress(Exception):
+            if manager is not None:
+                manager.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        previous = " (the earlier model there is unchanged)" if directory.is_dir() else ""
+        message = f"cannot save the model in {directory}: {reason}{previous}"
+        raise OutputError(message, code) from None
     return directory
+
+
+# -- failed writes ------------------------------------------------------------------------------
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # TensorStore's way of citing errno
+
+
+def _failure_reason(exc: BaseException) -> tuple[str, int | None]:
+    """Why a save failed, in a few words, and the errno behind it if one is known.
+
+    Orbax wraps the ``OSError`` of its writer threads in ``ValueError``s of TensorStore text
+    (``RESOURCE_EXHAUSTED: ... [os_error_code='28']``); the code is taken from there.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and not isinstance(error, DiffispError) and error.errno:
+            return describe_os_error(error), error.errno
+        error = error.__cause__ or error.__context__
+    match = _OS_ERROR_CODE.search(str(exc))
+    if match:
+        code = int(match.group(1))
+        return os.strerror(code), code
+    if "RESOURCE_EXHAUSTED" in str(exc):
+        return os.strerror(_errno.ENOSPC), _errno.ENOSPC
+    return gist(exc), None
+
+
+class _DropErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_writer_threads() -> Iterator[None]:
+    """Silence what orbax's writer threads log about a failed write (absl ERROR records with
+    tracebacks, asyncio's "Future exception was never retrieved", coroutines collected with an
+    exception): the failure reaches the caller as one exception instead. Everything below
+    ERROR is let through."""
+    drop = _DropErrors()
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    for logger in loggers:
+        logger.addFilter(drop)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        gc.collect()  # collect the failed save's futures and coroutines while still quiet
+        sys.unraisablehook = hook
+        for logger in loggers:
+            logger.removeFilter(drop)
+        if failed:
+            _silence_leftovers()
+
+
+class _DropLeftovers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "never retrieved" not in record.getMessage()
+
+
+def _silence_leftovers() -> None:
+    """After a failed save, for the rest of the process: drop what the failed save's orbax
+    tasks report when they are collected later or at exit (asyncio's "exception was never
+    retrieved", coroutines closed while Python shuts down). Idempotent."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropLeftovers) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropLeftovers())
+    previous = sys.unraisablehook
+    if getattr(previous, "_diffisp_leftovers", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+        if any("orbax" in frame.filename for frame in frames):
+            return
+        previous(unraisable)
+
+    hook._diffisp_leftovers = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def kept_checkpoint_note(run_dir: str | Path) -> str:
+    """What a failed run kept: ``"kept: checkpoint 3 (RUN/checkpoints/3), the last intact one;
+    resume with diffisp train --resume RUN after freeing space"``, or that it kept none."""
+    run_dir = Path(run_dir)
+    directory = run_dir / "checkpoints"
+    steps = [int(p.name) for p in directory.glob("*") if p.name.isdigit() and p.is_dir()]
+    step, _ = newest_intact_step(directory, steps)
+    if step is None:
+        return f"kept: no checkpoint yet in {directory}"
+    return (
+        f"kept: checkpoint {step} ({directory / str(step)}), the last intact one; resume with "
+        f"diffisp train --resume {run_dir} once there is space"
+    )
+
+
+@contextlib.contextmanager
+def noting_kept_checkpoint(run_dir: str | Path) -> Iterator[None]:
+    """Turn a failed write during a training run into one :class:`OutputError` that names the
+    path and the last intact checkpoint (the model, figures and metrics come after training;
+    a checkpoint save already says it)."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, OutputError) and "kept: " in str(exc):
+            raise
+        what = str(exc) if isinstance(exc, DiffispError) else describe_os_error(exc)
+        raise OutputError(f"{what}; {kept_checkpoint_note(run_dir)}", exc.errno) from exc
 
 
 def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str, Any]]:

@@ -22,7 +22,12 @@ process runs the same program on the same data; process 0 writes the run's files
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -151,10 +156,20 @@ def data_parallel(devices: int | None = None) -> DataParallel:
     return DataParallel(mesh)
 
 
+DEFAULT_COORDINATOR_TIMEOUT = 60.0  # seconds to wait for every process to join
+# XLA's own deadline comes this much later than ours: its expiry aborts the process (SIGABRT,
+# a C++ "Check failure" stack), so ours must always fire first.
+_XLA_DEADLINE_MARGIN_S = 30
+EXIT_PROCESSES_MISSING = 2  # the exit status when the processes did not all join in time
+
+
 def initialize_distributed(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    timeout: float = DEFAULT_COORDINATOR_TIMEOUT,
+    log: Callable[[str], None] | None = None,
 ) -> None:
     """Join a multi-process run (``jax.distributed.initialize``), before any other JAX call.
 
@@ -163,9 +178,25 @@ def initialize_distributed(
     ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` variables). On CPU,
     JAX's collectives across processes use gloo (tested on localhost).
 
+    The wait is bounded: ``log`` (default: standard error) first says that this process waits
+    for the others at ``coordinator``; if they have not all joined after ``timeout`` seconds,
+    one line ``diffisp: error: ...`` naming the address and the processes is printed and the
+    process exits with status :data:`EXIT_PROCESSES_MISSING` (2). It cannot raise instead:
+    JAX's join is one C++ call that, past its own deadline, aborts the whole process.
+
     Raises:
-      ConfigError: only some of the three arguments given, or out-of-range values.
+      ConfigError: only some of the three arguments given, or out-of-range values (also of
+        ``timeout``: a positive, finite number of seconds).
     """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigError(
+            f"the coordinator timeout must be a positive number of seconds, got {timeout!r}"
+        )
     given = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
         raise ConfigError(
@@ -179,9 +210,41 @@ def initialize_distributed(
             raise ConfigError(f"process_id must be in [0, {num_processes}), got {process_id!r}")
         if ":" not in str(coordinator):
             raise ConfigError(f"coordinator must be HOST:PORT, got {coordinator!r}")
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    where = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or "the cluster's coordinator"
+    count = f"{num_processes} processes" if num_processes is not None else "the processes"
+    me = "" if process_id is None else f" (this is process {process_id})"
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if num_processes != 1:
+        say(f"waiting up to {timeout:g} s for {count} of the run to join at {where}{me} ...")
+    watchdog = threading.Timer(
+        timeout,
+        _give_up,
+        args=(
+            f"{count} of the run did not all join at {where} within {timeout:g} s{me}: start "
+            "the others with the same --coordinator and --num-processes and each its own "
+            "--process-id, or wait longer (--coordinator-timeout SECONDS)",
+        ),
     )
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=math.ceil(timeout) + _XLA_DEADLINE_MARGIN_S,
+        )
+    finally:
+        watchdog.cancel()
+
+
+def _give_up(message: str) -> None:
+    """The watchdog of :func:`initialize_distributed`: one error line, then exit at once (the
+    main thread is inside XLA's join and cannot be interrupted; ``os._exit`` skips JAX's exit
+    hooks, which would wait on that join)."""
+    sys.stdout.flush()
+    print(f"diffisp: error: {message}", file=sys.stderr, flush=True)
+    os._exit(EXIT_PROCESSES_MISSING)
 
 
 def is_primary() -> bool:
