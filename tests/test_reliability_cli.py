@@ -274,6 +274,8 @@ def test_apply_refuses_a_huge_image_before_decoding(run_dir, tmp_path, capsys, m
     assert "12000x12000 (144,000,000 pixels), above the limit" in err
 
 
+# 190 s on 2 loaded cores since --tile 5 compiles each tile shape once: the slow suite.
+@pytest.mark.slow
 def test_tiled_apply_equals_untiled(run_dir, tmp_path):
     from diffisp.experiments.apply import run_isp_tiled
     from diffisp.isp.adaptive import AdaptiveISP
