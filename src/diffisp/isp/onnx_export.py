@@ -153,12 +153,21 @@ def _export_rewrites() -> Iterator[None]:
         except TypeError:  # symbolic dimensions: jnp's rule handles them
             return tuple(jnp.broadcast_shapes(tuple(x), tuple(y)))
 
+    # jax2onnx patches jax.numpy / jax.lax functions while it traces and has been seen to leave
+    # some patched after a call (jnp.cumsum then refused its axis argument in later code):
+    # every public attribute of those modules is put back as it was.
+    modules = (jnp, jax.lax, jax.nn)
+    saved = [(module, dict(vars(module))) for module in modules]
     jnp.pad, j2o_pow._broadcast_shape = pad, broadcast_shape
     tone._tone_curve = _tone_curve_by_select
     try:
         yield
     finally:
-        jnp.pad, j2o_pow._broadcast_shape = original_pad, original_shape
+        for module, attributes in saved:
+            for name, value in attributes.items():
+                if vars(module).get(name) is not value:
+                    setattr(module, name, value)
+        j2o_pow._broadcast_shape = original_shape
         tone._tone_curve = original_tone
 
 
