@@ -95,3 +95,19 @@ def test_corrupt_file_is_named(folder, tmp_path):
         list(iter_chunks(source, [np.arange(4)], num_threads=2))
     with pytest.raises(DataError, match="empty"):
         FolderSource([], np.zeros(0, np.int32), 32)
+
+
+def test_a_hosts_chunk_orders_the_chunk_all_hosts_join_to(folder):
+    import jax
+
+    from diffisp.capture.low_light import LowLight
+    from diffisp.data.source import StreamOptions
+
+    data = stream_folder(folder, num_train=128, num_test=8, seed=0)
+    plan = chunk_plan(epoch_order(0, 0, 0, 128), chunk_size=32, batch_size=16, process_count=2)
+    options = StreamOptions(chunk_size=32, sample_count=8, process_index=1, process_count=2)
+    source = data.train_source(LowLight(), jax.random.key(0), options)
+    chunks = list(source.chunks(plan, captured=False))
+    assert [c.clean.shape[0] for c in chunks] == [32, 32]  # this host's half of each
+    # The trainer joins both hosts' halves: every step of the 64-image chunk is visited.
+    assert all(c.host_local and c.order.tolist() == list(range(64)) for c in chunks)

@@ -57,7 +57,7 @@ def test_scenes_train_eval_report(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "mAP@0.5" in html and "mAP@[.5:.95]" in html
     assert main(["eval", "--checkpoint", str(out)]) == 0
-    assert "learned ISP + CNN: map50 " in capsys.readouterr().out
+    assert "learned ISP + detector: mAP@0.5 " in capsys.readouterr().out
 
 
 def test_coco_folder_trains_and_evaluates(tmp_path, capsys):

@@ -22,9 +22,7 @@ from diffisp.training.state import build_isp
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run directory holding a saved (randomised) seed-preset ISP and a classifier."""
-    # No sharpen stage: a second dynamic-size ONNX export of sharpen in one process fails
-    # (known bug, docs/isp-file-format.md), and tests/isp/test_onnx_export.py makes the first.
-    cfg = TrainConfig(isp=("ccm", "desaturation", "tone_curve", "gamma"))
+    cfg = TrainConfig(isp=("ccm", "desaturation", "tone_curve", "gamma", "sharpen"))
     isp = build_isp(cfg)
     randomize(isp, seed=5, scale=0.5)
     model = TASKS["classify"].build_model(10, rngs=nnx.Rngs(0))

@@ -316,10 +316,10 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
         f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
         f"noise sigma {cfg.noise_sigma}"
     )
-    named = task.reporting.named()
-    print(f"learned ISP + CNN: {named}{with_isp:.1%}")
+    named, model_name = task.reporting.named(), task.reporting.model_name
+    print(f"learned ISP + {model_name}: {named}{with_isp:.1%}")
     label = "conventional pipeline" if data.raw else "no ISP"
-    print(f"same CNN, {label}:  {named}{without:.1%}")
+    print(f"same {model_name}, {label}:  {named}{without:.1%}")
     return 0
 
 

@@ -31,7 +31,7 @@ class Chunk:
     ``None`` when not asked for), ``targets`` (a pytree with leading axis K) and ``order``
     ``(L,)`` int32, the positions in the chunk to visit, in order (``L`` a whole number of
     batches). ``host_local``: the arrays are this host's slice of a global chunk (multi-host
-    streaming); the trainer joins the hosts' slices."""
+    streaming); the trainer joins the hosts' slices, and ``order`` indexes the joined chunk."""
 
     clean: jax.Array
     captured: Captured | None

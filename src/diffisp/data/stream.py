@@ -296,7 +296,8 @@ class StreamedSource:
                 clean,
                 images if captured else None,
                 jnp.asarray(host.labels),
-                jnp.arange(clean.shape[0], dtype=jnp.int32),
+                # Into the chunk the hosts' slices join to, not this host's slice.
+                jnp.arange(clean.shape[0] * self.process_count, dtype=jnp.int32),
                 host_local=self.process_count > 1,
             )
 

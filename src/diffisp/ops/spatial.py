@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from diffisp.ops._broadcast import per_image
+from diffisp.ops._window import window
 from diffisp.ops.clip import clip_unit
 from diffisp.ops.color import luminance
 from diffisp.util.checks import check_images, check_param
@@ -52,7 +53,7 @@ def _blur3x3(images: jax.Array, kernel: jax.Array) -> jax.Array:
     for dy in range(3):
         for dx in range(3):
             tap = per_image(kernel[..., dy, dx])
-            out = out + tap * padded[:, dy : dy + h, dx : dx + w]
+            out = out + tap * window(padded, (dy, dx), (h, w))
     return out
 
 
@@ -125,9 +126,9 @@ def _denoise(images: jax.Array, strength: jax.Array, sigma_range: jax.Array, rad
             # math.exp, not jnp.exp: a Python float stays concrete under jit (float() of a
             # jnp value is a tracer there and failed to compile).
             spatial = math.exp(-((dy - radius) ** 2 + (dx - radius) ** 2) / (2 * sigma_s**2))
-            diff = padded_luma[:, dy : dy + h, dx : dx + w] - luma
+            diff = window(padded_luma, (dy, dx), (h, w)) - luma
             weight = spatial * jnp.exp(-(diff**2) * inv_two_sr2)
-            num = num + weight * padded[:, dy : dy + h, dx : dx + w]
+            num = num + weight * window(padded, (dy, dx), (h, w))
             den = den + weight
     filtered = num / den
     return images + per_image(strength) * (filtered - images)
