@@ -89,7 +89,7 @@ def test_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
         return config_from_args(build_parser().parse_args(["train", "--config", str(path), *args]))
 
     full = cfg("--full")  # the preset's sizes where the file is silent
-    assert (full.num_train, full.num_test, full.epochs_joint) == (2000, 300, 10)
-    assert full.schedule == "constant"
-    assert cfg("--quick").num_train == 512
-    assert cfg("--quick", "--num-test", "64").num_test == 64  # the command line wins
+    assert (full.data.num_train, full.data.num_test, full.optim.epochs_joint) == (2000, 300, 10)
+    assert full.optim.schedule == "constant"
+    assert cfg("--quick").data.num_train == 512
+    assert cfg("--quick", "--num-test", "64").data.num_test == 64  # the command line wins

@@ -100,7 +100,7 @@ def test_render_raw_with_a_raw_isp_equals_the_isp(dng):
 
 
 def test_apply_raw_with_a_raw_isp_checkpoint(dng, tmp_path, capsys):
-    cfg = TrainConfig(input="raw")  # what a --input raw run saves with its model
+    cfg = TrainConfig.of(input="raw")  # what a --input raw run saves with its model
     isp = randomize(build_isp(cfg), seed=0, scale=0.3)
     save_model(tmp_path / "m", isp, SmallCNN(rngs=nnx.Rngs(0)), {"config": cfg.to_dict()})
     out = tmp_path / "o"

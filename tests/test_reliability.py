@@ -79,11 +79,11 @@ def test_checkpoint_of_another_isp_layout_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused(tmp_path):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     data = prepare_data(toy_dataset(), cfg)
     checkpoints = TrainingCheckpoints(tmp_path)
     train(TrainState.create(cfg, data.num_classes), data, on_epoch=lambda t, r: checkpoints.save(t))
-    other = TrainConfig(**{**TINY, "isp": ("exposure", "gamma")})
+    other = TrainConfig.of(**{**TINY, "isp": ("exposure", "gamma")})
     with pytest.raises(CheckpointError, match=r"different config \(isp: \["):
         checkpoints.restore_into(TrainState.create(other, data.num_classes), data.num_train)
 

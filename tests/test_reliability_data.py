@@ -119,8 +119,8 @@ def test_supported_formats_still_decode(tmp_path):
 
 def test_seed_is_bounded_to_what_jax_accepts(capsys):
     with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*32 - 1"):
-        TrainConfig(seed=18446744073709551615)
-    jax.random.key(TrainConfig(seed=MAX_SEED).seed)  # the largest accepted seed works
+        TrainConfig.of(seed=18446744073709551615)
+    jax.random.key(TrainConfig.of(seed=MAX_SEED).seed)  # the largest accepted seed works
     _one_line_error(capsys, ["train", "--seed", "18446744073709551615"], "seed must be in")
 
 
@@ -170,7 +170,7 @@ def test_long_repeated_stage_list_is_refused_quickly():
     [({"num_train": 1_000_000_000}, "--num-train"), ({"image_size": 100_000}, "--image-size")],
 )
 def test_config_refuses_data_that_cannot_fit_in_memory(values, option, capsys):
-    cfg = TrainConfig(**values)  # a config is only values: it loads on any machine
+    cfg = TrainConfig.of(**values)  # a config is only values: it loads on any machine
     with pytest.raises(ConfigError, match=r"need about [\d.]+ [GT]iB .* lower num_train"):
         cfg.check_resources()  # a run starting on this one is refused
     flag, value = option, str(next(iter(values.values())))
@@ -316,11 +316,13 @@ def test_folder_root_is_recorded_absolute(tmp_path, monkeypatch):
 
 def test_config_records_a_folder_spec_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig(data="folder:photos")
-    assert cfg.data == f"folder:{tmp_path / 'photos'}"
+    cfg = TrainConfig.of(data="folder:photos")
+    assert str(cfg.data.source) == f"folder:{tmp_path / 'photos'}"
     monkeypatch.chdir(tmp_path.parent)
-    assert TrainConfig.from_dict(cfg.to_dict()).data == cfg.data  # stable when reloaded
-    assert TrainConfig(data="builtin").data == "builtin"
+    assert (
+        TrainConfig.from_dict(cfg.to_dict()).data.source == cfg.data.source
+    )  # stable when reloaded
+    assert str(TrainConfig.of(data="builtin").data.source) == "builtin"
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def one_line_error(capsys) -> str:
 
 @pytest.fixture
 def trainer():
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     run_data = prepare_data(toy_dataset(), cfg)
     state = TrainState.create(cfg, run_data.num_classes)
     state.optimizer = state.new_optimizer(PHASES[0], run_data.num_train)

@@ -35,7 +35,7 @@ def test_scaling_reports_one_device_as_speedup_one():
     from diffisp.training.config import TrainConfig
 
     data = synthetic_data(64, 16, image_size=16)
-    cfg = TrainConfig(num_train=64, num_test=16, image_size=16, batch_size=16, bn_calibration=16)
+    cfg = TrainConfig.of(num_train=64, num_test=16, image_size=16, batch_size=16, bn_calibration=16)
     result = bench_scaling(data, cfg, epochs=1)
     assert list(result["phase2_images_per_s"]) == ["1"]  # this process has one CPU device
     assert result["phase2_images_per_s"]["1"] > 0

@@ -267,7 +267,7 @@ def test_a_mixed_conditions_study_records_and_reports_results_by_condition(tmp_p
     from diffisp.report.figures import FIGURES
     from diffisp.training.config import TrainConfig
 
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         data="builtin",
         num_train=64,
         num_test=48,

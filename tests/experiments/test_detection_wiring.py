@@ -31,28 +31,28 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_config_checks_the_task_against_the_data():
-    cfg = TrainConfig(task="detect", data="scenes", image_size=64)
-    assert cfg.task == "detect" and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = TrainConfig.of(task="detect", data="scenes", image_size=64)
+    assert cfg.task.name == "detect" and TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert (
         TrainConfig.from_dict(
             {k: v for k, v in cfg.to_dict().items() if k != "task"} | {"data": "builtin"}
-        ).task
+        ).task.name
         == "classify"
     )  # configs saved before the field: classification
     with pytest.raises(ConfigError, match=r"task must be one of classify, detect; got 'segment'"):
-        TrainConfig(task="segment")
+        TrainConfig.of(task="segment")
     with pytest.raises(ConfigError, match=r"--task detect needs detection data .*got 'builtin'"):
-        TrainConfig(task="detect", data="builtin")
+        TrainConfig.of(task="detect", data="builtin")
     with pytest.raises(ConfigError, match="add --task detect"):
-        TrainConfig(data="voc:/x")
+        TrainConfig.of(data="voc:/x")
     with pytest.raises(ConfigError, match="multiple of 16"):
-        TrainConfig(task="detect", data="scenes", image_size=40)
+        TrainConfig.of(task="detect", data="scenes", image_size=40)
 
 
 def test_config_makes_detection_paths_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = TrainConfig(task="detect", data="coco:mine", image_size=32)
-    assert cfg.data == f"coco:{tmp_path / 'mine'}"
+    cfg = TrainConfig.of(task="detect", data="coco:mine", image_size=32)
+    assert str(cfg.data.source) == f"coco:{tmp_path / 'mine'}"
 
 
 def test_cli_task_flag_and_detection_defaults():
@@ -60,16 +60,20 @@ def test_cli_task_flag_and_detection_defaults():
         return config_from_args(build_parser().parse_args(["train", *argv]))
 
     detect = cfg("--task", "detect")
-    assert (detect.task, detect.data, detect.image_size) == ("detect", "scenes", 64)
-    assert cfg("--task", "detect", "--image-size", "32").image_size == 32
-    assert cfg().task == "classify" and cfg().image_size == 32
+    assert (detect.task.name, str(detect.data.source), detect.data.image_size) == (
+        "detect",
+        "scenes",
+        64,
+    )
+    assert cfg("--task", "detect", "--image-size", "32").data.image_size == 32
+    assert cfg().task.name == "classify" and cfg().data.image_size == 32
     with pytest.raises(ConfigError, match="add --task detect"):
         cfg("--data", "scenes")
 
 
 def test_prepare_data_gives_detection_targets_and_the_state_the_detector():
     dataset = load_scenes(8, 4, 32, seed=0)
-    cfg = TrainConfig(task="detect", data="scenes", num_train=8, num_test=4, batch_size=4)
+    cfg = TrainConfig.of(task="detect", data="scenes", num_train=8, num_test=4, batch_size=4)
     data = prepare_data(dataset, cfg)
     assert set(data.train.targets) == {"boxes", "labels", "difficult"}
     assert data.train.targets["boxes"].shape == (8, 8, 4)
@@ -78,7 +82,7 @@ def test_prepare_data_gives_detection_targets_and_the_state_the_detector():
     np.testing.assert_array_equal(data.test_labels["labels"], dataset.test_labels)
     state = TrainState.create(cfg, data.num_classes)
     assert state.task is DETECT and isinstance(state.model, SmallCenterNet)
-    assert TrainConfig().task == "classify" and CLASSIFY.name == "classify"
+    assert TrainConfig().task.name == "classify" and CLASSIFY.name == "classify"
 
 
 def test_json_files_write_nan_as_null(tmp_path):

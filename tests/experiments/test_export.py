@@ -22,7 +22,7 @@ from diffisp.training.state import build_isp
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run directory holding a saved (randomised) seed-preset ISP and a classifier."""
-    cfg = TrainConfig(isp=("ccm", "desaturation", "tone_curve", "gamma", "sharpen"))
+    cfg = TrainConfig.of(isp=("ccm", "desaturation", "tone_curve", "gamma", "sharpen"))
     isp = build_isp(cfg)
     randomize(isp, seed=5, scale=0.5)
     model = TASKS["classify"].build_model(10, rngs=nnx.Rngs(0))
@@ -40,7 +40,7 @@ def test_json_export_reloads_to_identical_output(run, tmp_path, capsys):
     from diffisp.experiments.export import config_digest
 
     assert doc["config_sha256"] == config_digest(cfg.to_dict())
-    assert [s["name"] for s in doc["chain"]["stages"]] == list(cfg.isp)
+    assert [s["name"] for s in doc["chain"]["stages"]] == list(cfg.isp.stages)
     images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)), jnp.float32)
     again = tuning_file.load(out)
     np.testing.assert_array_equal(np.asarray(again(images)), np.asarray(isp(images)))

@@ -31,7 +31,7 @@ class ColourClassifier(nnx.Module):
 
 
 def test_any_nnx_classifier_gets_an_isp_and_stays_frozen():
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         num_train=64,
         num_test=32,
         image_size=16,

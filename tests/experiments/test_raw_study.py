@@ -44,7 +44,7 @@ RAW_ROWS = [
 def raw_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("raw_study")
     result = run_study(
-        TrainConfig(**TINY_RAW),
+        TrainConfig.of(**TINY_RAW),
         [0],
         out,
         progress=False,

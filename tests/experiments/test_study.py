@@ -22,7 +22,7 @@ TINY = tiny()
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     result = run_study(
-        TrainConfig(**TINY),
+        TrainConfig.of(**TINY),
         [0],
         out,
         progress=False,
@@ -121,9 +121,9 @@ def test_seeds_aggregate_to_mean_and_sample_std():
 def test_study_refuses_to_overwrite_and_bad_seeds(study):
     out, _ = study
     with pytest.raises(ConfigError, match="already holds a study"):
-        run_study(TrainConfig(**TINY), [0], out, progress=False)
+        run_study(TrainConfig.of(**TINY), [0], out, progress=False)
     with pytest.raises(ConfigError, match="distinct non-negative"):
-        run_study(TrainConfig(**TINY), [1, 1], out / "other", progress=False)
+        run_study(TrainConfig.of(**TINY), [1, 1], out / "other", progress=False)
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_resuming_a_finished_study_reproduces_it(study, tmp_path):
     out, result = study
     shutil.copytree(out, tmp_path / "study")
     again = run_study(
-        TrainConfig(**TINY),
+        TrainConfig.of(**TINY),
         [0],
         tmp_path / "study",
         resume=True,
@@ -149,11 +149,11 @@ def test_resuming_a_finished_study_reproduces_it(study, tmp_path):
 def test_resumed_study_refuses_other_settings_naming_them(tmp_path):
     # A seed already run with other settings: resuming the study with these must not train the
     # missing seeds one way and aggregate them with runs done another way.
-    saved = TrainConfig(**{**TINY, "conditions": "mixed"}, seed=0)
+    saved = TrainConfig.of(**{**TINY, "conditions": "mixed"}, seed=0)
     (tmp_path / "seed0").mkdir()
     (tmp_path / "seed0" / "config.json").write_text(json.dumps(saved.to_dict()))
     with pytest.raises(ConfigError, match=r"differ in conditions: 'mixed' -> 'uniform'"):
-        run_study(TrainConfig(**TINY), [0, 1], tmp_path, resume=True, progress=False)
+        run_study(TrainConfig.of(**TINY), [0, 1], tmp_path, resume=True, progress=False)
     assert not (tmp_path / "seed1").exists()
 
 

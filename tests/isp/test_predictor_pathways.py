@@ -70,7 +70,7 @@ def test_one_weight_of_the_statistics_pathway_is_auto_exposure():
 def test_each_parameter_group_gets_its_learning_rate():
     # Shared offset: lr_isp; statistics map: lr_stats_map (lr_isp in the warm-up); network:
     # lr_predictor.
-    cfg = TrainConfig(adaptive=True, lr_isp=1e-2, lr_predictor=1e-3, lr_stats_map=3e-3)
+    cfg = TrainConfig.of(adaptive=True, lr_isp=1e-2, lr_predictor=1e-3, lr_stats_map=3e-3)
     learner = Learner(AdaptiveISP(STAGES, rngs=nnx.Rngs(0)), SmallCNN(10, rngs=nnx.Rngs(1)))
     params = nnx.state(learner, ISP_PARAMS)
     labels = group_labels(params)

@@ -34,15 +34,15 @@ def _config(case: str, devices: int | None):
         devices=devices,
     )
     if case == "classify":
-        return TrainConfig(data="builtin", image_size=16, isp="full", **common)
+        return TrainConfig.of(data="builtin", image_size=16, isp="full", **common)
     if case == "adaptive":
-        return TrainConfig(
+        return TrainConfig.of(
             data="builtin", image_size=16, isp="full", adaptive=True, cost_weight=0.5, **common
         )
     if case == "detect":
-        return TrainConfig(task="detect", data="scenes", image_size=32, **common)
+        return TrainConfig.of(task="detect", data="scenes", image_size=32, **common)
     if case.startswith("stream:"):  # a generated image folder, streamed (8-batch chunks)
-        return TrainConfig(
+        return TrainConfig.of(
             data="folder:" + case.removeprefix("stream:"),
             image_size=16,
             stream=True,

@@ -28,7 +28,7 @@ TINY = tiny(
 
 @pytest.fixture(scope="module")
 def trained():
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     data = prepare_data(toy_dataset(), cfg)
     trainer = TrainState.create(cfg, data.num_classes)
     before = [np.asarray(p).copy() for p in jax.tree.leaves(nnx.state(trainer.isp, nnx.Param))]

@@ -120,7 +120,7 @@ TINY = {k: v for k, v in tiny().items() if not k.startswith("epochs_")}
 
 
 def test_resume_falls_back_past_a_damaged_epoch(tmp_path):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     run_data = prepare_data(toy_dataset(), cfg)
     trainer = TrainState.create(cfg, run_data.num_classes)
     checkpoints = TrainingCheckpoints(tmp_path)
@@ -150,7 +150,7 @@ def test_resume_falls_back_past_a_damaged_epoch(tmp_path):
 
 
 def test_restore_refuses_a_damaged_latest_step_if_not_discarded(tmp_path):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     trainer = TrainState.create(cfg, 10)
     checkpoints = TrainingCheckpoints(tmp_path)
     checkpoints.save(trainer)  # step 0

@@ -22,36 +22,41 @@ SMALL = {"data": "builtin", "num_train": 64, "num_test": 32, "image_size": 16, "
 def test_cli_flag_reaches_the_config():
     args = build_parser().parse_args(["train", "--conditions", "mixed", "--num-train", "64"])
     cfg = config_from_args(args)
-    assert cfg.conditions == "mixed" and cfg.num_train == 64
-    assert config_from_args(build_parser().parse_args(["train"])).conditions == "uniform"
+    assert cfg.capture.conditions == "mixed" and cfg.data.num_train == 64
+    assert config_from_args(build_parser().parse_args(["train"])).capture.conditions == "uniform"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--conditions", "foggy"])
 
 
 def test_config_validates_and_round_trips_the_mixed_fields():
-    cfg = TrainConfig(**SMALL, conditions="mixed", mixed_brightness=[0.05, 0.5], mixed_blur=0.0)
-    assert cfg.mixed_brightness == (0.05, 0.5)
-    assert cfg.mixed_conditions() == MixedConditions(brightness=(0.05, 0.5), blur_probability=0.0)
+    cfg = TrainConfig.of(**SMALL, conditions="mixed", mixed_brightness=[0.05, 0.5], mixed_blur=0.0)
+    assert cfg.capture.mixed_brightness == (0.05, 0.5)
+    assert cfg.capture.mixed_conditions() == MixedConditions(
+        brightness=(0.05, 0.5), blur_probability=0.0
+    )
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="conditions must be"):
-        TrainConfig(**SMALL, conditions="foggy")
+        TrainConfig.of(**SMALL, conditions="foggy")
     with pytest.raises(ConfigError, match="0 < low <= high <= 1"):
-        TrainConfig(**SMALL, mixed_brightness=(0.0, 1.0))
+        TrainConfig.of(**SMALL, mixed_brightness=(0.0, 1.0))
     with pytest.raises(ConfigError, match="shot_noise"):
-        TrainConfig(**SMALL, mixed_shot_noise=-1.0)
+        TrainConfig.of(**SMALL, mixed_shot_noise=-1.0)
     # Mixed conditions in RAW: the mixed light recorded by a random RAW camera.
-    raw = TrainConfig(**SMALL, conditions="mixed", input="raw").capture_model()
+    raw = TrainConfig.of(**SMALL, conditions="mixed", input="raw").capture.model()
     assert raw.raw and raw.light == MixedConditions()
 
 
 def _dataset(cfg: TrainConfig):
     return load_dataset(
-        cfg.data, num_train=cfg.num_train, num_test=cfg.num_test, image_size=cfg.image_size
+        cfg.data.source,
+        num_train=cfg.data.num_train,
+        num_test=cfg.data.num_test,
+        image_size=cfg.data.image_size,
     )
 
 
 def test_prepare_data_records_the_test_conditions():
-    cfg = TrainConfig(**SMALL, conditions="mixed")
+    cfg = TrainConfig.of(**SMALL, conditions="mixed")
     data = prepare_data(_dataset(cfg), cfg)
     conditions = data.test_conditions
     assert set(conditions) >= {"brightness", "gain", "noise_std", "illuminant", "blur_sigma"}
@@ -60,7 +65,7 @@ def test_prepare_data_records_the_test_conditions():
     # The recorded conditions are those of the test images the run evaluates.
     key = jax.random.fold_in(jax.random.key(cfg.seed), keys.DARKEN_TEST)
     np.testing.assert_array_equal(
-        capture(cfg.capture_model(), key, data.test_clean)[0], data.test_dark
+        capture(cfg.capture.model(), key, data.test_clean)[0], data.test_dark
     )
     level = np.asarray(data.test_dark).mean(axis=(1, 2, 3)) / np.asarray(data.test_clean).mean(
         axis=(1, 2, 3)
@@ -70,10 +75,10 @@ def test_prepare_data_records_the_test_conditions():
 
 
 def test_uniform_conditions_are_unchanged_and_record_nothing():
-    cfg = TrainConfig(**SMALL)
+    cfg = TrainConfig.of(**SMALL)
     data = prepare_data(_dataset(cfg), cfg)
     assert data.test_conditions is None
     key = jax.random.fold_in(jax.random.key(cfg.seed), keys.DARKEN_TEST)
-    want = capture(cfg.low_light(), key, data.test_clean)[0]  # one key per image
+    want = capture(cfg.capture.low_light(), key, data.test_clean)[0]  # one key per image
     np.testing.assert_array_equal(want, data.test_dark)
-    assert not np.array_equal(darken(key, data.test_clean, cfg.low_light())[0], want)
+    assert not np.array_equal(darken(key, data.test_clean, cfg.capture.low_light())[0], want)

@@ -23,12 +23,12 @@ def folder(tmp_path_factory):
 
 def test_stream_needs_folder_data():
     with pytest.raises(ConfigError, match="--stream reads image folders"):
-        TrainConfig(data="builtin", stream=True)
+        TrainConfig.of(data="builtin", stream=True)
 
 
 def test_a_streamed_run_trains_phase_0(folder):
     # 96 images, chunks of 3 batches of 16: two whole chunks an epoch (one compiled shape).
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         data=f"folder:{folder}",
         num_train=96,
         num_test=16,
@@ -83,7 +83,7 @@ def test_streamed_and_in_memory_training_give_identical_losses(folder, capture):
     )
     histories = {}
     for stream in (False, True):
-        cfg = TrainConfig(stream=stream, **common)
+        cfg = TrainConfig.of(stream=stream, **common)
         kwargs = dict(num_train=80, num_test=16, seed=0, image_size=16)
         dataset = (stream_folder if stream else load_folder)(folder, **kwargs)
         data = prepare_data(dataset, cfg)
@@ -100,6 +100,6 @@ def test_cli_stream_options_reach_the_config(folder, capsys):
         ["train", "--data", f"folder:{folder}", "--stream", "--stream-chunk-batches", "8"]
     )
     cfg = config_from_args(args)
-    assert (cfg.stream, cfg.stream_chunk_batches, cfg.stream_workers) == (True, 8, 1)
+    assert (cfg.data.stream, cfg.data.stream_chunk_batches, cfg.data.stream_workers) == (True, 8, 1)
     assert main(["train", "--data", "builtin", "--stream"]) == 2
     assert "--stream reads image folders" in capsys.readouterr().err

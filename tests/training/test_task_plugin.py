@@ -72,7 +72,7 @@ def _regression_data(n: int = 64) -> RunData:
     )
 
 
-CFG = TrainConfig(
+CFG = TrainConfig.of(
     num_train=64,
     num_test=64,
     image_size=8,

@@ -35,12 +35,12 @@ def changed(before, after) -> bool:
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return prepare_data(toy_dataset(), TrainConfig(**TINY))
+    return prepare_data(toy_dataset(), TrainConfig.of(**TINY))
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data):
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     trainer = TrainState.create(cfg, tiny_data.num_classes)
     snapshots = {"start": (params_of(trainer.isp), params_of(trainer.model))}
 
@@ -114,7 +114,7 @@ def test_protocol_rows_and_sample_counts(tiny_run, tiny_data):
 @pytest.mark.slow
 def test_same_seed_same_result(tiny_run):
     trainer, _ = tiny_run
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     data = prepare_data(toy_dataset(), cfg)
     again = train(TrainState.create(cfg, data.num_classes), data)
     for a, b in zip(params_of(trainer.isp), params_of(again.isp), strict=True):
@@ -145,7 +145,7 @@ def test_load_model_rejects_missing_and_foreign_directories(tmp_path):
 @pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
     trainer, _ = tiny_run
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig.of(**TINY)
     data = prepare_data(toy_dataset(), cfg)
     checkpoints = TrainingCheckpoints(tmp_path)
     first = TrainState.create(cfg, data.num_classes)
@@ -172,7 +172,7 @@ def test_resumed_run_matches_uninterrupted_run(tiny_run, tmp_path):
 
 
 def test_nan_loss_stops_training_before_writing_parameters():
-    cfg = TrainConfig(**{**TINY, "epochs_clean": 1})
+    cfg = TrainConfig.of(**{**TINY, "epochs_clean": 1})
     data = prepare_data(toy_dataset(), cfg)
     trainer = TrainState.create(cfg, data.num_classes)
     trainer.isp.stage("gamma").gamma_raw[...] = jnp.float32(jnp.nan)  # poisons phase 1
@@ -186,7 +186,7 @@ def test_nan_loss_stops_training_before_writing_parameters():
 def test_train_clean_model_is_phase_0_of_the_full_protocol(tiny_run, tiny_data):
     # The same seed's phase 0 alone gives exactly the model the full run kept after phase 0.
     trainer, snapshots = tiny_run
-    model = train_clean_model(TrainConfig(**TINY), tiny_data)
+    model = train_clean_model(TrainConfig.of(**TINY), tiny_data)
     for a, b in zip(params_of(trainer.model_after_phase0), params_of(model), strict=True):
         np.testing.assert_array_equal(a, b)
     assert changed(snapshots["start"][1], params_of(model))
@@ -218,6 +218,6 @@ def test_compiled_epochs_of_finished_phases_are_released(tiny_data):
     # study held ~72,000 memory mappings of machine code and died past Linux's default limit.
     from diffisp.training.step import train_epoch
 
-    cfg = TrainConfig(**{**TINY, "epochs_clean": 1, "epochs_isp": 1, "epochs_joint": 1})
+    cfg = TrainConfig.of(**{**TINY, "epochs_clean": 1, "epochs_isp": 1, "epochs_joint": 1})
     train(TrainState.create(cfg, tiny_data.num_classes), tiny_data)
     assert train_epoch._cache_size() == 1  # phase 2's, the last optimiser's

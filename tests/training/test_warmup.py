@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +22,7 @@ from diffisp.training.warmup import (
     warm_up_isp,
 )
 
-CFG = TrainConfig(
+CFG = TrainConfig.of(
     num_train=64,
     num_test=32,
     image_size=16,
@@ -85,9 +83,7 @@ def test_warm_up_brings_the_isp_output_to_the_clean_statistics(data):
 
 def test_train_runs_the_warm_up_before_phase_1_only_when_asked(data):
     with_warmup = train(TrainState.create(CFG, data.num_classes), data)
-    without = train(
-        TrainState.create(dataclasses.replace(CFG, isp_warmup_epochs=0), data.num_classes), data
-    )
+    without = train(TrainState.create(CFG.replace(isp_warmup_epochs=0), data.num_classes), data)
     ev_with = float(with_warmup.isp.values()["exposure"]["ev"])
     ev_without = float(without.isp.values()["exposure"]["ev"])
     assert ev_with != pytest.approx(ev_without)
@@ -96,7 +92,7 @@ def test_train_runs_the_warm_up_before_phase_1_only_when_asked(data):
 
 def test_bad_warmup_config():
     with pytest.raises(ConfigError, match="isp_warmup_epochs"):
-        dataclasses.replace(CFG, isp_warmup_epochs=-1)
+        CFG.replace(isp_warmup_epochs=-1)
 
 
 def test_statistics_have_finite_gradients_on_flat_images():
@@ -116,9 +112,7 @@ def test_statistics_have_finite_gradients_on_flat_images():
 def test_adaptive_warm_up_starts_from_per_image_auto_exposure():
     # Mixed captures (brightness 0.02-1): after the warm-up each image's predicted EV follows
     # its own light, about one stop more per halving (the closed-form start, then refined).
-    cfg = dataclasses.replace(
-        CFG, adaptive=True, isp=("white_balance", "exposure", "gamma"), conditions="mixed"
-    )
+    cfg = CFG.replace(adaptive=True, isp=("white_balance", "exposure", "gamma"), conditions="mixed")
     data = prepare_data(toy_dataset(num_train=64, num_test=32, size=16), cfg)
     state = TrainState.create(cfg, data.num_classes)
     warm_up_isp(state, data)
@@ -133,8 +127,8 @@ def test_adaptive_warm_up_starts_from_per_image_auto_exposure():
 def test_warm_up_starts_an_adaptive_chain_behind_the_raw_front_from_auto_exposure():
     # --input raw --isp adaptive: the adaptive ISP sits inside a RawISP. The warm-up used to
     # test isinstance(state.isp, AdaptiveISP) and so skipped its auto-exposure start there.
-    cfg = dataclasses.replace(
-        CFG, adaptive=True, input="raw", isp=("white_balance", "exposure"), isp_warmup_epochs=0
+    cfg = CFG.replace(
+        adaptive=True, input="raw", isp=("white_balance", "exposure"), isp_warmup_epochs=0
     )
     data = prepare_data(toy_dataset(num_train=64, num_test=32, size=16), cfg)
     state = TrainState.create(cfg, data.num_classes)

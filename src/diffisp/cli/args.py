@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import typing
 from pathlib import Path
 from typing import Any
+
+from diffisp.errors import ConfigError
 
 
 def _path(text: str) -> Path:
@@ -58,106 +62,105 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="JSON config file: replaces the preset's values; command-line options win over both",
     )
     p.add_argument(
-        "--task",
-        choices=("classify", "detect"),
-        help="downstream task (default classify); detect: CenterNet detector, mAP, detection "
-        "data (default --data scenes --image-size 64)",
-    )
-    p.add_argument(
-        "--data",
-        help="classify: auto | cifar10 | builtin | folder:PATH (default auto); "
-        "detect: scenes | coco:PATH | voc:ROOT (default scenes)",
-    )
-    p.add_argument("--data-dir", help="directory holding cifar-10-batches-py")
-    p.add_argument(
         "--download",
         action="store_true",
         help="download CIFAR-10 (MD5-checked) into --data-dir or the cache first",
     )
-    p.add_argument("--num-train", type=int_like)
-    p.add_argument("--num-test", type=int_like)
-    p.add_argument("--image-size", type=int_like)
-    p.add_argument("--batch-size", type=int_like)
-    p.add_argument("--epochs-clean", type=int_like, help="phase 0: CNN on clean images")
-    p.add_argument("--epochs-isp", type=int_like, help="phase 1: ISP only, CNN frozen")
-    p.add_argument("--epochs-joint", type=int_like, help="phase 2: ISP and CNN jointly")
-    p.add_argument("--lr-clean", type=float, help="phase 0 CNN learning rate")
-    p.add_argument("--lr-isp", type=float, help="ISP learning rate (phases 1, 2)")
-    p.add_argument("--lr-cnn", type=float, help="CNN learning rate in phase 2")
-    p.add_argument("--lr-predictor", type=float, help="adaptive ISP predictor learning rate")
-    p.add_argument(
-        "--lr-stats-map",
-        type=float,
-        help="learning rate of the adaptive predictor's statistics-to-parameter map",
-    )
-    p.add_argument("--schedule", choices=("constant", "cosine"), help="CNN learning-rate schedule")
-    p.add_argument("--isp-schedule", choices=("constant", "cosine"), help="ISP lr schedule")
-    p.add_argument(
-        "--isp-warmup-epochs",
-        type=int_like,
-        help="phase 1 warm-up: epochs matching the clean images' channel statistics first",
-    )
-    p.add_argument(
-        "--isp",
-        help="seed | full | a comma list of stages (global ISP), or 'adaptive' (per-image "
-        "parameters and stage gates; stages from --stages, default full)",
-    )
-    p.add_argument("--stages", help="ISP stages: seed | full | raw-seed | raw-full | comma list")
-    p.add_argument("--cost-weight", type=float, help="adaptive ISP: lambda of the cost penalty")
-    p.add_argument("--no-gates", action="store_true", help="adaptive ISP without stage gates")
-    p.add_argument(
-        "--variants",
-        help="other ISPs to train against the same CNN and compare: "
-        "comma list of global-full, adaptive, adaptive:LAMBDA, adaptive-params",
-    )
-    p.add_argument(
-        "--brightness",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="per-image brightness factor range (default 0.1 0.3)",
-    )
-    p.add_argument("--noise-sigma", type=float, help="Gaussian read noise sigma (default 0.02)")
-    p.add_argument("--noise", choices=("gaussian", "poisson_gaussian"))
-    p.add_argument(
-        "--conditions",
-        choices=("uniform", "mixed"),
-        help="uniform: every image darkened alike (--brightness, --noise-sigma); mixed: per-image "
-        "brightness 0.02-1, ISO-like gain and noise, colour cast, blur (default uniform)",
-    )
-    p.add_argument(
-        "--input",
-        choices=("srgb", "raw"),
-        help="srgb: darkened sRGB images; raw: each image unprocessed into a dark Bayer RAW "
-        "capture (Brooks et al. 2019), learned RAW front in front of the ISP (default srgb)",
-    )
-    p.add_argument(
-        "--raw-demosaic", choices=("bilinear", "malvar"), help="RAW front's fixed demosaic"
-    )
-    p.add_argument(
-        "--raw-residual",
-        action="store_true",
-        help="RAW front with a learned demosaic residual (off by default)",
-    )
-    p.add_argument("--cfa-pattern", choices=("RGGB", "GRBG", "GBRG", "BGGR"))
-    p.add_argument(
-        "--stream",
-        action="store_const",
-        const=True,
-        help="folder:PATH data: read the training images from disk while training (memory "
-        "does not grow with --num-train) instead of loading them all first",
-    )
-    p.add_argument("--stream-chunk-batches", type=int_like, help="--stream: batches per chunk (32)")
-    p.add_argument("--stream-workers", type=int_like, help="--stream: decoding threads (1)")
-    p.add_argument("--seed", type=int_like)
-    p.add_argument(
-        "--devices",
-        type=int_like,
-        help="devices each batch is split over (data parallel; default: all JAX sees)",
-    )
+    add_config_options(p)
+    p.add_argument("--seed", type=int_like, help="the run's seed (data split, captures, init)")
     _add_distributed_options(p)
     p.add_argument("--out", type=_path, help="run directory (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+#: dest of a generated option -> the flat config name it sets (see add_config_options).
+CONFIG_DESTS: dict[str, str] = {}
+
+
+def add_config_options(
+    p: argparse.ArgumentParser,
+    sections: tuple[str, ...] | None = None,
+    *,
+    only: dict[str, tuple[str, ...]] | None = None,
+    aliases: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Add one option per setting of the config ``sections`` (all: ``None``), one argument
+    group per section, generated from the fields' declarations
+    (:func:`diffisp.training.sections.setting`): name, type, choices and help with the
+    default (and the ``--full`` preset's value where it differs). Every option defaults to
+    ``None``, so :func:`config_overrides` sees only what was given.
+
+    ``only``: for a section, the fields to offer (the others are left out); ``aliases``: flat
+    name -> another option name for the same setting; ``defaults``: flat name -> the default
+    this command uses instead of the config's (shown in the help; the command applies it).
+    """
+    from diffisp.training.config import FLAT_NAMES, PRESETS
+    from diffisp.training.sections import SECTIONS
+
+    flat_of = {v: k for k, v in FLAT_NAMES.items()}
+    for section in sections or tuple(SECTIONS):
+        cls = SECTIONS[section]
+        group = p.add_argument_group(f"{section} ({cls.__name__})", cls.__doc__.split("\n\n")[0])
+        hints = typing.get_type_hints(cls)
+        if section == "isp":
+            group.add_argument(
+                "--isp",
+                dest="isp_shorthand",
+                metavar="ISP",
+                help="seed | full | a comma list of stages (the global ISP, as --stages), or "
+                "'adaptive' (per-image parameters and stage gates; stages from --stages, "
+                "default full)",
+            )
+        for f in dataclasses.fields(cls):
+            name = flat_of[(section, f.name)]
+            flag = f.metadata["flag"]
+            if flag is None or (only and section in only and f.name not in only[section]):
+                continue
+            flags = [flag or "--" + f.name.replace("_", "-")]
+            if aliases and name in aliases:
+                flags.append(aliases[name])
+            dest = flags[0].removeprefix("--").replace("-", "_")
+            CONFIG_DESTS[dest] = name
+            default = (defaults or {}).get(name, f.default)
+            kwargs = _option_kwargs(f, default, hints[f.name], PRESETS, name)
+            group.add_argument(*flags, dest=dest, **kwargs)
+
+
+def _option_kwargs(
+    f: dataclasses.Field, default: Any, hint: Any, presets: dict, name: str
+) -> dict[str, Any]:
+    meta = f.metadata
+    shown = _shown(default)
+    full = presets.get("full", {}).get(name)
+    help_text = meta["help"]
+    if shown is not None:
+        help_text += f" (default {shown}" + ("" if full is None else f"; --full: {full}") + ")"
+    kwargs: dict[str, Any] = {"help": help_text, "default": None}
+    if isinstance(default, bool):  # a switch that sets the other value
+        return {**kwargs, "action": "store_const", "const": not default}
+    if meta["choices"]:
+        kwargs["choices"] = meta["choices"]
+    if meta["metavar"]:
+        kwargs["metavar"] = meta["metavar"]
+    if isinstance(default, tuple) and len(default) == 2 and isinstance(default[0], float):
+        return {**kwargs, "type": float, "nargs": 2}
+    kind = type(default) if default is not None else _first_type(hint)
+    kwargs["type"] = {int: int_like, float: float}.get(kind, str)
+    return kwargs
+
+
+def _shown(default: Any) -> str | None:
+    if default is None or isinstance(default, bool):
+        return None
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) if default else "none"
+    return str(default)
+
+
+def _first_type(hint: Any) -> type:
+    """``int`` of ``int | None``."""
+    return next((a for a in typing.get_args(hint) if a is not type(None)), str)
 
 
 def _add_distributed_options(p: argparse.ArgumentParser) -> None:
@@ -176,43 +179,6 @@ def _add_distributed_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to wait for every process to join before giving up (default 60)",
     )
-
-
-_CONFIG_KEYS = (
-    "task",
-    "data",
-    "data_dir",
-    "num_train",
-    "num_test",
-    "image_size",
-    "batch_size",
-    "epochs_clean",
-    "epochs_isp",
-    "epochs_joint",
-    "lr_clean",
-    "lr_isp",
-    "lr_cnn",
-    "lr_predictor",
-    "lr_stats_map",
-    "schedule",
-    "isp_schedule",
-    "isp_warmup_epochs",
-    "isp",
-    "brightness",
-    "noise_sigma",
-    "noise",
-    "conditions",
-    "seed",
-    "cost_weight",
-    "variants",
-    "input",
-    "raw_demosaic",
-    "cfa_pattern",
-    "devices",
-    "stream",
-    "stream_chunk_batches",
-    "stream_workers",
-)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -234,15 +200,21 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config values given on the command line (and only those)."""
-    overrides = {k: getattr(args, k) for k in _CONFIG_KEYS if getattr(args, k, None) is not None}
-    if overrides.get("isp", "").strip().lower() == "adaptive":
-        overrides["adaptive"] = True
-        overrides["isp"] = args.stages or "full"
-    elif args.stages is not None:
-        overrides["isp"] = args.stages
-    if args.no_gates:
-        overrides["gates"] = False
-    if getattr(args, "raw_residual", False):
-        overrides["raw_residual"] = True
+    """The config values given on the command line (and only those), by flat name."""
+    overrides = {
+        name: getattr(args, dest)
+        for dest, name in CONFIG_DESTS.items()
+        if getattr(args, dest, None) is not None
+    }
+    if getattr(args, "seed", None) is not None:
+        overrides["seed"] = args.seed
+    isp = getattr(args, "isp_shorthand", None)
+    if isp is not None:
+        if isp.strip().lower() == "adaptive":  # stages from --stages
+            overrides["adaptive"] = True
+            overrides.setdefault("isp", "full")
+        elif "isp" in overrides:
+            raise ConfigError("give the stages once: --isp STAGES or --stages STAGES")
+        else:
+            overrides["isp"] = isp
     return overrides

@@ -293,10 +293,10 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     from diffisp.models.evaluate import evaluate
     from diffisp.models.task import TASKS
     from diffisp.training.checkpoint import load_model
-    from diffisp.training.config import TrainConfig
+    from diffisp.training.config import TrainConfig, flatten_config
 
     isp, model, meta = load_model(_model_dir(args.checkpoint))
-    values = dict(meta["config"])
+    values = flatten_config(meta["config"])
     if args.brightness is not None:
         values["brightness"] = list(args.brightness)
     if args.noise_sigma is not None:
@@ -305,7 +305,7 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
     run_dir = args.checkpoint if (args.checkpoint / "model").is_dir() else args.checkpoint.parent
     data = prepare_run_data(load_run_data(cfg, run_dir), cfg)
     n = int(data.test_clean.shape[0])
-    task = TASKS[cfg.task]
+    task = TASKS[cfg.task.name]
     with_isp = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)[task.headline]
     # RAW input: "without" is the conventional camera pipeline (a model cannot read a mosaic).
     transform = conventional_pipeline if data.raw else None
@@ -313,8 +313,8 @@ def cmd_eval_checkpoint(args: argparse.Namespace) -> int:
         task.headline
     ]
     print(
-        f"{cfg.data} test set, {n} images, seed {cfg.seed}, brightness {cfg.brightness}, "
-        f"noise sigma {cfg.noise_sigma}"
+        f"{cfg.data.source} test set, {n} images, seed {cfg.seed}, "
+        f"brightness {cfg.capture.brightness}, noise sigma {cfg.capture.noise_sigma}"
     )
     named, model_name = task.reporting.named(), task.reporting.model_name
     print(f"learned ISP + {model_name}: {named}{with_isp:.1%}")

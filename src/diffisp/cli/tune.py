@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from diffisp.cli.args import add_config_options, config_overrides, int_like
 from diffisp.errors import ConfigError
 
 
@@ -33,6 +34,21 @@ def _size(text: str) -> tuple[int, int]:
     return (size[0], size[0]) if len(size) == 1 else size  # type: ignore[return-value]
 
 
+# Phase 1 only: the model is the user's and stays frozen.
+_TUNE_OPTIM = (
+    "batch_size",
+    "epochs_isp",
+    "isp_warmup_epochs",
+    "lr_isp",
+    "lr_predictor",
+    "lr_stats_map",
+    "isp_schedule",
+)
+_TUNE_ISP = ("stages", "gates", "cost_weight", "raw_demosaic", "raw_residual")
+#: Where tune's defaults differ from the config's: offline data unless asked otherwise.
+TUNE_DEFAULTS = {"data": "builtin"}
+
+
 def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
     tune = sub.add_parser(
         "tune",
@@ -53,20 +69,15 @@ def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
         default="kl",
         help="with --loss consistency: kl (outputs are logits) or mse (dense maps, features)",
     )
-    tune.add_argument("--data", default="builtin", help="builtin, cifar10, folder:PATH")
-    tune.add_argument("--data-dir", type=path_type)
-    tune.add_argument("--input", choices=("srgb", "raw"), default="srgb")
-    tune.add_argument("--conditions", choices=("uniform", "mixed"), default="uniform")
-    tune.add_argument("--isp", help="comma list of stages, a preset name, or 'adaptive'")
     tune.add_argument("--preset", choices=("quick", "full"), default="quick")
-    tune.add_argument("--num-train", type=int)
-    tune.add_argument("--num-test", type=int)
-    tune.add_argument("--image-size", type=int)
-    tune.add_argument("--batch-size", type=int)
-    tune.add_argument("--epochs", type=int, help="phase-1 epochs (after the warm-up)")
-    tune.add_argument("--warmup-epochs", type=int)
-    tune.add_argument("--lr-isp", type=float)
-    tune.add_argument("--seed", type=int)
+    tune.add_argument("--seed", type=int_like, help="the run's seed (data split, captures, init)")
+    add_config_options(
+        tune,
+        ("data", "capture", "isp", "optim"),
+        only={"optim": _TUNE_OPTIM, "isp": _TUNE_ISP},
+        aliases={"epochs_isp": "--epochs", "isp_warmup_epochs": "--warmup-epochs"},
+        defaults=TUNE_DEFAULTS,
+    )
     tune.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW")
     tune.add_argument("--model-size", type=_size, help="HxW the model takes (resized to)")
     tune.add_argument("--value-range", type=_floats(2), default=(0.0, 1.0), metavar="LO,HI")
@@ -83,25 +94,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from diffisp.models.external import InputSpec
     from diffisp.training.config import TrainConfig
 
-    isp = args.isp
-    overrides = {
-        "data": args.data,
-        "data_dir": None if args.data_dir is None else str(args.data_dir),
-        "input": args.input,
-        "conditions": args.conditions,
-        "num_train": args.num_train,
-        "num_test": args.num_test,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "epochs_isp": args.epochs,
-        "isp_warmup_epochs": args.warmup_epochs,
-        "lr_isp": args.lr_isp,
-        "seed": args.seed,
-    }
-    if isp == "adaptive":
-        overrides["adaptive"] = True
-    elif isp is not None:
-        overrides["isp"] = tuple(s for s in isp.split(",") if s)
+    overrides = {**TUNE_DEFAULTS, **config_overrides(args)}
     cfg = TrainConfig.preset_config(args.preset, **overrides)
     output: int | str | None = args.output
     if output is not None and output.lstrip("-").isdigit():

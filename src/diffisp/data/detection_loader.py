@@ -26,6 +26,7 @@ from diffisp.data.detection import SPLITS, DetectionDataset
 from diffisp.data.folder import absolute_root
 from diffisp.data.scenes import load_scenes
 from diffisp.data.voc import load_voc
+from diffisp.data.spec import DataSpec
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
 DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
@@ -64,7 +65,7 @@ def coco_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def load_detection(
-    spec: str,
+    spec: str | DataSpec,
     *,
     num_train: int | None = None,
     num_test: int | None = None,
@@ -87,6 +88,8 @@ def load_detection(
       InputTypeError: ``spec`` not a str. ConfigError: an unknown spec or a bad argument.
       DataError: data missing or malformed, or fewer images than asked for.
     """
+    if isinstance(spec, DataSpec):
+        spec = str(spec)
     if not isinstance(spec, str):
         raise InputTypeError(f"spec must be a str such as 'scenes'; got {type(spec).__name__}")
     num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")

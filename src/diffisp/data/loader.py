@@ -12,13 +12,14 @@ from diffisp.data.cifar import find_cifar10, load_cifar10, missing_message
 from diffisp.data.dataset import Dataset
 from diffisp.data.download import download_cifar10
 from diffisp.data.folder import load_folder
+from diffisp.data.spec import DataSpec
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
 VALID_SPECS = ("auto", "cifar10", "builtin", "folder:PATH")
 
 
 def load_dataset(
-    spec: str = "auto",
+    spec: str | DataSpec = "auto",
     *,
     num_train: int | None = None,
     num_test: int | None = None,
@@ -60,6 +61,8 @@ def load_dataset(
       ConfigError: an unknown ``spec`` or an out-of-range argument.
       DataError: data missing, corrupt or smaller than requested.
     """
+    if isinstance(spec, DataSpec):
+        spec = str(spec)
     if not isinstance(spec, str):
         raise InputTypeError(f"spec must be a str such as 'auto'; got {type(spec).__name__}")
     num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")

@@ -24,7 +24,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import jax
@@ -228,7 +227,7 @@ def step_flops(state: TrainState, data: RunData, phase: Phase) -> float:
         0,
         phase=phase,
         task=state.task,
-        batch_size=state.cfg.batch_size,
+        batch_size=state.cfg.optim.batch_size,
     )
     cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -257,9 +256,9 @@ def bench_fast(
         for epoch in range(1, epochs + 1):
             epoch_of(phase, epoch)
         elapsed = time.perf_counter() - start
-        steps = epochs * (data.num_train // cfg.batch_size)
+        steps = epochs * (data.num_train // cfg.optim.batch_size)
         out[f"phase{phase.index}"] = {
-            "images_per_s": steps * cfg.batch_size / elapsed,
+            "images_per_s": steps * cfg.optim.batch_size / elapsed,
             "compile_s": max(first - elapsed / epochs, 0.0),
         }
         if flops:
@@ -283,8 +282,8 @@ def bench_scaling(data: RunData, cfg: TrainConfig, epochs: int) -> dict[str, Any
     """Phase 2 throughput of the data-parallel fast path on 1, 2, 4, ... devices (the same
     global batch split over them), and its speed-up over one device."""
     images_per_s = {}
-    for n in device_counts(jax.device_count(), cfg.batch_size):
-        result = bench_fast(data, replace(cfg, devices=n), epochs, (PHASES[2],), flops=False)
+    for n in device_counts(jax.device_count(), cfg.optim.batch_size):
+        result = bench_fast(data, cfg.replace(devices=n), epochs, (PHASES[2],), flops=False)
         images_per_s[str(n)] = result["phase2"]["images_per_s"]
     one = images_per_s["1"]
     return {
@@ -317,7 +316,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure everything in one process; returns the ``bench.json`` dictionary."""
     data = synthetic_data(num_train, 1024)
-    cfg = TrainConfig(num_train=num_train, num_test=1024, batch_size=batch_size)
+    cfg = TrainConfig.of(num_train=num_train, num_test=1024, batch_size=batch_size)
     log("peak: 2048x2048 float32 matmul")
     peak = matmul_peak()
     log("reference-style loop (reference formulations of the ISP maths)")

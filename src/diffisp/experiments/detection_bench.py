@@ -45,7 +45,7 @@ def run_detection_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Time ``epochs`` epochs of each phase and the inference path; returns the JSON dict."""
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         task="detect",
         data="scenes",
         num_train=num_train,
@@ -69,7 +69,7 @@ def run_detection_bench(
         for epoch in range(1, epochs + 1):
             train_epoch_of(state, data, phase, epoch)
         elapsed = time.perf_counter() - start
-        seen = epochs * (data.num_train // cfg.batch_size) * cfg.batch_size
+        seen = epochs * (data.num_train // cfg.optim.batch_size) * cfg.optim.batch_size
         training[f"phase{phase.index}"] = {
             "images_per_s": seen / elapsed,
             "epoch_s": elapsed / epochs,
@@ -91,7 +91,7 @@ def run_detection_bench(
             "batch_size": batch_size,
             "epochs": epochs,
             "bn_calibration": bn_calibration,
-            "isp": list(cfg.isp),
+            "isp": list(cfg.isp.stages),
         },
         "detector_parameters": int(params),
         "training": training,

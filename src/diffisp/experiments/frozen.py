@@ -23,7 +23,7 @@ from diffisp.errors import ConfigError
 from diffisp.experiments.run import load_run_data, prepare_run_data
 from diffisp.models.evaluate import evaluate
 from diffisp.training.checkpoint import load_model, save_model
-from diffisp.training.config import TrainConfig
+from diffisp.training.config import TrainConfig, flatten_config
 from diffisp.training.data import RunData
 from diffisp.training.loop import train_from_model
 from diffisp.training.state import TrainState
@@ -37,7 +37,7 @@ def train_isp_for(model: nnx.Module, data: RunData, cfg: TrainConfig) -> TrainSt
     ``model`` with the same parameters (training steps donate their buffers; ``model`` itself
     is left as it was).
     """
-    cfg = dataclasses.replace(cfg, epochs_clean=0, epochs_joint=0)
+    cfg = cfg.replace(epochs_clean=0, epochs_joint=0)
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
     state = train_from_model(cfg, model, data)
     after = jax.tree.map(np.asarray, nnx.state(state.model, nnx.Param))
@@ -72,7 +72,7 @@ def run_frozen_model(
         raise ConfigError(
             f"--frozen-model keeps the checkpoint's data; it would ignore {', '.join(refused)}"
         )
-    cfg = TrainConfig.from_dict({**meta["config"], **overrides})
+    cfg = TrainConfig.from_dict({**flatten_config(meta["config"]), **overrides})
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
     started = time.perf_counter()
     data = prepare_run_data(load_run_data(cfg, run_dir), cfg)

@@ -9,7 +9,6 @@ gets after phase 0 (``epochs_isp + epochs_joint``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -163,8 +162,8 @@ def train_finetuned_baselines(state: TrainState, data: RunData) -> dict[str, nnx
     it is compared with. RAW input adds the packed-RAW model (see :func:`train_packed_raw`).
     """
     cfg, start = state.cfg, state.model_after_phase0
-    epochs = cfg.epochs_isp + cfg.epochs_joint
-    common = dict(epochs=epochs, lr=cfg.lr_cnn, task=state.task)
+    epochs = cfg.optim.epochs_isp + cfg.optim.epochs_joint
+    common = dict(epochs=epochs, lr=cfg.optim.lr_cnn, task=state.task)
     models = {
         p.key: finetune_model(
             start,
@@ -192,13 +191,13 @@ def train_packed_raw(state: TrainState, data: RunData) -> nnx.Module:
     cfg = state.cfg
     rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 7))
     model = state.task.build_model(state.num_classes, rngs=rngs, in_channels=4)
-    epochs = cfg.epochs_clean + cfg.epochs_isp + cfg.epochs_joint
+    epochs = cfg.optim.epochs_clean + cfg.optim.epochs_isp + cfg.optim.epochs_joint
     return finetune_model(
         model,
         data.train,
         cfg,
         epochs=epochs,
-        lr=cfg.lr_clean,
+        lr=cfg.optim.lr_clean,
         transform=packed_raw,
         name="packed_raw",
         index=13,
@@ -213,7 +212,7 @@ def protocol_methods(
     ``None``)."""
     raw = data is not None and data.raw
     cnn_clean, isp_phase1 = state.model_after_phase0, state.isp_after_phase1
-    epochs = state.cfg.epochs_isp + state.cfg.epochs_joint
+    epochs = state.cfg.optim.epochs_isp + state.cfg.optim.epochs_joint
     methods = [
         Method(p.key, p.label, p.description, cnn_clean, transform=p.transform)
         for p in (RAW_FIXED if raw else SRGB_FIXED)
@@ -230,7 +229,7 @@ def protocol_methods(
         for p in (RAW_FINETUNED if raw else SRGB_FINETUNED)
     ]
     if raw:
-        total = state.cfg.epochs_clean + epochs
+        total = state.cfg.optim.epochs_clean + epochs
         methods.append(
             Method(
                 "packed_raw",
@@ -323,7 +322,7 @@ def sweep(
 
 def train_variant(state: TrainState, data: RunData, overrides: dict[str, Any]) -> TrainState:
     """Phases 1 and 2 with another ISP, starting from the same clean-trained model."""
-    cfg = dataclasses.replace(state.cfg, **overrides)
+    cfg = state.cfg.replace(**overrides)
     return train_from_model(cfg, state.model_after_phase0, data, state.num_classes)
 
 
@@ -342,7 +341,7 @@ def variant_methods(state: TrainState, data: RunData, specs: Sequence[str]) -> l
     for spec in specs:
         key, label, overrides = parse_variant(spec)
         variant = train_variant(state, data, overrides)
-        stages = ", ".join(variant.cfg.isp)
+        stages = ", ".join(variant.cfg.isp.stages)
         description = f"{label}: {stages}; phases 1-2 from the same clean-trained CNN"
         tuned.append(Method(key, label, description, variant.model, isp=variant.isp))
         frozen.append(

@@ -102,8 +102,8 @@ def load_run_data(
     cfg: TrainConfig, run_dir: str | Path | None = None
 ) -> Dataset | DetectionDataset | StreamedFolder:
     """The run's data: the exact recorded split when ``run_dir`` holds one (folder data);
-    detection data (``cfg.task == "detect"``) through
-    :func:`~diffisp.data.detection_loader.load_detection`; with ``cfg.stream`` a
+    detection data (``cfg.task.name == "detect"``) through
+    :func:`~diffisp.data.detection_loader.load_detection`; with ``cfg.data.stream`` a
     :class:`~diffisp.data.stream.StreamedFolder` (split again from the seed: a streamed run
     records no per-file hashes, which would mean reading every file once more).
 
@@ -112,32 +112,32 @@ def load_run_data(
         (:meth:`~diffisp.training.config.TrainConfig.check_resources`), before any is read.
     """
     cfg.check_resources()
-    if cfg.task == "detect":
+    if cfg.task.name == "detect":
         return load_detection(
-            cfg.data,
-            num_train=cfg.num_train,
-            num_test=cfg.num_test,
+            cfg.data.source,
+            num_train=cfg.data.num_train,
+            num_test=cfg.data.num_test,
             seed=cfg.seed,
-            image_size=cfg.image_size,
+            image_size=cfg.data.image_size,
         )
-    if cfg.stream:  # the training files are listed, not read (decoded while training)
+    if cfg.data.stream:  # the training files are listed, not read (decoded while training)
         return stream_folder(
-            cfg.data.partition(":")[2],
-            num_train=cfg.num_train,
-            num_test=cfg.num_test,
+            cfg.data.source.path,
+            num_train=cfg.data.num_train,
+            num_test=cfg.data.num_test,
             seed=cfg.seed,
-            image_size=cfg.image_size,
+            image_size=cfg.data.image_size,
         )
     split = None if run_dir is None else Path(run_dir) / SPLIT_FILE
     if split is not None and split.is_file():
-        return load_folder_split(read_split(split), image_size=cfg.image_size)
+        return load_folder_split(read_split(split), image_size=cfg.data.image_size)
     return load_dataset(
-        cfg.data,
-        num_train=cfg.num_train,
-        num_test=cfg.num_test,
+        cfg.data.source,
+        num_train=cfg.data.num_train,
+        num_test=cfg.data.num_test,
         seed=cfg.seed,
-        image_size=cfg.image_size,
-        data_dir=cfg.data_dir,
+        image_size=cfg.data.image_size,
+        data_dir=cfg.data.data_dir,
     )
 
 
@@ -298,10 +298,10 @@ def _run_locked(
 
     log("training the fine-tuned baselines (same budget as the learned ISP after phase 0)")
     methods = protocol_methods(state, train_finetuned_baselines(state, data), data)
-    if cfg.variants:
-        log(f"training ISP variants against the same CNN: {', '.join(cfg.variants)}")
+    if cfg.isp.variants:
+        log(f"training ISP variants against the same CNN: {', '.join(cfg.isp.variants)}")
         clean = methods.pop()  # keep the clean oracle last
-        methods += [*variant_methods(state, data, cfg.variants), clean]
+        methods += [*variant_methods(state, data, cfg.isp.variants), clean]
     results = evaluate_methods(methods, data, state.task)
     save_model(out_dir / "model", state.isp, state.model, _model_meta(cfg, dataset))
     outcome = RunOutcome({}, state, data, methods)
@@ -312,7 +312,7 @@ def _run_locked(
         "schema": METRICS_SCHEMA,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
-        "task": cfg.task,
+        "task": cfg.task.name,
         # The key of every results row that ranks the methods (the task's headline metric).
         "metric": state.task.headline,
         "seed": cfg.seed,
@@ -402,10 +402,10 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
 
 def _model_meta(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     return {
-        "task": cfg.task,
+        "task": cfg.task.name,
         # The class count, not read off the model: a detector's last layer is not a classifier.
         "num_classes": dataset.num_classes,
-        "image_size": cfg.image_size,
+        "image_size": cfg.data.image_size,
         "class_names": list(dataset.class_names),
         "dataset": dataset.name,
         "config": cfg.to_dict(),

@@ -61,7 +61,7 @@ def measure(
     return the figures of the module docstring. Peak memory is only meaningful in a fresh
     process: :func:`measure_in_subprocess`."""
     rss_before = peak_rss_mib()
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         data=f"folder:{folder}",
         num_train=num_train,
         num_test=num_test,

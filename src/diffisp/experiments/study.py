@@ -6,7 +6,6 @@ Output directory: ``seed<k>/`` (a complete training run per seed), ``eval.json``
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ def run_study(
     for seed in seeds:
         run_dir = out_dir / f"seed{seed}"
         log(f"seed {seed}: {run_dir}")
-        seed_cfg = dataclasses.replace(cfg, seed=seed)
+        seed_cfg = cfg.replace(seed=seed)
         again = resume and (run_dir / "config.json").exists()
         # The seed's saved config must be the one asked for (run_experiment refuses and names
         # the difference): a resumed study that silently kept or mixed old settings would
@@ -97,8 +96,8 @@ def run_study(
             "brightness",
             "brightness factor",
             brightness_values,
-            fixed={"noise_sigma": cfg.noise_sigma},
-            trained=list(cfg.brightness),
+            fixed={"noise_sigma": cfg.capture.noise_sigma},
+            trained=list(cfg.capture.brightness),
             metric=metric,
         ),
         "noise_sigma": _aggregate_sweep(
@@ -106,8 +105,8 @@ def run_study(
             "noise_sigma",
             "noise sigma",
             noise_values,
-            fixed={"brightness": list(cfg.brightness)},
-            trained=[cfg.noise_sigma] * 2,
+            fixed={"brightness": list(cfg.capture.brightness)},
+            trained=[cfg.capture.noise_sigma] * 2,
             metric=metric,
         ),
     }
@@ -116,7 +115,7 @@ def run_study(
         "schema": EVAL_SCHEMA,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
-        "task": cfg.task,
+        "task": cfg.task.name,
         "metric": metric,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "dataset": runs[0]["dataset"],

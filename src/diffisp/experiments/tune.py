@@ -39,10 +39,10 @@ def tune_isp_for(model: nnx.Module, data: RunData, cfg: TrainConfig, task: Task)
     """Phase 1 (and its warm-up) of ``cfg``'s ISP in front of ``model`` (frozen) for ``task``.
 
     The same as :func:`diffisp.experiments.frozen.train_isp_for` with the task given instead of
-    ``cfg.task``'s. ``data.train``'s targets are ``task``'s targets. ``model`` itself is left as it
-    was; ``state.model`` is a copy with the same weights.
+    ``cfg.task.name``'s. ``data.train``'s targets are ``task``'s targets. ``model`` itself is
+    left as it was; ``state.model`` is a copy with the same weights.
     """
-    cfg = dataclasses.replace(cfg, epochs_clean=0, epochs_joint=0)
+    cfg = cfg.replace(epochs_clean=0, epochs_joint=0)
     before = jax.tree.map(np.asarray, nnx.state(model))
     state = TrainState(cfg, Learner(build_isp(cfg), detached_copy(model)), data.num_classes, task)
     state.snapshots["cnn_clean"] = model
@@ -86,7 +86,7 @@ def compare(
 ) -> dict[str, dict[str, float]]:
     """Accuracy of ``model`` behind each fixed pipeline, the learned ``isp`` and on clean images."""
     rows: dict[str, dict[str, float]] = {}
-    for pipeline in RAW_FIXED if cfg.input == "raw" else SRGB_FIXED:
+    for pipeline in RAW_FIXED if cfg.capture.input == "raw" else SRGB_FIXED:
         rows[pipeline.key] = evaluate(
             model, data.test_dark, data.test_labels, transform=pipeline.transform
         )
@@ -110,12 +110,12 @@ def run_tune(
     """Load ``model_spec`` (``torch:PKG.MODULE:FACTORY`` with ``weights``, or ``PATH.onnx``),
     tune ``cfg``'s ISP for it with ``loss``, compare, and write ``out_dir/metrics.json``."""
     task = make_task(loss, consistency)
-    if cfg.task != "classify":
+    if cfg.task.name != "classify":
         raise ConfigError("diffisp tune takes classification data (--data builtin, folder:...)")
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
     started = time.perf_counter()
     model = load_model(model_spec, weights=weights, input_spec=input_spec)
-    if cfg.stream:
+    if cfg.data.stream:
         raise ConfigError("diffisp tune holds the training set in memory (no --stream)")
     data = prepare_run_data(load_run_data(cfg), cfg)
     if loss == "consistency":

@@ -266,7 +266,13 @@ def reproducibility_section(
     config = as_dict(data.get("config"))
     if config:
         parts.append(tag("h3", "Training configuration"))
-        parts.append(grid((k, _json_text(v)) for k, v in config.items()))
+        # A sectioned config (docs/configuration.md) by "section.setting"; a flat one as is.
+        rows = [
+            (f"{k}.{sub}" if isinstance(v, dict) else k, _json_text(item))
+            for k, v in config.items()
+            for sub, item in (v.items() if isinstance(v, dict) else [(None, v)])
+        ]
+        parts.append(grid(rows))
     parts.append(environment_section(as_dict(data.get("environment"))))
     parts.append(
         tag(

@@ -34,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from diffisp.errors import CheckpointError, DiffispError, OutputError
+from diffisp.errors import CheckpointError, ConfigError, DiffispError, OutputError
 from diffisp.isp.chain import ISP
 from diffisp.models.task import TASKS
 from diffisp.training.config import TrainConfig, config_differences
@@ -218,7 +218,7 @@ class TrainingCheckpoints:
                 f"checkpoint {self.step_dir(step)}: unreadable metadata: {gist(exc)}"
             ) from exc
         _check_format(meta, self.step_dir(step), FORMAT_VERSION)
-        if meta["config"] != state.cfg.to_dict():
+        if not _same_config(meta["config"], state.cfg):
             changed = "; ".join(config_differences(meta["config"], state.cfg.to_dict()))
             raise CheckpointError(
                 f"the checkpoint was written by a run with a different config ({changed})"
@@ -460,3 +460,11 @@ def load_model(directory: str | Path) -> tuple[nnx.Module, nnx.Module, dict[str,
     _fill(model, trees["model"])
     model.eval()
     return isp, model, meta
+
+
+def _same_config(saved: Any, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's recorded config (either format) is ``cfg``."""
+    try:
+        return TrainConfig.from_dict(saved) == cfg
+    except ConfigError:
+        return False

@@ -77,17 +77,17 @@ def prepare_data(
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    if dataset.num_train < cfg.batch_size * process_count:
+    if dataset.num_train < cfg.optim.batch_size * process_count:
         raise DataError(
             f"the training set has {dataset.num_train} images, fewer than one batch "
-            f"({cfg.batch_size}) on each of {process_count} host(s)"
+            f"({cfg.optim.batch_size}) on each of {process_count} host(s)"
         )
-    model = cfg.capture_model()
+    model = cfg.capture.model()
     key = jax.random.key(cfg.seed)
     options = StreamOptions(
-        chunk_size=cfg.stream_chunk_batches * cfg.batch_size,
-        sample_count=max(cfg.bn_calibration, STREAM_SAMPLE),
-        num_threads=cfg.stream_workers,
+        chunk_size=cfg.data.stream_chunk_batches * cfg.optim.batch_size,
+        sample_count=max(cfg.optim.bn_calibration, STREAM_SAMPLE),
+        num_threads=cfg.data.stream_workers,
         process_index=process_index,
         process_count=process_count,
     )

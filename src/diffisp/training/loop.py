@@ -8,7 +8,6 @@ each phase's optimiser, and calls back after each epoch (where a caller checkpoi
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -56,7 +55,7 @@ def train(
             state.end_phase(phase)
             continue
         if epoch == 0:
-            if phase.index == 1 and state.cfg.isp_warmup_epochs:
+            if phase.index == 1 and state.cfg.optim.isp_warmup_epochs:
                 warm_up_isp(state, data)
             release_compiled_epochs()
             state.optimizer = state.new_optimizer(phase, data.num_train)
@@ -86,9 +85,9 @@ def train_epoch_of(
         task=state.task,
         seed=cfg.seed,
         epoch=epoch,
-        batch_size=cfg.batch_size,
-        bn_calibration=cfg.bn_calibration,
-        devices=cfg.devices,
+        batch_size=cfg.optim.batch_size,
+        bn_calibration=cfg.optim.bn_calibration,
+        devices=cfg.devices.count,
     )
     return loss, train_score
 
@@ -96,9 +95,7 @@ def train_epoch_of(
 def train_clean_model(cfg: TrainConfig, data: RunData) -> nnx.Module:
     """Phase 0 alone: the task model trained on clean images (what :func:`train_from_model`
     starts from, when several ISPs or settings are compared against one model)."""
-    state = TrainState.create(
-        dataclasses.replace(cfg, epochs_isp=0, epochs_joint=0), data.num_classes
-    )
+    state = TrainState.create(cfg.replace(epochs_isp=0, epochs_joint=0), data.num_classes)
     return train(state, data).model_after_phase0
 
 
@@ -169,9 +166,11 @@ def finetune_model(
         transform=transform,
     )
     learner = Learner(None, detached_copy(model))
-    steps = len(source) // cfg.batch_size * epochs
+    steps = len(source) // cfg.optim.batch_size * epochs
     release_compiled_epochs()
-    optimizer = nnx.Optimizer(learner, make_optimizer(lr, steps, cfg.schedule), wrt=phase.trainable)
+    optimizer = nnx.Optimizer(
+        learner, make_optimizer(lr, steps, cfg.optim.schedule), wrt=phase.trainable
+    )
     for epoch in range(epochs):
         learner, optimizer, _, _ = train_one_epoch(
             learner,
@@ -181,8 +180,8 @@ def finetune_model(
             task=task,
             seed=cfg.seed,
             epoch=epoch,
-            batch_size=cfg.batch_size,
-            bn_calibration=cfg.bn_calibration,
-            devices=cfg.devices,
+            batch_size=cfg.optim.batch_size,
+            bn_calibration=cfg.optim.bn_calibration,
+            devices=cfg.devices.count,
         )
     return learner.model

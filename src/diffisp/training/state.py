@@ -131,14 +131,14 @@ def isp_transforms(
     A global ISP: Adam at ``lr_isp`` (``schedule``). An adaptive ISP: its network takes smaller,
     cosine-decaying, clipped steps (``lr_predictor``); its shared raw offset those of a global
     ISP's parameters, which it is in kind (``lr_isp``, ``schedule``); its statistics-to-parameter
-    map the same at ``lr_stats_map`` (default ``cfg.lr_stats_map``: its inputs are large and
+    map the same at ``lr_stats_map`` (default ``cfg.optim.lr_stats_map``: its inputs are large and
     nearly collinear, see :class:`~diffisp.training.config.TrainConfig`).
     """
-    direct = make_optimizer(cfg.lr_isp, steps, schedule)
-    if not cfg.adaptive:
+    direct = make_optimizer(cfg.optim.lr_isp, steps, schedule)
+    if not cfg.isp.adaptive:
         return {"isp": direct}
-    network = make_optimizer(cfg.lr_predictor, steps, "cosine", clip_norm=1.0)
-    stats_lr = cfg.lr_stats_map if lr_stats_map is None else lr_stats_map
+    network = make_optimizer(cfg.optim.lr_predictor, steps, "cosine", clip_norm=1.0)
+    stats_lr = cfg.optim.lr_stats_map if lr_stats_map is None else lr_stats_map
     return {
         "isp": network,
         "isp_direct": direct,
@@ -151,10 +151,10 @@ def phase_transform(cfg: TrainConfig, phase: Phase, steps: int) -> optax.Gradien
 
     The ISP's groups are :func:`isp_transforms`'.
     """
-    lr_task = cfg.lr_clean if phase.index == 0 else cfg.lr_cnn
-    task_tx = make_optimizer(lr_task, steps, cfg.schedule)
+    lr_task = cfg.optim.lr_clean if phase.index == 0 else cfg.optim.lr_cnn
+    task_tx = make_optimizer(lr_task, steps, cfg.optim.schedule)
     return optax.multi_transform(
-        {**isp_transforms(cfg, steps, cfg.isp_schedule), "task": task_tx}, group_labels
+        {**isp_transforms(cfg, steps, cfg.optim.isp_schedule), "task": task_tx}, group_labels
     )
 
 
@@ -163,18 +163,18 @@ def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> LearnedISP:
     behind the learnable RAW front when the stages start with RAW stages (``--input raw``)."""
 
     def chain_isp(stages: tuple[str, ...]) -> LearnedISP:
-        if not cfg.adaptive:
+        if not cfg.isp.adaptive:
             return ISP(stages)
         seed = jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 1 + seed_offset)
         return AdaptiveISP(
-            stages, gates=cfg.gates, cost_weight=cfg.cost_weight, rngs=nnx.Rngs(seed)
+            stages, gates=cfg.isp.gates, cost_weight=cfg.isp.cost_weight, rngs=nnx.Rngs(seed)
         )
 
-    if split_raw_front(cfg.isp)[0]:
+    if split_raw_front(cfg.isp.stages)[0]:
         return build_raw_isp(
-            cfg.isp, chain_isp, demosaic=cfg.raw_demosaic, residual=cfg.raw_residual
+            cfg.isp.stages, chain_isp, demosaic=cfg.isp.raw_demosaic, residual=cfg.isp.raw_residual
         )
-    return chain_isp(cfg.isp)
+    return chain_isp(cfg.isp.stages)
 
 
 def detached_copy(module: nnx.Module) -> nnx.Module:
@@ -207,8 +207,8 @@ class TrainState:
     @classmethod
     def create(cls, cfg: TrainConfig, num_classes: int, task: Task | None = None) -> TrainState:
         """A fresh state: identity ISP, a model initialised from ``cfg.seed``; the task is
-        ``cfg.task``'s (:data:`~diffisp.models.task.TASKS`) unless one is given."""
-        task = TASKS[cfg.task] if task is None else task
+        ``cfg.task.name``'s (:data:`~diffisp.models.task.TASKS`) unless one is given."""
+        task = TASKS[cfg.task.name] if task is None else task
         rngs = nnx.Rngs(jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT))
         model = task.build_model(num_classes, rngs=rngs)
         return cls(cfg, Learner(build_isp(cfg), model), num_classes, task)
@@ -227,10 +227,10 @@ class TrainState:
 
     def epochs_in(self, phase: Phase) -> int:
         cfg = self.cfg
-        return (cfg.epochs_clean, cfg.epochs_isp, cfg.epochs_joint)[phase.index]
+        return (cfg.optim.epochs_clean, cfg.optim.epochs_isp, cfg.optim.epochs_joint)[phase.index]
 
     def steps_per_epoch(self, num_train: int) -> int:
-        return num_train // self.cfg.batch_size
+        return num_train // self.cfg.optim.batch_size
 
     def new_optimizer(self, phase: Phase, num_train: int) -> nnx.Optimizer:
         """The optimiser of ``phase``, over exactly the parameters it trains."""

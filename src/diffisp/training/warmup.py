@@ -101,15 +101,15 @@ def clean_statistics(data: RunData, per_image: bool = False) -> tuple[float, ...
 
 
 def warm_up_isp(state: TrainState, data: RunData) -> float:
-    """Run the warm-up on ``state``'s ISP (``cfg.isp_warmup_epochs`` epochs at the ISP's
+    """Run the warm-up on ``state``'s ISP (``cfg.optim.isp_warmup_epochs`` epochs at the ISP's
     learning rates, :func:`~diffisp.training.state.isp_transforms`, constant; an adaptive
     ISP's statistics map at ``lr_isp``: the warm-up is where it learns its scale).
 
     Returns the statistics loss of the last epoch (per step).
     """
     cfg, phase = state.cfg, PHASES[1]
-    steps = state.steps_per_epoch(data.num_train) * cfg.isp_warmup_epochs
-    transforms = isp_transforms(cfg, steps, "constant", lr_stats_map=cfg.lr_isp)
+    steps = state.steps_per_epoch(data.num_train) * cfg.optim.isp_warmup_epochs
+    transforms = isp_transforms(cfg, steps, "constant", lr_stats_map=cfg.optim.lr_isp)
     tx = optax.multi_transform(transforms, group_labels)
     release_compiled_epochs()
     optimizer = nnx.Optimizer(state.learner, tx, wrt=ISP_PARAMS)
@@ -118,7 +118,7 @@ def warm_up_isp(state: TrainState, data: RunData) -> float:
     state.isp.start_from_auto_exposure(float(np.dot(target[:3], LUMA_WEIGHTS)))
     task = StatisticsMatching(target, per_image=per_image)
     loss = float("nan")
-    for epoch in range(cfg.isp_warmup_epochs):
+    for epoch in range(cfg.optim.isp_warmup_epochs):
         state.learner, optimizer, loss, _ = train_one_epoch(
             state.learner,
             optimizer,
@@ -129,7 +129,7 @@ def warm_up_isp(state: TrainState, data: RunData) -> float:
             # Epoch numbers of their own, so the warm-up's permutations and gate samples are
             # not those of phase 1's epochs.
             epoch=1000 + epoch,
-            batch_size=cfg.batch_size,
-            devices=cfg.devices,
+            batch_size=cfg.optim.batch_size,
+            devices=cfg.devices.count,
         )
     return loss
