@@ -285,7 +285,9 @@ _FLAGS = [
     "--num-processes", "--process-id", "--coordinator-timeout", "--stream-workers",
     "--resume", "--checkpoint", "--seeds", "--max-pixels", "--epochs", "--raw-size",
 ]  # fmt: skip
-_COMMANDS = ["train", "demo", "eval", "report", "bench", "scenes", "apply", "nope"]
+_COMMANDS = [
+    *("train", "demo", "eval", "report", "bench", "scenes", "apply", "export", "tune", "nope")
+]
 
 
 class _WouldWork(Exception):
@@ -302,14 +304,26 @@ def stubbed_work(monkeypatch):
     def stop(*args, **kwargs):
         raise _WouldWork
 
+    import diffisp.experiments.tune as tune
+    import diffisp.util.io as io
+
     for module, name in [
         (run, "run_experiment"),
         (study, "run_study"),
         (bench, "run_bench"),
         (detection_commands, "write_scenes"),
         (detection_commands, "bench_detection"),
+        (tune, "load_run_data"),  # tune: the model is loaded, the data and training are not
+        # No command writes a file: "/dev/null" as --out once replaced the device (as root).
+        (io, "atomic_write_bytes"),
     ]:
         monkeypatch.setattr(module, name, stop)
+    try:
+        import jax2onnx
+    except ImportError:
+        pass
+    else:  # export --format onnx: the size and pattern are checked, nothing is traced
+        monkeypatch.setattr(jax2onnx, "to_onnx", stop)
     # Never join a real multi-process run (its wait is tested in test_reliability_processes).
     import diffisp.training.parallel as parallel
 
@@ -342,3 +356,100 @@ def test_the_cli_never_shows_a_traceback(stubbed_work, capsys, command, options,
         assert err.strip().splitlines()[-1].startswith(("diffisp: error:", "usage:")) or (
             "error:" in err
         ), (argv, err)
+
+
+# export and tune need their required arguments to get past argparse: each example starts from
+# one of a few (mostly valid) command lines, then adds random options.
+
+# A RAW run: its ONNX export checks both --size and --pattern (saving a run takes seconds).
+_RUNS = {"raw": TrainConfig(input="raw")}
+
+
+@pytest.fixture(scope="module")
+def fuzz_files(tmp_path_factory) -> dict[str, str]:
+    """A saved run (untrained) for export, a damaged ONNX and weights file for tune."""
+    from flax import nnx
+
+    from diffisp.models.task import TASKS
+    from diffisp.training.checkpoint import save_model
+    from diffisp.training.state import build_isp
+
+    root = tmp_path_factory.mktemp("fuzz-cli")
+    files = {}
+    for name, cfg in _RUNS.items():
+        model = TASKS["classify"].build_model(10, rngs=nnx.Rngs(0))
+        save_model(root / name / "model", build_isp(cfg), model, {"config": cfg.to_dict()})
+        files[name] = str(root / name)
+    (root / "bad.onnx").write_bytes(b"\x08\x07garbage")
+    (root / "bad.pt").write_bytes(b"not a state dict")
+    files["bad.onnx"], files["bad.pt"], files["out"] = (
+        str(root / "bad.onnx"),
+        str(root / "bad.pt"),
+        str(root / "out"),
+    )
+    return files
+
+
+_EXPORT_VALUES = st.one_of(
+    _FLAG_VALUES,
+    st.sampled_from(["8x8", "9x8", "0x0", "8x8x8", "16X16", "x8", "rggb", "BGGR", "XYZW"]),
+    st.sampled_from(["onnx", "json"]),
+)
+_EXPORT_FLAGS = ["--format", "--out", "--size", "--pattern", "--seed"]
+_TORCH_MODEL = "torch:diffisp.models.torch_reference:resnet10"
+_TUNE_MODELS = [
+    _TORCH_MODEL,
+    *("torch:os:sep", "torch:os:getenv", "torch:..x:f", "torch:os", "torch:", "torch:nope.x:f"),
+    *("model", "/nonexistent.onnx", "bad.onnx"),
+]
+_TUNE_VALUES = st.one_of(
+    _FLAG_VALUES,
+    st.sampled_from(["bad.pt", "labels", "consistency", "kl", "mse", "raw", "srgb", "mixed"]),
+    st.sampled_from(["NCHW", "NHWC", "32x32", "0x4", "0,1", "1,0", "0,0,0", "0.5,0.5,0.5"]),
+    st.sampled_from(["float16", "bfloat16", "logits", "-1", "quick", "full"]),
+)
+_TUNE_FLAGS = [
+    "--weights", "--loss", "--consistency", "--data", "--data-dir", "--input", "--conditions",
+    "--isp", "--preset", "--num-train", "--num-test", "--image-size", "--batch-size",
+    "--epochs", "--warmup-epochs", "--lr-isp", "--seed", "--layout", "--model-size",
+    "--value-range", "--mean", "--std", "--dtype", "--output", "--out", "--epochs-isp",
+]  # fmt: skip
+
+
+@st.composite
+def export_or_tune_argv(draw) -> list[str]:
+    """``["export", RUN, --format F, --out O, ...]`` or ``["tune", --model M, ...]`` with
+    names (``raw``, ``bad.pt``, ...) standing for the fixture's files."""
+    if draw(st.booleans()):
+        argv = ["export", draw(st.sampled_from([*_RUNS, "/", "/nonexistent", "/proc/version"]))]
+        argv += ["--format", draw(st.sampled_from(["onnx", "json"]))]
+        argv += ["--out", draw(st.sampled_from(["out", "/", "/proc/version", "/dev/null"]))]
+        flags, values = _EXPORT_FLAGS, _EXPORT_VALUES
+    else:
+        model = st.one_of(st.just(_TORCH_MODEL), st.sampled_from(_TUNE_MODELS))
+        argv = ["tune", "--model", draw(model)]
+        flags, values = _TUNE_FLAGS, _TUNE_VALUES
+    for flag, value in draw(st.lists(st.tuples(st.sampled_from(flags), values), max_size=3)):
+        argv += [flag, value]
+    return argv
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(export_or_tune_argv())
+def test_export_and_tune_never_show_a_traceback(stubbed_work, fuzz_files, capsys, argv):
+    from diffisp.cli import main
+
+    argv = [fuzz_files.get(a, a) for a in argv]
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse: a usage line
+        status = exc.code
+    except _WouldWork:
+        event(f"{argv[0]}: reached the work")
+        return
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (argv, err)
+    assert status == 2, (argv, status, err)  # every write is stubbed: no command can finish
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(("diffisp: error:", f"diffisp {argv[0]}: error:")), (argv, err)
+    event(f"{argv[0]}: {'our' if last.startswith('diffisp: error:') else 'usage'} error")

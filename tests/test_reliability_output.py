@@ -166,6 +166,22 @@ def test_atomic_writes_name_the_file_a_full_disk_refused(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
 
 
+def test_atomic_writes_never_replace_a_device_or_fifo(tmp_path):
+    """``--out /dev/null`` as root once swapped the device for a regular file (the rename
+    replaces whatever the name points at); a FIFO stands in for the device here."""
+    import diffisp.util.io as io
+    from diffisp.errors import InputError
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match=r"refusing to replace .*fifo: .*not a regular file"):
+        io.atomic_write_json(fifo, {"a": 1})
+    with pytest.raises(InputError, match="not a regular file"):
+        io.check_output_file(fifo, "x.json")
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+    assert io.atomic_write_json(tmp_path / "ok.json", {"a": 1}).read_text().strip()
+
+
 def _failing_writes(monkeypatch, matches):
     """``atomic_write_bytes`` fails with ENOSPC for the paths ``matches`` accepts."""
     import diffisp.util.io as io

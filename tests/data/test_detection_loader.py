@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,53 @@ def test_coco_folder_written_by_write_scenes_loads_the_same_scenes(scenes_coco):
     np.testing.assert_array_equal(same.test_labels, ds.test_labels)
 
 
+def _renamed_coco(scenes_coco: Path, out: Path, *names: str) -> Path:
+    """A copy of the scenes COCO folder whose ``instances.json`` is saved as each of ``names``."""
+    shutil.copytree(scenes_coco / "images", out / "images")
+    for name in names:
+        shutil.copyfile(scenes_coco / "instances.json", out / name)
+    return out
+
+
+def test_a_coco_folder_with_one_json_file_of_another_name_loads_it(scenes_coco, tmp_path):
+    folder = _renamed_coco(scenes_coco, tmp_path / "c", "annotations.json")
+    (folder / ".hidden.json").write_text("{}")  # hidden files are no candidates
+    (folder / "notes.txt").write_text("not JSON")
+    assert coco_paths(folder) == (folder / "annotations.json", folder / "images")
+    ds = load_detection(f"coco:{folder}", image_size=32, seed=3)
+    ref = load_detection(f"coco:{scenes_coco}", image_size=32, seed=3)
+    assert ds.name == f"coco:{folder / 'annotations.json'}"
+    np.testing.assert_array_equal(ds.test_labels, ref.test_labels)
+
+
+def test_instances_json_wins_over_other_json_files(scenes_coco, tmp_path):
+    folder = _renamed_coco(scenes_coco, tmp_path / "c", "instances.json", "a.json")
+    (folder / "z.json").write_text("[]")
+    assert coco_paths(folder)[0] == folder / "instances.json"
+
+
+def test_several_json_files_are_listed_and_one_can_be_named(scenes_coco, tmp_path):
+    folder = _renamed_coco(scenes_coco, tmp_path / "c", "val.json", "train.json")
+    with pytest.raises(DataError) as err:
+        coco_paths(folder)
+    message = str(err.value)
+    assert "holds no instances.json but 2 JSON files (train.json, val.json)" in message
+    assert f"coco:{folder / 'train.json'}" in message
+    # Naming the file picks it; images still resolve to the folder's images/.
+    assert coco_paths(folder / "val.json") == (folder / "val.json", folder / "images")
+    ds = load_detection(f"coco:{folder / 'val.json'}", image_size=32)
+    assert ds.num_train == 6
+
+
+def test_a_long_candidate_list_is_cut(tmp_path):
+    for i in range(13):
+        (tmp_path / f"f{i:02d}.json").write_text("{}")
+    with pytest.raises(DataError) as err:
+        coco_paths(tmp_path)
+    shown = ", ".join(f"f{i:02d}.json" for i in range(10))
+    assert f"13 JSON files ({shown}, ... (3 more))" in str(err.value)
+
+
 def test_subsets_are_seeded_ordered_and_never_larger_than_the_data(scenes_coco):
     full = load_detection(f"coco:{scenes_coco}", image_size=32)
     part = load_detection(f"coco:{scenes_coco}", num_train=3, num_test=2, image_size=32, seed=5)
@@ -98,7 +146,7 @@ def test_bad_specs_name_the_problem(tmp_path):
         load_detection("builtin")
     with pytest.raises(ConfigError, match="needs a path"):
         load_detection("voc:")
-    with pytest.raises(DataError, match=r"holds no instances\.json"):
+    with pytest.raises(DataError, match=r"holds no instances\.json and no other \.json file"):
         load_detection(f"coco:{tmp_path}", image_size=32)
     with pytest.raises(DataError, match="do not exist"):
         load_detection(f"coco:{tmp_path / 'none.json'}", image_size=32)

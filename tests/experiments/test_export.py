@@ -46,6 +46,24 @@ def test_json_export_reloads_to_identical_output(run, tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(again(images)), np.asarray(isp(images)))
 
 
+def test_export_refuses_an_out_it_cannot_write_before_loading(run, tmp_path, capsys):
+    import os
+
+    run_dir, _, _ = run
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out, message in [
+        ("/", "the export file / is a directory, not a file"),  # was a ValueError traceback
+        (str(tmp_path), "is a directory, not a file"),
+        (str(fifo), "not a regular file"),  # --out /dev/null as root replaced the device
+    ]:
+        assert main(["export", str(run_dir), "--format", "json", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.startswith("diffisp: error: "), err
+        assert message in err, err
+    assert fifo.is_fifo()
+
+
 def test_onnx_export_and_damaged_files(run, tmp_path):
     pytest.importorskip("jax2onnx")
     from diffisp.experiments.export import read_onnx

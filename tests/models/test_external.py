@@ -136,6 +136,32 @@ def test_an_op_with_no_lowering_is_named():
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("torch:..x:f", "absolute"),  # were TypeError tracebacks (a relative import)
+        ("torch:.x:f", "absolute"),
+        ("torch:os:sep", r"os\.sep is a str, not a factory"),  # a TypeError: not callable
+        ("torch:os:path", r"os\.path is a module, not a factory"),
+        ("torch:os:getenv", r"cannot call os\.getenv\(\): .*missing"),  # needs arguments
+    ],
+)
+def test_load_torch_factory_refuses_what_is_no_factory(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        load_model(spec)
+
+
+def test_weights_torch_load_cannot_read_are_our_error(tmp_path):
+    """Were an UnpicklingError, an EOFError or an IndexError from torch.load."""
+    spec = "torch:diffisp.models.torch_reference:resnet10"
+    for name, data in [("text.pt", b"not a state dict\n"), ("empty.pt", b"")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ConfigError, match=f"{name}' is not a PyTorch state dict"):
+            load_model(spec, weights=tmp_path / name)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_model(spec, weights=tmp_path)
+
+
 def test_load_torch_factory_errors(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "usermodels.py").write_text(

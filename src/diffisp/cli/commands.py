@@ -14,7 +14,9 @@ from diffisp.errors import ConfigError
 
 def cmd_export(args: argparse.Namespace) -> int:
     from diffisp.experiments.export import export_run
+    from diffisp.util.io import check_output_path
 
+    args.out = check_output_path(args.out, directory=False, what="export file")
     size = None
     if args.size is not None:
         try:

@@ -3,10 +3,12 @@
 Specs:
 
 * ``scenes``: the generated offline stand-in (:func:`~diffisp.data.scenes.load_scenes`);
-* ``coco:PATH``: a COCO ``instances`` JSON. PATH is a folder holding ``instances.json`` or the
-  JSON file itself; image ``file_name`` values are relative to the folder's ``images/``
-  subfolder when it has one (the layout :func:`~diffisp.data.scenes.write_scenes_coco` writes),
-  else to the folder itself;
+* ``coco:PATH``: a COCO ``instances`` JSON. PATH is the JSON file itself or a folder holding
+  it: the folder's ``instances.json`` when it has one, else its only ``*.json`` file (e.g.
+  ``annotations.json``); a folder with several and no ``instances.json`` is refused, listing
+  them (name one as ``coco:DIR/NAME.json``). Image ``file_name`` values are relative to the
+  folder's ``images/`` subfolder when it has one (the layout
+  :func:`~diffisp.data.scenes.write_scenes_coco` writes), else to the folder itself;
 * ``voc:ROOT``: a Pascal VOC folder (``Annotations/``, ``JPEGImages/``).
 
 For COCO and VOC data ``num_train``/``num_test`` take seeded subsets of the reader's splits;
@@ -31,6 +33,7 @@ from diffisp.errors import ConfigError, DataError, InputTypeError
 
 DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
 COCO_JSON = "instances.json"
+MAX_LISTED = 10  # candidate JSON files an error names
 
 
 def is_detection_spec(spec: str) -> bool:
@@ -53,15 +56,39 @@ def coco_paths(path: str | Path) -> tuple[Path, Path]:
     """``(instances JSON, images folder)`` of a ``coco:PATH`` spec (see module docstring)."""
     path = absolute_root(path)
     if path.is_dir():
-        annotations, base = path / COCO_JSON, path
-        if not annotations.is_file():
-            raise DataError(f"{path} holds no {COCO_JSON}; pass the JSON file as coco:FILE.json")
+        annotations, base = coco_folder_json(path), path
     else:
         annotations, base = path, path.parent
         if not annotations.is_file():
             raise DataError(f"COCO annotations {annotations} do not exist")
     images = base / "images"
     return annotations, images if images.is_dir() else base
+
+
+def coco_folder_json(folder: Path) -> Path:
+    """The annotation JSON of a ``coco:DIR`` folder: ``instances.json`` when there, else the
+    folder's only ``*.json`` file (hidden files not counted); none or several (and no
+    ``instances.json``) is a :class:`DataError` listing what the folder holds."""
+    known = folder / COCO_JSON
+    if known.is_file():
+        return known
+    candidates = sorted(
+        p.name for p in folder.glob("*.json") if p.is_file() and not p.name.startswith(".")
+    )
+    if len(candidates) == 1:
+        return folder / candidates[0]
+    if not candidates:
+        raise DataError(
+            f"{folder} holds no {COCO_JSON} and no other .json file; "
+            "pass the COCO annotation file as coco:FILE.json"
+        )
+    shown = ", ".join(candidates[:MAX_LISTED])
+    if len(candidates) > MAX_LISTED:
+        shown += f", ... ({len(candidates) - MAX_LISTED} more)"
+    raise DataError(
+        f"{folder} holds no {COCO_JSON} but {len(candidates)} JSON files ({shown}); "
+        f"name the COCO annotation file, e.g. coco:{folder / candidates[0]}"
+    )
 
 
 def load_detection(
@@ -151,6 +178,7 @@ def subset_detection(
 __all__ = [
     "DETECTION_SPECS",
     "absolute_detection_spec",
+    "coco_folder_json",
     "coco_paths",
     "is_detection_spec",
     "load_detection",

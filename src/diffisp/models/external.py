@@ -244,26 +244,47 @@ def load_torch_factory(target: str, weights: str | Path | None = None, **kwargs:
     """``PKG.MODULE:FACTORY`` called with ``kwargs``, with the state dict of ``weights`` loaded.
 
     Raises:
-      ConfigError: the module or factory does not exist, the weights file is missing, or its
-        keys or shapes do not fit the model (the first mismatches are named).
+      ConfigError: the module or factory does not exist (or is no callable of no arguments),
+        the weights file is missing or not a state dict ``torch.load`` reads, or its keys or
+        shapes do not fit the model (the first mismatches are named).
     """
     torch = require("torch")
     module_name, _, factory_name = target.partition(":")
     if not module_name or not factory_name:
         raise ConfigError(f"a torch model is PKG.MODULE:FACTORY; got {target!r}")
+    if module_name.startswith("."):
+        raise ConfigError(f"a torch model's module is absolute (no leading '.'); got {target!r}")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
-    except ImportError as err:
+    except (ImportError, ValueError) as err:  # ValueError: an empty part, e.g. 'a..b'
         raise ConfigError(f"cannot import {module_name!r} for {target!r}: {err}") from None
     except AttributeError:
         raise ConfigError(f"{module_name} has no {factory_name!r} ({target!r})") from None
-    module = factory(**kwargs)
+    if not callable(factory):
+        raise ConfigError(
+            f"{module_name}.{factory_name} is a {type(factory).__name__}, not a factory "
+            f"(a function or class returning the model) ({target!r})"
+        )
+    try:
+        module = factory(**kwargs)
+    except TypeError as err:  # it needs arguments: not a factory of no arguments
+        raise ConfigError(f"cannot call {module_name}.{factory_name}(): {err}") from err
     if weights is None:
         return module
     path = Path(weights)
     if not path.is_file():
-        raise ConfigError(f"weights file {str(path)!r} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        problem = "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(f"weights file {str(path)!r} {problem}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # a file torch.load cannot read (not a state dict, truncated)
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise ConfigError(
+            f"weights file {str(path)!r} is not a PyTorch state dict "
+            f"(torch.load(weights_only=True): {type(err).__name__}: {first})"
+        ) from err
     if isinstance(state, dict) and "state_dict" in state and len(state) <= 4:
         state = state["state_dict"]  # a training checkpoint's usual layout
     try:

@@ -14,6 +14,7 @@ from typing import Any
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
+    _refuse_special(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,6 +36,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             raise _naming(exc, path) from None
         raise
     return path
+
+
+def _refuse_special(path: Path) -> None:
+    """Refuse to replace a device, FIFO or socket (``--out /dev/null`` as root would swap the
+    device for a regular file: the rename replaces whatever the name points at)."""
+    import stat
+
+    from diffisp.errors import InputError
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # absent (or unreadable: the write reports it)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"refusing to replace {path}: it exists and is not a regular file")
 
 
 def _naming(exc: OSError, path: Path) -> OSError:
@@ -132,7 +148,8 @@ def check_output_path(path: str | Path, *, directory: bool, what: str = "output"
 
     Raises:
       InputError: an empty name, a NUL byte, a name longer than 255 bytes, a path under an
-        existing file, a file where a directory is wanted (or the reverse), or a location that
+        existing file, a file where a directory is wanted (or the reverse), an existing device,
+        FIFO or socket where a file is wanted (the write would replace it), or a location that
         is read-only / not writable. The message names the path. Failures only the write can
         reveal (a full disk) still raise ``OSError``, which the CLI reports in one line.
     """
@@ -145,6 +162,8 @@ def check_output_path(path: str | Path, *, directory: bool, what: str = "output"
             raise InputError(f"the {what} {path} exists and is not a directory")
         if not directory and path.is_dir():
             raise InputError(f"the {what} {path} is a directory, not a file")
+        if not directory:
+            _refuse_special(path)
         parent = path if directory else path.parent
     else:
         if not existing.is_dir():
