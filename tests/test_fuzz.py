@@ -362,7 +362,7 @@ def test_the_cli_never_shows_a_traceback(stubbed_work, capsys, command, options,
 # one of a few (mostly valid) command lines, then adds random options.
 
 # A RAW run: its ONNX export checks both --size and --pattern (saving a run takes seconds).
-_RUNS = {"raw": TrainConfig(input="raw")}
+_RUNS = {"raw": TrainConfig.of(input="raw")}
 
 
 @pytest.fixture(scope="module")

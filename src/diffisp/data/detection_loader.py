@@ -27,8 +27,8 @@ from diffisp.data.coco import load_coco
 from diffisp.data.detection import SPLITS, DetectionDataset
 from diffisp.data.folder import absolute_root
 from diffisp.data.scenes import load_scenes
-from diffisp.data.voc import load_voc
 from diffisp.data.spec import DataSpec
+from diffisp.data.voc import load_voc
 from diffisp.errors import ConfigError, DataError, InputTypeError
 
 DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
