@@ -41,6 +41,33 @@ def check_image_size(value: object) -> int:
     return check_int(value, "image_size", minimum=MIN_IMAGE_SIZE)
 
 
+def check_load_arguments(
+    spec: object,
+    num_train: object,
+    num_test: object,
+    seed: object,
+    image_size: object,
+    *,
+    example: str,
+) -> tuple[str, int | None, int | None, int, int]:
+    """The arguments every ``load_*`` entry point takes, checked: ``(spec as a str,
+    num_train, num_test, seed, image_size)``. ``spec`` may be a parsed
+    :class:`~diffisp.data.spec.DataSpec`; ``example`` names a valid spec in the error."""
+    from diffisp.data.spec import DataSpec  # it imports folder, which imports this module
+
+    if isinstance(spec, DataSpec):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise InputTypeError(f"spec must be a str such as {example!r}; got {type(spec).__name__}")
+    return (
+        spec,
+        check_count(num_train, "num_train"),
+        check_count(num_test, "num_test"),
+        check_int(seed, "seed", minimum=0),
+        check_image_size(image_size),
+    )
+
+
 def check_enough(requested: int | None, available: int, what: str, hint: str) -> int:
     """Resolve ``requested`` (None = all) against ``available``; never silently return fewer."""
     if requested is None:

@@ -90,19 +90,6 @@ class Dataset(InMemoryTrainSplit):
         """The task targets of ``split`` (``"train"`` or ``"test"``): ``(N,)`` int32 labels."""
         return getattr(self, f"{split}_labels")
 
-    @property
-    def image_size(self) -> int:
-        """Side ``S`` of the square images."""
-        return int(self.train_images.shape[1])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_images.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_images.shape[0])
-
     def __repr__(self) -> str:
         # The default repr would print whole arrays.
         return (

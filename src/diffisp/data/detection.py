@@ -121,21 +121,9 @@ class DetectionDataset(InMemoryTrainSplit):
         }
 
     @property
-    def image_size(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
     def max_objects(self) -> int:
         """``M``, the padded number of object slots per image."""
         return int(self.train_boxes.shape[1])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_images.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_images.shape[0])
 
     def __repr__(self) -> str:
         return (

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from diffisp.data._common import check_count, check_image_size, check_int
+from diffisp.data._common import check_load_arguments
 from diffisp.data.coco import load_coco
 from diffisp.data.detection import SPLITS, DetectionDataset
 from diffisp.data.folder import absolute_root
 from diffisp.data.scenes import load_scenes
 from diffisp.data.spec import DataSpec
 from diffisp.data.voc import load_voc
-from diffisp.errors import ConfigError, DataError, InputTypeError
+from diffisp.errors import ConfigError, DataError
 
 DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
 COCO_JSON = "instances.json"
@@ -115,13 +115,9 @@ def load_detection(
       InputTypeError: ``spec`` not a str. ConfigError: an unknown spec or a bad argument.
       DataError: data missing or malformed, or fewer images than asked for.
     """
-    if isinstance(spec, DataSpec):
-        spec = str(spec)
-    if not isinstance(spec, str):
-        raise InputTypeError(f"spec must be a str such as 'scenes'; got {type(spec).__name__}")
-    num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
-    seed = check_int(seed, "seed", minimum=0)
-    image_size = check_image_size(image_size)
+    spec, num_train, num_test, seed, image_size = check_load_arguments(
+        spec, num_train, num_test, seed, image_size, example="scenes"
+    )
     kind, _, argument = spec.strip().partition(":")
     kind, argument = kind.lower(), argument.strip()
     if not is_detection_spec(spec):

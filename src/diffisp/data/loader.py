@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from diffisp.data._common import check_count, check_image_size, check_int
+from diffisp.data._common import check_load_arguments
 from diffisp.data.builtin import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN, load_builtin
 from diffisp.data.cifar import find_cifar10, load_cifar10, missing_message
 from diffisp.data.dataset import Dataset
@@ -61,13 +61,9 @@ def load_dataset(
       ConfigError: an unknown ``spec`` or an out-of-range argument.
       DataError: data missing, corrupt or smaller than requested.
     """
-    if isinstance(spec, DataSpec):
-        spec = str(spec)
-    if not isinstance(spec, str):
-        raise InputTypeError(f"spec must be a str such as 'auto'; got {type(spec).__name__}")
-    num_train, num_test = check_count(num_train, "num_train"), check_count(num_test, "num_test")
-    seed = check_int(seed, "seed", minimum=0)
-    image_size = check_image_size(image_size)
+    spec, num_train, num_test, seed, image_size = check_load_arguments(
+        spec, num_train, num_test, seed, image_size, example="auto"
+    )
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise InputTypeError(f"data_dir must be a path or None; got {type(data_dir).__name__}")
     if not isinstance(download, bool):

@@ -119,14 +119,28 @@ class StreamOptions:
 
 
 class InMemoryTrainSplit:
-    """For data sets held in memory (``train_images`` and ``targets(split)``): the training
-    split as the loop reads it, on the device, captured by ``model``."""
+    """For data sets held in memory (``train_images``, ``test_images`` and
+    ``targets(split)``): the training split as the loop reads it, on the device, captured by
+    ``model``, and the sizes of the splits."""
 
     def train_source(
         self, model: CaptureModel, capture_key: jax.Array, options: StreamOptions | None = None
     ) -> InMemorySource:
         del options  # held in memory: nothing to stream
         return InMemorySource(self.train_images, self.targets("train"), model, capture_key)
+
+    @property
+    def image_size(self) -> int:
+        """Side ``S`` of the square images."""
+        return int(self.train_images.shape[1])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_images.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_images.shape[0])
 
 
 # A tag that keeps the epoch orders apart from every other seeded numpy stream.

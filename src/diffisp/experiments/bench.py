@@ -332,11 +332,7 @@ def run_bench(
     phases = ("phase1", "phase2")
     return {
         "schema": BENCH_SCHEMA,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor(),
-            "devices": [str(d) for d in jax.devices()],
-        },
+        "machine": machine_info(),
         "config": {
             "num_train": num_train,
             "batch_size": batch_size,
@@ -401,3 +397,12 @@ def print_bench(result: dict[str, Any]) -> None:
         f"evaluation (ISP + CNN, eval mode): {inference['eval_images_per_s']:,.0f} img/s; "
         f"ISP alone: {inference['isp_only_images_per_s']:,.0f} img/s"
     )
+
+
+def machine_info() -> dict[str, Any]:
+    """What a bench figure was measured on."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor(),
+        "devices": [str(d) for d in jax.devices()],
+    }

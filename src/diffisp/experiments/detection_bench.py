@@ -12,8 +12,6 @@ the COCO evaluator on the host.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +20,7 @@ import jax
 from flax import nnx
 
 from diffisp.data.scenes import load_scenes
+from diffisp.experiments.bench import machine_info
 from diffisp.experiments.usage import best_seconds
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
@@ -79,11 +78,7 @@ def run_detection_bench(
     inference = bench_detection_inference(state, data, repeats)
     return {
         "schema": DETECTION_BENCH_SCHEMA,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor(),
-            "devices": [str(d) for d in jax.devices()],
-        },
+        "machine": machine_info(),
         "config": {
             "num_train": num_train,
             "num_test": num_test,

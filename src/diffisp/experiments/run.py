@@ -210,13 +210,7 @@ def run_experiment(
     try:
         with DirectoryLock(out_dir):
             return _run_locked(
-                cfg,
-                out_dir,
-                resume=resume,
-                command=command,
-                log=log,
-                progress=progress,
-                figures=figures,
+                cfg, out_dir, resume, command=command, log=log, progress=progress, figures=figures
             )
     except BaseException:
         # A run that could not start leaves nothing behind (not even the lock's directory).
@@ -237,13 +231,13 @@ def _remove_created(out_dir: Path, parents: list[Path]) -> None:
 
 def _run_locked(
     cfg: TrainConfig | None,
-    out_dir: str | Path,
+    out_dir: Path,
+    resume: bool,
     *,
-    resume: bool = False,
-    command: str | None = None,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-    figures: FigureWriter | None = None,
+    command: str | None,
+    log: Callable[[str], None],
+    progress: bool,
+    figures: FigureWriter | None,
 ) -> RunOutcome:
     """:func:`run_experiment`'s work, with ``out_dir`` locked."""
     started = time.perf_counter()

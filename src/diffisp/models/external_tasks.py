@@ -27,34 +27,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from diffisp.errors import ConfigError
 from diffisp.models.evaluate import predict
+from diffisp.models.task import Classification
 
 CONSISTENCY_KINDS = ("kl", "mse")
 
 
-class _ExternalTask:
-    """What both external tasks share: the model is the user's, never built here."""
-
-    headline: str = "accuracy"
+@dataclass(frozen=True)
+class _ExternalTask(Classification):
+    """What both external tasks share with classification (predictions, accuracy, how they
+    are reported); the model is the user's, never built here."""
 
     def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> Any:
         raise ConfigError(
             "an external model is loaded, not built: use diffisp.models.external.load_model"
         )
-
-    def predict(self, model: nnx.Module, images: jax.Array) -> jax.Array:
-        return jnp.argmax(model(images), axis=-1)
-
-    def metrics(self, predictions: Any, targets: Any) -> dict[str, float]:
-        predictions, targets = np.asarray(predictions), np.asarray(targets)
-        return {
-            "accuracy": float(np.mean(predictions == targets)),
-            "num_samples": int(targets.shape[0]),
-        }
 
 
 @dataclass(frozen=True)
@@ -62,17 +52,6 @@ class LabelCrossEntropy(_ExternalTask):
     """Cross-entropy of the frozen model's logits against integer class labels ``(N,)``."""
 
     name: str = "external-labels"
-    headline: str = "accuracy"
-
-    def loss(
-        self, model: nnx.Module, images: jax.Array, targets: jax.Array
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits = model(images)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-        return loss, {"correct": jnp.sum(jnp.argmax(logits, -1) == targets)}
-
-    def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
-        return float(sums["correct"]) / num_samples
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,15 @@ class Task(Protocol):
         ...
 
 
+def label_cross_entropy(
+    logits: jax.Array, labels: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy of ``logits`` ``(N, K)`` against integer ``labels`` ``(N,)``, and the
+    number of correct arg-max predictions (``{"correct": ...}``) for the training score."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, {"correct": jnp.sum(jnp.argmax(logits, -1) == labels)}
+
+
 @dataclass(frozen=True)
 class Classification:
     """Image classification with a CNN and softmax cross-entropy; metric: accuracy.
@@ -78,9 +87,7 @@ class Classification:
     def loss(
         self, model: nnx.Module, images: jax.Array, targets: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits = model(images)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-        return loss, {"correct": jnp.sum(jnp.argmax(logits, -1) == targets)}
+        return label_cross_entropy(model(images), targets)
 
     def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
         return float(sums["correct"]) / num_samples
