@@ -90,14 +90,17 @@ def run_study(
         )
     metric = runs[0].get("metric", "accuracy")
     methods = _aggregate_methods(runs, metric)
+    # What each sweep holds as trained: the capture model's own ranges (mixed conditions
+    # train on another brightness range than uniform low light).
+    capture_model = cfg.capture.model()
     sweeps = {
         "brightness": _aggregate_sweep(
             sweeps_per_seed,
             "brightness",
             "brightness factor",
             brightness_values,
-            fixed={"noise_sigma": cfg.capture.noise_sigma},
-            trained=list(cfg.capture.brightness),
+            fixed={"noise_sigma": list(capture_model.trained_range("noise_sigma"))},
+            trained=list(capture_model.trained_range("brightness")),
             metric=metric,
         ),
         "noise_sigma": _aggregate_sweep(
@@ -105,8 +108,8 @@ def run_study(
             "noise_sigma",
             "noise sigma",
             noise_values,
-            fixed={"brightness": list(cfg.capture.brightness)},
-            trained=[cfg.capture.noise_sigma] * 2,
+            fixed={"brightness": list(capture_model.trained_range("brightness"))},
+            trained=list(capture_model.trained_range("noise_sigma")),
             metric=metric,
         ),
     }
