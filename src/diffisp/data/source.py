@@ -13,6 +13,7 @@ the same capture in memory, streamed or on any host.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,8 +85,7 @@ class InMemorySource:
     def with_targets(self, targets: Any) -> InMemorySource:
         """The same images and captures with other targets (e.g. a frozen model's outputs on
         the clean images, for a label-free loss)."""
-        out = object.__new__(InMemorySource)
-        out.clean, out.captured, out.conditions = self.clean, self.captured, self.conditions
+        out = copy.copy(self)  # shares the device arrays: nothing is captured again
         out.targets = jax.tree.map(jnp.asarray, targets)
         if jax.tree.leaves(out.targets)[0].shape[0] != len(self):
             raise DataError(f"targets must have a leading axis of {len(self)} images")
