@@ -89,7 +89,7 @@ def check_pixel_count(path: Path, max_pixels: int) -> tuple[int, int]:
 
 class ChainRunner(Protocol):
     """How :func:`run_isp_tiled` evaluates the ISP: eagerly (:class:`EagerRunner`) or through
-    functions compiled once (:class:`diffisp.experiments.render.CompiledRunner`)."""
+    functions compiled once (:class:`diffisp.experiments.render_compiled.CompiledRunner`)."""
 
     def decide(self, isp: Any, batch: np.ndarray) -> tuple[list[str], list[dict], jax.Array]:
         """``(stage names, per-stage values, (1, S) bool gates)`` for the whole image."""
@@ -165,7 +165,7 @@ def run_isp_tiled(
       image: ``(H, W, 3)`` float32 in [0, 1].
       tile: side of the square tiles (>= 1); a halo of neighbours is added for spatial stages.
       runner: how the stages are evaluated (default: eagerly; ``diffisp apply`` passes a
-        :class:`~diffisp.experiments.render.CompiledRunner`, which compiles each piece once
+        :class:`~diffisp.experiments.render_compiled.CompiledRunner`, which compiles each piece once
         per tile shape).
 
     Returns:
