@@ -38,11 +38,11 @@ def test_each_section_checks_its_own_values():
 
 def test_what_spans_two_sections_is_checked_by_the_config():
     with pytest.raises(ConfigError, match=r"batch_size .* larger than the training set"):
-        TrainConfig.of(data=DataSection(num_train=16), optim=OptimSection(batch_size=32))
+        TrainConfig(data=DataSection(num_train=16), optim=OptimSection(batch_size=32))
     with pytest.raises(ConfigError, match="needs detection data"):
         TrainConfig.of(task="detect", data="builtin")
     with pytest.raises(ConfigError, match="section 'optim' must be a OptimSection"):
-        TrainConfig.of(optim={"batch_size": 8})
+        TrainConfig(optim={"batch_size": 8})
     raw = TrainConfig.of(input="raw", isp="seed")
     assert raw.isp.stages[:3] == ("raw_wb", "demosaic", "raw_ccm")  # the RAW front added
 

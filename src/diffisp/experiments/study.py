@@ -94,24 +94,19 @@ def run_study(
     # train on another brightness range than uniform low light).
     capture_model = cfg.capture.model()
     sweeps = {
-        "brightness": _aggregate_sweep(
+        kind: _aggregate_sweep(
             sweeps_per_seed,
-            "brightness",
-            "brightness factor",
-            brightness_values,
-            fixed={"noise_sigma": list(capture_model.trained_range("noise_sigma"))},
-            trained=list(capture_model.trained_range("brightness")),
+            kind,
+            label,
+            values,
+            fixed={other: list(capture_model.trained_range(other))},
+            trained=list(capture_model.trained_range(kind)),
             metric=metric,
-        ),
-        "noise_sigma": _aggregate_sweep(
-            sweeps_per_seed,
-            "noise_sigma",
-            "noise sigma",
-            noise_values,
-            fixed={"brightness": list(capture_model.trained_range("brightness"))},
-            trained=list(capture_model.trained_range("noise_sigma")),
-            metric=metric,
-        ),
+        )
+        for kind, label, values, other in (
+            ("brightness", "brightness factor", brightness_values, "noise_sigma"),
+            ("noise_sigma", "noise sigma", noise_values, "brightness"),
+        )
     }
     figure_paths = [] if figures is None else figures.sweeps(out_dir / "figures", sweeps, methods)
     study = {
