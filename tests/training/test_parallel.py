@@ -65,7 +65,16 @@ def _result(npz: Path, devices: str) -> dict:
     return {"losses": data[f"losses_{devices}"], "params": data[f"params_{devices}"]}
 
 
-@pytest.mark.parametrize("case", ["classify", "adaptive", "detect"])
+# The classifier in the fast suite; the adaptive ISP and the detector (2-2.5 min each on two
+# busy cores) and two processes in the slow one.
+@pytest.mark.parametrize(
+    "case",
+    [
+        "classify",
+        pytest.param("adaptive", marks=pytest.mark.slow),
+        pytest.param("detect", marks=pytest.mark.slow),
+    ],
+)
 def test_eight_cpu_devices_train_what_one_device_trains(tmp_path, case):
     out = tmp_path / f"{case}.npz"
     _finish(_worker(case, str(out), "--devices", "1", "8", devices_per_process=8))
@@ -78,6 +87,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_process_trains(tmp_path):
     coordinator = f"localhost:{_free_port()}"
     workers = [
