@@ -175,3 +175,22 @@ def test_a_large_coco_file_says_it_is_being_read_and_what_it_held(tmp_path, monk
     assert len(lines) == 2
     assert lines[0].startswith("reading 0 MB of COCO annotations from ") and "ann.json" in lines[0]
     assert lines[1].startswith("read 2 images, 0 annotations and 1 categories from ")
+
+
+def test_an_image_folder_refuses_links_that_lead_outside_it(tmp_path):
+    from diffisp.data.folder import load_folder
+
+    root = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        for i in range(2):
+            _png(root / name / f"{i}.png")
+    secret = _png(tmp_path / "elsewhere" / "secret.png")
+    (root / "cat" / "2.png").symlink_to(secret)
+    with pytest.raises(DataError, match=r"image cat/2.png is a symbolic link to .*secret.png"):
+        load_folder(root, image_size=8)
+    (root / "cat" / "2.png").unlink()
+    (root / "cat" / "2.png").symlink_to(root / "dog" / "0.png")  # inside the folder: fine
+    assert load_folder(root, image_size=8).num_train + load_folder(root, image_size=8).num_test == 5
+    (root / "bird").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(DataError, match="class folder 'bird' is a symbolic link"):
+        load_folder(root, image_size=8)

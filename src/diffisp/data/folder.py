@@ -31,6 +31,7 @@ from diffisp.data.dataset import Dataset, SourceFile
 from diffisp.data.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    check_inside_root,
     is_image_file,
     load_image_and_digest,
 )
@@ -204,9 +205,15 @@ def scan_folder(root: str | Path) -> dict[str, list[Path]]:
         if not entry.is_dir():
             skipped.append(entry)
             continue
+        check_inside_root(entry, root, f"class folder {entry.name!r}")
         files = []
         for item in _visible(entry):
-            (files if item.is_file() and is_image_file(item) else skipped).append(item)
+            if item.is_file() and is_image_file(item):
+                # A link may stay inside the folder; one that reads elsewhere is refused.
+                check_inside_root(item, root, f"image {item.relative_to(root)}")
+                files.append(item)
+            else:
+                skipped.append(item)
         if not files:
             raise DataError(
                 f"class folder {entry} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
