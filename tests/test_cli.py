@@ -93,3 +93,31 @@ def test_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
     assert full.optim.schedule == "constant"
     assert cfg("--quick").data.num_train == 512
     assert cfg("--quick", "--num-test", "64").data.num_test == 64  # the command line wins
+
+
+def test_the_results_table_is_read_in_two_lines_with_its_sampling_error():
+    from diffisp.cli.commands import reading
+
+    def row(label, acc):
+        return {"label": label, "accuracy": acc, "num_samples": 100, "description": ""}
+
+    metrics = {
+        "metric": "accuracy",
+        "dataset": {"num_test": 100},
+        "results": {
+            "no_isp": row("No ISP", 0.20),
+            "dark_cnn": row("CNN fine-tuned on dark", 0.50),
+            "fixed_gamma_cnn": row("Fixed gamma + fine-tuned CNN", 0.55),
+            "learned_isp_phase1": row("Learned ISP (phase 1)", 0.35),
+            "learned_isp_phase2": row("Learned ISP (phase 2)", 0.60),
+            "adaptive_l0_frozen": row("Adaptive ISP, frozen CNN", 0.45),
+            "clean_oracle": row("Clean oracle", 0.9),
+        },
+    }
+    retrain, frozen = reading(metrics)
+    assert retrain.startswith("Retraining allowed: Learned ISP (phase 2) 60.0% vs Fixed gamma")
+    assert "(+5.0 points)" in retrain
+    assert frozen.startswith("Model frozen: Adaptive ISP, frozen CNN 45.0%") and "20.0%" in frozen
+    assert "100 test images, one seed; each accuracy is known to about ±10%" in frozen
+    del metrics["results"]["dark_cnn"], metrics["results"]["fixed_gamma_cnn"]
+    assert reading(metrics) == []  # no retrained rows: nothing to compare

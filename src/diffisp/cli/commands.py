@@ -125,13 +125,78 @@ def _print_results(metrics: dict[str, Any]) -> None:
     table.add_column("method")
     for column in columns:
         table.add_column(column, justify="right")
+    table.caption = (
+        "gap closed: the share of the gap from No ISP to the clean oracle a method closes "
+        "(above 100 %: better than the oracle of equal budget)"
+    )
+    interval = reporting.proportion  # a binomial interval over the test images; mAP has none
+    if interval:
+        table.add_column("95 % interval", justify="right")
     table.add_column("gap closed", justify="right")
     table.add_column("what goes in")
     for row in metrics["results"].values():
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         values = [_percent(row.get(c)) for c in columns]
+        if interval:
+            values.append(_interval_text(row.get(metric), row.get("num_samples")))
         table.add_row(row["label"], *values, gap, row["description"])
     Console().print(table)
+    for line in reading(metrics):
+        print(line)
+
+
+def _interval_text(value: Any, n: Any) -> str:
+    from diffisp.report.html import wilson_interval
+
+    if not isinstance(value, (int, float)) or value != value or not n:
+        return "-"
+    low, high = wilson_interval(float(value), int(n))
+    return f"{low:.0%}-{high:.0%}"
+
+
+# Rows of the results table (docs/results-format.md) by what they answer.
+_RETRAINED = ("dark_cnn", "fixed_gamma_cnn")
+_FROZEN_MODEL_BASELINE = "no_isp"
+
+
+def reading(metrics: dict[str, Any]) -> list[str]:
+    """Two lines under the results table: the learned ISP against retraining the model, and
+    in front of the model left frozen, with the test-set size and the seed count that bound
+    them. Empty when the rows are not there."""
+    from diffisp.experiments.protocol import FROZEN_SUFFIX
+    from diffisp.models.reporting import reporting_for
+
+    reporting = reporting_for(metrics.get("metric"))
+    rows, key = metrics["results"], reporting.metric
+
+    def best(keys: list[str]) -> tuple[str, float] | None:
+        scored = [(k, rows[k][key]) for k in keys if isinstance(rows.get(k, {}).get(key), float)]
+        return max(scored, key=lambda kv: kv[1]) if scored else None
+
+    baseline = {"no_isp", "fixed_gamma", "auto_isp", "histogram_eq", "clean_oracle"}
+    learned = [
+        k for k in rows if k not in baseline and k not in _RETRAINED and "raw_adapter" not in k
+    ]
+    frozen = [k for k in learned if k == "learned_isp_phase1" or k.endswith(FROZEN_SUFFIX)]
+    joint, retrained = best([k for k in learned if k not in frozen]), best(list(_RETRAINED))
+    in_front, alone = best(frozen), best([_FROZEN_MODEL_BASELINE])
+    if not (joint and retrained and in_front and alone):
+        return []
+    n = rows[joint[0]].get("num_samples") or metrics["dataset"].get("num_test")
+    points = f"{reporting.named()}points"
+    caveat = f"{n} test images, one seed"
+    if reporting.proportion and n:  # the widest 95 % binomial half-width, at 50 %
+        caveat += f"; each accuracy is known to about ±{1.96 * (0.25 / int(n)) ** 0.5:.0%}"
+
+    def named(k: str) -> str:
+        return rows[k]["label"]
+
+    return [
+        f"Retraining allowed: {named(joint[0])} {joint[1]:.1%} vs {named(retrained[0])} "
+        f"{retrained[1]:.1%} ({100 * (joint[1] - retrained[1]):+.1f} {points}).",
+        f"Model frozen: {named(in_front[0])} {in_front[1]:.1%} vs the model alone on the dark "
+        f"images {alone[1]:.1%} ({100 * (in_front[1] - alone[1]):+.1f} {points}; {caveat}).",
+    ]
 
 
 def _percent(value: Any, digits: int = 1) -> str:
