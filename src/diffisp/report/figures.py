@@ -239,6 +239,10 @@ def sweep_figure(path: Path, data: dict, methods: dict) -> Path:
     return _save(fig, path)
 
 
+# Dark inputs are brightened this much for viewing in the figures (never for a metric).
+VIEW_GAIN = 4.0
+
+
 def adaptive_decisions_figure(
     path: Path,
     isp: LearnedISP,
@@ -263,14 +267,21 @@ def adaptive_decisions_figure(
     rows, cols = len(dark), len(names) + 2
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
     for r in range(rows):
-        axes[r, 0].imshow(np.clip(dark[r] * 4, 0, 1), interpolation="nearest")
+        # The input is shown x4 for viewing; so is every image before the exposure stage has
+        # run, else a stage there (white balance) would seem to darken the image.
+        gain = VIEW_GAIN
+        axes[r, 0].imshow(np.clip(dark[r] * gain, 0, 1), interpolation="nearest")
         axes[r, 0].set_ylabel(class_names[int(labels[r])], fontsize=8)
         for s, name in enumerate(names):
             ax = axes[r, s + 1]
+            if name == "exposure" and active[r, s]:
+                gain = 1.0
             if active[r, s]:
-                ax.imshow(np.clip(steps[s][r], 0, 1), interpolation="nearest")
+                ax.imshow(np.clip(steps[s][r] * gain, 0, 1), interpolation="nearest")
+                shown = " (x4)" if gain != 1.0 else ""
                 ax.set_title(
-                    _short_value(name, {k: v[r] for k, v in values[s].items()}), fontsize=6
+                    _short_value(name, {k: v[r] for k, v in values[s].items()}) + shown,
+                    fontsize=6,
                 )
             else:
                 ax.set_facecolor("#eeeeee")
