@@ -41,6 +41,8 @@ def _check_run(out: Path) -> dict:
         for name in ("map50", "map"):
             assert row[name] is None or 0.0 <= row[name] <= 1.0, (key, name)
         assert row["num_samples"] == metrics["dataset"]["num_test"]
+        assert "CNN" not in row["label"] + row["description"], key  # the detector, named so
+    assert metrics["results"]["dark_cnn"]["label"] == "Detector fine-tuned on dark"
     return metrics
 
 

@@ -9,6 +9,7 @@ gets after phase 0 (``epochs_isp + epochs_joint``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -274,9 +275,17 @@ def evaluate_methods(
     """The task's metrics for every method on the run's test set, and the share of the gap
     (no ISP -> clean oracle) each closes in the task's headline metric."""
     rows = {}
+    # The rows' texts name the task model "CNN"; a detection table names its detector.
+    name = getattr(task, "reporting", CLASSIFY.reporting).model_name
+
+    def named(text: str) -> str:
+        if name == "CNN":
+            return text
+        return re.sub(r"\bCNN\b", lambda m: name.capitalize() if m.start() == 0 else name, text)
+
     for m in methods:
         metrics = m.metrics(data.test_dark, data.test_clean, data.test_labels, task)
-        rows[m.key] = {"label": m.label, **metrics, "description": m.description}
+        rows[m.key] = {"label": named(m.label), **metrics, "description": named(m.description)}
     key = task.headline
     floor, ceiling = rows["no_isp"][key], rows["clean_oracle"][key]
     for row in rows.values():
