@@ -71,7 +71,7 @@ def test_coco_folder_trains_and_evaluates(tmp_path, capsys):
     assert main([*argv, "--out", str(out)]) == 0
     metrics = _check_run(out)
     assert metrics["dataset"]["name"] == f"coco:{folder / 'instances.json'}"
-    assert metrics["config"]["data"] == f"coco:{folder}"
+    assert metrics["config"]["data"]["source"] == f"coco:{folder}"
     assert (metrics["dataset"]["num_train"], metrics["dataset"]["num_test"]) == (16, 8)
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out)]) == 0

@@ -80,7 +80,7 @@ def test_cli_frozen_model_trains_an_isp_for_a_saved_run(tmp_path, capsys):
     result = json.loads((out / "frozen.json").read_text())
     assert result["schema"] == "diffisp.frozen/1" and result["metric"] == "accuracy"
     assert set(result["results"]) == {"model_alone", "model_with_isp", "model_on_clean"}
-    assert result["config"]["isp_warmup_epochs"] == 1
+    assert result["config"]["optim"]["isp_warmup_epochs"] == 1
     # The saved model evaluates like any run's.
     assert main(["eval", "--checkpoint", str(out)]) == 0
     # The data set is the checkpoint's.

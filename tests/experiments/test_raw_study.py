@@ -63,12 +63,12 @@ def test_raw_study_reports_every_raw_row(raw_study):
     metrics = json.loads((out / "seed0" / "metrics.json").read_text())
     validate(metrics, METRICS)
     assert list(result["methods"]) == RAW_ROWS
-    assert metrics["config"]["input"] == "raw"
-    assert tuple(metrics["config"]["isp"][:3]) == RAW_FRONT
+    assert metrics["config"]["capture"]["input"] == "raw"
+    assert tuple(metrics["config"]["isp"]["stages"][:3]) == RAW_FRONT
     for kind in ("brightness", "noise_sigma"):
         assert set(result["sweeps"][kind]["methods"]) == set(RAW_ROWS)
     rows = metrics["results"]
-    assert rows["learned_isp_phase2"]["active_stages"] == len(metrics["config"]["isp"])
+    assert rows["learned_isp_phase2"]["active_stages"] == len(metrics["config"]["isp"]["stages"])
     assert "Conventional" in rows["conventional"]["label"]
     page = build_report(out)
     assert "Packed-RAW model" in page.read_text()
