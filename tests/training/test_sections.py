@@ -9,7 +9,7 @@ import json
 import pytest
 
 from diffisp.cli import build_parser
-from diffisp.cli.args import CONFIG_DESTS, config_from_args
+from diffisp.cli.args import config_dests, config_from_args, option_flag
 from diffisp.data.spec import DataSpec
 from diffisp.errors import ConfigError
 from diffisp.training.config import FLAT_NAMES, FORMAT, TrainConfig, flatten_config
@@ -94,15 +94,13 @@ def test_train_help_is_generated_from_the_config():
     for section, cls in SECTIONS.items():
         assert f"{section} ({cls.__name__})" in text
         for f in dataclasses.fields(cls):
-            flag = f.metadata["flag"]
-            if flag is None:
-                continue
-            option = flag or "--" + f.name.replace("_", "-")
-            assert option in text, option
+            option = option_flag(f)
+            if option is not None:
+                assert option in text, option
     assert "images per training step (default 32)" in " ".join(text.split())
     assert "(default 512; --full: 2000)" in " ".join(text.split())
     # every generated option reaches its setting
-    assert set(CONFIG_DESTS.values()) <= set(FLAT_NAMES)
+    assert set(config_dests().values()) <= set(FLAT_NAMES)
 
 
 def test_generated_options_reach_the_config():

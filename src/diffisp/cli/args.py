@@ -73,8 +73,24 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-#: dest of a generated option -> the flat config name it sets (see add_config_options).
-CONFIG_DESTS: dict[str, str] = {}
+def option_flag(field: dataclasses.Field) -> str | None:
+    """The option of a config field (``None``: it has none), from its declaration."""
+    flag = field.metadata["flag"]
+    return None if flag is None else flag or "--" + field.name.replace("_", "-")
+
+
+def config_dests() -> dict[str, str]:
+    """``dest`` of every generated option -> the flat config name it sets."""
+    from diffisp.training.config import FLAT_NAMES
+    from diffisp.training.sections import SECTIONS
+
+    flat_of = {v: k for k, v in FLAT_NAMES.items()}
+    return {
+        flag.removeprefix("--").replace("-", "_"): flat_of[(section, f.name)]
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if (flag := option_flag(f)) is not None
+    }
 
 
 def add_config_options(
@@ -113,15 +129,11 @@ def add_config_options(
                 "default full)",
             )
         for f in dataclasses.fields(cls):
-            name = flat_of[(section, f.name)]
-            flag = f.metadata["flag"]
+            name, flag = flat_of[(section, f.name)], option_flag(f)
             if flag is None or (only and section in only and f.name not in only[section]):
                 continue
-            flags = [flag or "--" + f.name.replace("_", "-")]
-            if aliases and name in aliases:
-                flags.append(aliases[name])
-            dest = flags[0].removeprefix("--").replace("-", "_")
-            CONFIG_DESTS[dest] = name
+            flags = [flag, *([aliases[name]] if aliases and name in aliases else [])]
+            dest = flag.removeprefix("--").replace("-", "_")
             default = (defaults or {}).get(name, f.default)
             kwargs = _option_kwargs(f, default, hints[f.name], PRESETS, name)
             group.add_argument(*flags, dest=dest, **kwargs)
@@ -203,7 +215,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config values given on the command line (and only those), by flat name."""
     overrides = {
         name: getattr(args, dest)
-        for dest, name in CONFIG_DESTS.items()
+        for dest, name in config_dests().items()
         if getattr(args, dest, None) is not None
     }
     if getattr(args, "seed", None) is not None:
