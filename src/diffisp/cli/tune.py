@@ -44,7 +44,7 @@ _TUNE_OPTIM = (
     "lr_stats_map",
     "isp_schedule",
 )
-_TUNE_ISP = ("stages", "gates", "cost_weight", "raw_demosaic", "raw_residual")
+_TUNE_ISP = ("stages", "adaptive", "gates", "cost_weight", "raw_demosaic", "raw_residual")
 #: Where tune's defaults differ from the config's: offline data unless asked otherwise.
 TUNE_DEFAULTS = {"data": "builtin"}
 
@@ -65,15 +65,16 @@ def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
     tune.add_argument("--loss", choices=("labels", "consistency"), default="consistency")
     tune.add_argument(
         "--consistency",
-        choices=("kl", "mse"),
-        default="kl",
-        help="with --loss consistency: kl (outputs are logits) or mse (dense maps, features)",
+        choices=("kl", "mse", "centernet"),
+        help="with --loss consistency, how outputs are matched: kl (logits; classify's "
+        "default), centernet (a CenterNet head's maps; detect's default), mse (any dense maps "
+        "or features)",
     )
     tune.add_argument("--preset", choices=("quick", "full"), default="quick")
     tune.add_argument("--seed", type=int_like, help="the run's seed (data split, captures, init)")
     add_config_options(
         tune,
-        ("data", "capture", "isp", "optim"),
+        ("data", "capture", "isp", "task", "optim"),
         only={"optim": _TUNE_OPTIM, "isp": _TUNE_ISP},
         aliases={"epochs_isp": "--epochs", "isp_warmup_epochs": "--warmup-epochs"},
         defaults=TUNE_DEFAULTS,
@@ -94,7 +95,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from diffisp.models.external import InputSpec
     from diffisp.training.config import TrainConfig
 
-    overrides = {**TUNE_DEFAULTS, **config_overrides(args)}
+    overrides = config_overrides(args)
+    if overrides.get("task") == "detect":  # detection's defaults: the scenes at their own size
+        overrides.setdefault("data", "scenes")
+        overrides.setdefault("image_size", 64)
+    overrides = {**TUNE_DEFAULTS, **overrides}
     cfg = TrainConfig.preset_config(args.preset, **overrides)
     output: int | str | None = args.output
     if output is not None and output.lstrip("-").isdigit():
@@ -121,8 +126,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         consistency=args.consistency,
         command=command,
     )
-    print(f"ISP tuned for {args.model} (loss: {args.loss}; accuracy on the test set):")
+    metric = result["metric"]
+    print(f"ISP tuned for {args.model} (loss: {args.loss}; {metric} on the test set):")
     for key, row in result["results"].items():
-        print(f"  {key:<16} {100 * row['accuracy']:5.1f} %  ({row['num_samples']} images)")
+        print(f"  {key:<16} {100 * row[metric]:5.1f} %  ({row['num_samples']} images)")
     print(f"output: {args.out} (metrics.json, isp.npz)")
     return 0

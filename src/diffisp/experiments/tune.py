@@ -24,7 +24,13 @@ from diffisp.experiments.protocol import RAW_FIXED, SRGB_FIXED
 from diffisp.experiments.run import environment, load_run_data, prepare_run_data
 from diffisp.models.evaluate import evaluate
 from diffisp.models.external import InputSpec, load_model
-from diffisp.models.external_tasks import LabelCrossEntropy, OutputConsistency, clean_outputs
+from diffisp.models.external_tasks import (
+    CenterNetConsistency,
+    ExternalCenterNet,
+    LabelCrossEntropy,
+    OutputConsistency,
+    clean_outputs,
+)
 from diffisp.models.task import Task
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import RunData
@@ -33,6 +39,8 @@ from diffisp.training.state import Learner, TrainState, build_isp, detached_copy
 from diffisp.util.io import atomic_write_json, check_output_path
 
 LOSSES = ("labels", "consistency")
+#: ``--consistency`` per task: what the clean outputs are matched with (the first is the default).
+CONSISTENCY = {"classify": ("kl", "mse"), "detect": ("centernet", "mse")}
 
 
 def tune_isp_for(model: nnx.Module, data: RunData, cfg: TrainConfig, task: Task) -> TrainState:
@@ -71,28 +79,56 @@ def consistency_data(model: nnx.Module, data: RunData, *, labelled: bool = True)
     )
 
 
-def make_task(loss: str, consistency: str = "kl") -> Task:
-    """The task of ``--loss``: ``labels`` (cross-entropy) or ``consistency`` (``consistency``:
-    ``"kl"`` for logits, ``"mse"`` for dense maps or features)."""
+def make_task(
+    loss: str, consistency: str | None = None, *, task: str = "classify", layout: str = "NCHW"
+) -> Task:
+    """The training task of ``--loss`` for ``task`` (``classify`` or ``detect``).
+
+    ``labels``: cross-entropy for a classifier, the CenterNet loss for a detector with a
+    CenterNet head. ``consistency`` (no labels): the clean outputs matched by ``consistency``:
+    ``kl`` (logits), ``mse`` (any dense maps or features), ``centernet`` (a CenterNet head's
+    maps: :class:`~diffisp.models.external_tasks.CenterNetConsistency`); ``None`` takes the
+    task's default (:data:`CONSISTENCY`). ``layout``: the model's output layout (detectors).
+    """
+    if task not in CONSISTENCY:
+        raise ConfigError(f"diffisp tune takes --task classify or detect; got {task!r}")
+    if loss not in LOSSES:
+        raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if loss == "labels":
-        return LabelCrossEntropy()
-    if loss == "consistency":
-        return OutputConsistency(kind=consistency)
-    raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        return LabelCrossEntropy() if task == "classify" else ExternalCenterNet(layout=layout)
+    kind = CONSISTENCY[task][0] if consistency is None else consistency
+    if kind not in CONSISTENCY[task]:
+        raise ConfigError(
+            f"--consistency for --task {task} must be one of {', '.join(CONSISTENCY[task])}; "
+            f"got {kind!r}"
+        )
+    if kind == "centernet":
+        return CenterNetConsistency(layout=layout)
+    return OutputConsistency(kind=kind)
+
+
+def evaluation_task(task: str, *, layout: str = "NCHW") -> Task:
+    """What the tuned ISP is measured with: accuracy (classify), COCO mAP (detect)."""
+    return LabelCrossEntropy() if task == "classify" else ExternalCenterNet(layout=layout)
 
 
 def compare(
-    model: nnx.Module, data: RunData, isp: nnx.Module | None, cfg: TrainConfig
+    model: nnx.Module,
+    data: RunData,
+    isp: nnx.Module | None,
+    cfg: TrainConfig,
+    task: Task = LabelCrossEntropy(),  # noqa: B008 (a frozen dataclass)
 ) -> dict[str, dict[str, float]]:
-    """Accuracy of ``model`` behind each fixed pipeline, the learned ``isp`` and on clean images."""
+    """``task``'s metrics for ``model`` behind each fixed pipeline, the learned ``isp`` and on
+    clean images, on the same test images."""
     rows: dict[str, dict[str, float]] = {}
     for pipeline in RAW_FIXED if cfg.capture.input == "raw" else SRGB_FIXED:
         rows[pipeline.key] = evaluate(
-            model, data.test_dark, data.test_labels, transform=pipeline.transform
+            model, data.test_dark, data.test_labels, transform=pipeline.transform, task=task
         )
     if isp is not None:
-        rows["learned_isp"] = evaluate(model, data.test_dark, data.test_labels, isp=isp)
-    rows["clean"] = evaluate(model, data.test_clean, data.test_labels)
+        rows["learned_isp"] = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)
+    rows["clean"] = evaluate(model, data.test_clean, data.test_labels, task=task)
     return rows
 
 
@@ -104,14 +140,18 @@ def run_tune(
     weights: str | Path | None = None,
     input_spec: InputSpec | None = None,
     loss: str = "consistency",
-    consistency: str = "kl",
+    consistency: str | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Load ``model_spec`` (``torch:PKG.MODULE:FACTORY`` with ``weights``, or ``PATH.onnx``),
-    tune ``cfg``'s ISP for it with ``loss``, compare, and write ``out_dir/metrics.json``."""
-    task = make_task(loss, consistency)
-    if cfg.task.name != "classify":
-        raise ConfigError("diffisp tune takes classification data (--data builtin, folder:...)")
+    tune ``cfg``'s ISP for it with ``loss``, compare, and write ``out_dir/metrics.json``.
+
+    ``cfg.task.name`` says what the model is: ``classify`` (logits) or ``detect`` (a CenterNet
+    head's dense maps, :func:`~diffisp.models.external_tasks.centernet_maps`).
+    """
+    layout = (input_spec or InputSpec()).layout
+    task = make_task(loss, consistency, task=cfg.task.name, layout=layout)
+    measure = evaluation_task(cfg.task.name, layout=layout)
     out_dir = check_output_path(out_dir, directory=True, what="output directory")
     started = time.perf_counter()
     model = load_model(model_spec, weights=weights, input_spec=input_spec)
@@ -121,7 +161,7 @@ def run_tune(
     if loss == "consistency":
         data = consistency_data(model, data)
     state = tune_isp_for(model, data, cfg, task)
-    rows = compare(state.model, data, state.isp, cfg)
+    rows = compare(state.model, data, state.isp, cfg, measure)
     out_dir.mkdir(parents=True, exist_ok=True)
     isp_params = nnx.to_flat_state(nnx.state(state.isp, nnx.Param))
     np.savez(
@@ -136,9 +176,10 @@ def run_tune(
         "input_spec": dataclasses.asdict(model.spec),
         "model_weights": model.num_weights,
         "loss": loss,
-        "consistency": consistency if loss == "consistency" else None,
+        "consistency": getattr(task, "kind", "centernet") if loss == "consistency" else None,
         "labels_used_in_training": loss == "labels",
-        "metric": "accuracy",
+        "task": cfg.task.name,
+        "metric": measure.headline,
         "config": state.cfg.to_dict(),
         "results": rows,
         "history": [dataclasses.asdict(r) for r in state.history],

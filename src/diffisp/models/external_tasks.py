@@ -10,6 +10,9 @@ Both are :class:`~diffisp.models.task.Task` s, so they run through the one train
   matched to its outputs on the clean image (distillation through the ISP): KL divergence of
   the softmax for logits, mean squared error for any other output (dense head maps, features).
   The targets are those clean outputs, computed once by :func:`clean_outputs`.
+* :class:`ExternalCenterNet`: the CenterNet loss and COCO mAP for a user's detector whose dense
+  output is a CenterNet head (heatmap logits, box size, centre offset), the head diffisp's own
+  detector has.
 * :class:`DenseLoss`: a user's loss on the model's dense outputs (a detector's head maps)
   against their targets: ``loss_fn(outputs, targets) -> scalar``, a module-level function.
 
@@ -30,6 +33,14 @@ import numpy as np
 from flax import nnx
 
 from diffisp.errors import ConfigError
+from diffisp.models.detection import Detection
+from diffisp.models.detection_loss import (
+    HIT_SCORE,
+    OFFSET_WEIGHT,
+    SIZE_WEIGHT,
+    detection_loss,
+)
+from diffisp.models.detector import DetectorOutput, decode
 from diffisp.models.evaluate import predict
 from diffisp.models.task import Classification
 
@@ -103,6 +114,121 @@ class OutputConsistency(_ExternalTask):
 
     def train_score(self, sums: dict[str, jax.Array], num_samples: int) -> float:
         return float(sums["agree"]) / num_samples
+
+
+def centernet_maps(outputs: jax.Array, *, layout: str) -> DetectorOutput:
+    """A user detector's one dense output as CenterNet maps.
+
+    ``outputs``: ``(N, C + 4, Ho, Wo)`` (``layout="NCHW"``) or ``(N, Ho, Wo, C + 4)``: ``C``
+    heatmap logits, then box ``(w, h)`` in grid cells, then the centre's ``(x, y)`` offset in
+    its cell.
+    """
+    if outputs.ndim != 4:
+        raise ConfigError(f"a CenterNet head's output is 4-D; the model gave {outputs.shape}")
+    maps = jnp.transpose(outputs, (0, 2, 3, 1)) if layout == "NCHW" else outputs
+    if maps.shape[-1] < 5:
+        raise ConfigError(
+            f"a CenterNet head has C + 4 channels (C >= 1 classes, then w, h, dx, dy); "
+            f"the model's output has {maps.shape[-1]} ({layout} {outputs.shape})"
+        )
+    return DetectorOutput(maps[..., :-4], maps[..., -4:-2], maps[..., -2:])
+
+
+def _stride(maps: DetectorOutput, images: jax.Array) -> int:
+    """The ISP image's height over the grid's (so a model that resizes its input still gets
+    boxes in the ISP image's pixels)."""
+    height = int(jax.tree.leaves(images)[0].shape[1])
+    cells = int(maps.heatmap.shape[1])
+    if height % cells:
+        raise ConfigError(f"the {height}-pixel image does not divide into {cells} grid rows")
+    return height // cells
+
+
+@dataclass(frozen=True)
+class ExternalCenterNet(Detection):
+    """Detection through a user's frozen detector with a CenterNet head (:func:`centernet_maps`).
+
+    The loss is diffisp's CenterNet loss on the user's maps against boxes and labels; the
+    predictions are its decoding and class-wise NMS; the metrics COCO mAP. ``layout`` is the
+    layout of the model's output (its input's, for PyTorch models).
+    """
+
+    layout: str = "NCHW"
+    name: str = "external-detect"
+
+    def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> Any:
+        raise ConfigError(
+            "an external model is loaded, not built: use diffisp.models.external.load_model"
+        )
+
+    def maps(self, model: nnx.Module, images: jax.Array) -> DetectorOutput:
+        return centernet_maps(model(images), layout=self.layout)
+
+    def loss(
+        self, model: nnx.Module, images: jax.Array, targets: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        maps = self.maps(model, images)
+        return detection_loss(maps, targets, stride=_stride(maps, images))
+
+    def predict(self, model: nnx.Module, images: jax.Array) -> Any:
+        maps = self.maps(model, images)
+        return decode(
+            maps,
+            stride=_stride(maps, images),
+            top_k=self.top_k,
+            nms_iou=self.nms_iou,
+            min_score=self.min_score,
+        )
+
+
+@dataclass(frozen=True)
+class CenterNetConsistency(ExternalCenterNet):
+    """No labels: a CenterNet-head detector's maps on the ISP's output matched to its maps on
+    the clean images (targets: those clean outputs, :func:`clean_outputs`).
+
+    With ``q = sigmoid(clean heatmap)`` the heatmap term is the binary KL divergence of the
+    student's cell probabilities from ``q``, summed and divided by ``sum(q)`` (about the number
+    of objects the clean model sees, as CenterNet's focal loss divides by the object count);
+    size and offset are L1 weighted by ``q``, so only where the clean model sees an object
+    (its maps elsewhere were never trained and mean nothing). Weights as CenterNet's: heatmap
+    1, size 0.1, offset 1. The training score is the share of the clean model's peaks above
+    0.3 that are peaks above 0.3 on the ISP's output.
+    """
+
+    name: str = "external-detect-consistency"
+
+    def loss(
+        self, model: nnx.Module, images: jax.Array, targets: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        maps = self.maps(model, images)
+        clean = centernet_maps(targets, layout=self.layout)
+        if maps.heatmap.shape != clean.heatmap.shape:
+            raise ConfigError(
+                f"outputs {maps.heatmap.shape} and clean-output targets {clean.heatmap.shape} "
+                "differ"
+            )
+        q = jax.nn.sigmoid(clean.heatmap)
+        log_p, log_not_p = jax.nn.log_sigmoid(maps.heatmap), jax.nn.log_sigmoid(-maps.heatmap)
+        log_q, log_not_q = jax.nn.log_sigmoid(clean.heatmap), jax.nn.log_sigmoid(-clean.heatmap)
+        kl = q * (log_q - log_p) + (1 - q) * (log_not_q - log_not_p)
+        mass = jnp.maximum(jnp.sum(q), 1.0)
+        weight = jnp.max(q, axis=-1, keepdims=True)  # (N, Ho, Wo, 1): any class's object
+        regression = jnp.maximum(2 * jnp.sum(weight), 1.0)
+        size = jnp.sum(weight * jnp.abs(maps.size - clean.size)) / regression
+        offset = jnp.sum(weight * jnp.abs(maps.offset - clean.offset)) / regression
+        loss = jnp.sum(kl) / mass + SIZE_WEIGHT * size + OFFSET_WEIGHT * offset
+        teacher, student = _peaks(q), _peaks(jax.nn.sigmoid(maps.heatmap))
+        sums = {
+            "centres_found": jnp.sum(teacher & student),
+            "objects": jnp.sum(teacher).astype(jnp.int32),
+        }
+        return loss, sums
+
+
+def _peaks(heat: jax.Array) -> jax.Array:
+    """Cells that are 3x3 local maxima of their class above :data:`HIT_SCORE`."""
+    top = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    return (heat == top) & (heat > HIT_SCORE)
 
 
 @dataclass(frozen=True)
