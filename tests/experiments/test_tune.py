@@ -86,3 +86,64 @@ def test_tune_isp_for_consistency_trains_only_the_isp(trained):
     assert data.train.targets.shape == (TRAIN, 10)  # the clean outputs are the targets
     state = tune_isp_for(model, data, cfg, make_task("consistency"))  # checks weights unchanged
     assert state.history[-1].phase == 1 and np.isfinite(state.history[-1].loss)
+
+
+@pytest.fixture(scope="module")
+def trained_detector(tmp_path_factory):
+    """The reference CenterNet-head detector trained briefly in PyTorch on clean scenes."""
+    from diffisp.data.detection_loader import load_detection
+    from diffisp.data.spec import DataSpec
+    from diffisp.models.torch_reference import centernet_resnet, train_detector
+
+    path = tmp_path_factory.mktemp("torch") / "detector.pt"
+    ds = load_detection(DataSpec.parse("scenes"), num_train=TRAIN, num_test=8, seed=0)
+    torch.manual_seed(0)
+    train_detector(centernet_resnet(), ds.train_images, ds.train_boxes, ds.train_labels,
+                   epochs=2, save=path)  # fmt: skip
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["labels", "consistency"])
+def test_tune_cli_tunes_for_a_pytorch_detector(trained_detector, tmp_path, loss, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        ["tune", "--model", "torch:diffisp.models.torch_reference:centernet_resnet",
+         "--weights", str(trained_detector), "--task", "detect", "--loss", loss,
+         "--num-train", "64", "--num-test", "32", "--epochs", "1", "--out", str(out)]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0 and "map50 on the test set" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "detect" and metrics["metric"] == "map50"
+    assert metrics["consistency"] == (None if loss == "labels" else "centernet")
+    rows = metrics["results"]
+    assert {"no_isp", "fixed_gamma", "learned_isp", "clean"} <= set(rows)
+    assert all(0.0 <= row["map50"] <= 1.0 and row["num_samples"] == 32 for row in rows.values())
+
+
+@pytest.mark.slow
+def test_tune_cli_tunes_for_an_onnx_classifier(trained, tmp_path, capsys):
+    from diffisp.models.torch_reference import resnet10
+
+    module = resnet10(10)
+    module.load_state_dict(torch.load(trained))
+    path = tmp_path / "resnet10.onnx"
+    torch.onnx.export(
+        module.eval(),
+        (torch.zeros(1, 3, 32, 32),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n"}},
+    )
+    out = tmp_path / "run"
+    rc = main(
+        ["tune", "--model", str(path), "--isp", "adaptive", "--num-train", str(TRAIN),
+         "--num-test", str(TEST), "--epochs", "1", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == str(path) and metrics["config"]["isp"]["adaptive"] is True
+    assert 0.0 <= metrics["results"]["learned_isp"]["accuracy"] <= 1.0
