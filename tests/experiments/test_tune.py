@@ -71,6 +71,9 @@ def test_tune_cli_writes_metrics_and_leaves_the_model(trained, tmp_path, loss, c
     assert {"no_isp", "fixed_gamma", "auto_isp", "learned_isp", "clean"} <= set(metrics["results"])
     assert [r["phase"] for r in metrics["history"]] == [1]
     assert np.load(out / "isp.npz").files
+    assert metrics["figures"] == ["figures/before_after.png", "figures/learned_parameters.png"]
+    report = (out / "report.html").read_text()
+    assert "Learned ISP" in report and "the model&#x27;s weights never changed" in report
 
 
 @pytest.mark.slow
@@ -120,6 +123,8 @@ def test_tune_cli_tunes_for_a_pytorch_detector(trained_detector, tmp_path, loss,
     rows = metrics["results"]
     assert {"no_isp", "fixed_gamma", "learned_isp", "clean"} <= set(rows)
     assert all(0.0 <= row["map50"] <= 1.0 and row["num_samples"] == 32 for row in rows.values())
+    assert (out / "figures" / "before_after.png").stat().st_size > 0
+    assert "mAP" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow
@@ -147,3 +152,4 @@ def test_tune_cli_tunes_for_an_onnx_classifier(trained, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == str(path) and metrics["config"]["isp"]["adaptive"] is True
     assert 0.0 <= metrics["results"]["learned_isp"]["accuracy"] <= 1.0
+    assert "figures/adaptive_decisions.png" in metrics["figures"]

@@ -93,6 +93,8 @@ def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from diffisp.experiments.tune import run_tune
     from diffisp.models.external import InputSpec
+    from diffisp.report.build import build_report
+    from diffisp.report.tune_figures import TUNE_FIGURES
     from diffisp.training.config import TrainConfig
 
     overrides = config_overrides(args)
@@ -125,10 +127,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         loss=args.loss,
         consistency=args.consistency,
         command=command,
+        figures=TUNE_FIGURES,
     )
     metric = result["metric"]
     print(f"ISP tuned for {args.model} (loss: {args.loss}; {metric} on the test set):")
     for key, row in result["results"].items():
         print(f"  {key:<16} {100 * row[metric]:5.1f} %  ({row['num_samples']} images)")
-    print(f"output: {args.out} (metrics.json, isp.npz)")
+    print(f"output: {args.out} (metrics.json, isp.npz, figures/)")
+    print(f"report: {build_report(args.out)}")
     return 0

@@ -118,17 +118,21 @@ def compare(
     isp: nnx.Module | None,
     cfg: TrainConfig,
     task: Task = LabelCrossEntropy(),  # noqa: B008 (a frozen dataclass)
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """``task``'s metrics for ``model`` behind each fixed pipeline, the learned ``isp`` and on
     clean images, on the same test images."""
     rows: dict[str, dict[str, float]] = {}
     for pipeline in RAW_FIXED if cfg.capture.input == "raw" else SRGB_FIXED:
         rows[pipeline.key] = evaluate(
             model, data.test_dark, data.test_labels, transform=pipeline.transform, task=task
-        )
+        ) | {"label": pipeline.label}
     if isp is not None:
-        rows["learned_isp"] = evaluate(model, data.test_dark, data.test_labels, isp=isp, task=task)
-    rows["clean"] = evaluate(model, data.test_clean, data.test_labels, task=task)
+        rows["learned_isp"] = evaluate(
+            model, data.test_dark, data.test_labels, isp=isp, task=task
+        ) | {"label": "Learned ISP"}
+    rows["clean"] = evaluate(model, data.test_clean, data.test_labels, task=task) | {
+        "label": "The model on clean images"
+    }
     return rows
 
 
@@ -142,12 +146,14 @@ def run_tune(
     loss: str = "consistency",
     consistency: str | None = None,
     command: str | None = None,
+    figures: Any = None,
 ) -> dict[str, Any]:
     """Load ``model_spec`` (``torch:PKG.MODULE:FACTORY`` with ``weights``, or ``PATH.onnx``),
     tune ``cfg``'s ISP for it with ``loss``, compare, and write ``out_dir/metrics.json``.
 
     ``cfg.task.name`` says what the model is: ``classify`` (logits) or ``detect`` (a CenterNet
-    head's dense maps, :func:`~diffisp.models.external_tasks.centernet_maps`).
+    head's dense maps, :func:`~diffisp.models.external_tasks.centernet_maps`). ``figures``:
+    the report layer's :data:`~diffisp.report.tune_figures.TUNE_FIGURES` (``None``: no figures).
     """
     layout = (input_spec or InputSpec()).layout
     task = make_task(loss, consistency, task=cfg.task.name, layout=layout)
@@ -157,7 +163,8 @@ def run_tune(
     model = load_model(model_spec, weights=weights, input_spec=input_spec)
     if cfg.data.stream:
         raise ConfigError("diffisp tune holds the training set in memory (no --stream)")
-    data = prepare_run_data(load_run_data(cfg), cfg)
+    dataset = load_run_data(cfg)
+    data = prepare_run_data(dataset, cfg)
     if loss == "consistency":
         data = consistency_data(model, data)
     state = tune_isp_for(model, data, cfg, task)
@@ -167,6 +174,13 @@ def run_tune(
     np.savez(
         out_dir / "isp.npz",
         **{"/".join(map(str, k)): np.asarray(v[...]) for k, v in isp_params},
+    )
+    drawn = (
+        []
+        if figures is None
+        else figures.tune(
+            out_dir / "figures", state.isp, data, rows, measure.headline, dataset.class_names
+        )
     )
     result = {
         "schema": "diffisp.tune/1",
@@ -182,6 +196,7 @@ def run_tune(
         "metric": measure.headline,
         "config": state.cfg.to_dict(),
         "results": rows,
+        "figures": [str(p.relative_to(out_dir)) for p in drawn],
         "history": [dataclasses.asdict(r) for r in state.history],
         "seconds": time.perf_counter() - started,
         "environment": environment(),

@@ -53,6 +53,7 @@ from diffisp.util.stats import gap_closed
 # which pulls in JAX: building a report needs no accelerator and should start instantly.
 METRICS_SCHEMA = "diffisp.metrics/1"
 EVAL_SCHEMA = "diffisp.eval/1"
+TUNE_SCHEMA = "diffisp.tune/1"
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -71,7 +72,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if (run_dir / "eval.json").is_file():
         text = _eval_page(run_dir, out)
     elif (run_dir / "metrics.json").is_file():
-        text = _run_page(run_dir)
+        metrics = read_json(run_dir / "metrics.json")
+        tuned = isinstance(metrics, dict) and metrics.get("schema") == TUNE_SCHEMA
+        text = _tune_page(run_dir, metrics) if tuned else _run_page(run_dir)
     else:
         raise DataError(
             f"{run_dir} holds neither eval.json nor metrics.json (not a diffisp run or eval dir)"
@@ -131,6 +134,50 @@ def _run_page(run_dir: Path) -> str:
                 ("Training time", seconds(timing.get("train_seconds")) if timing else None),
                 ("Total time", seconds(timing.get("total_seconds")) if timing else None),
             ],
+        ),
+    ]
+    return page(title, join(body))
+
+
+def _tune_page(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """A ``diffisp tune`` run: an ISP learned in front of a user's frozen model."""
+    metric = file_metric(metrics)
+    # The model on clean images is this page's ceiling, as the clean oracle is a run's.
+    results = {
+        ("clean_oracle" if k == "clean" else k): as_dict(v)
+        for k, v in as_dict(metrics.get("results")).items()
+    }
+    values = {k: number(r.get(metric)) for k, r in results.items()}
+    model, loss = metrics.get("model"), metrics.get("loss")
+    title = f"diffisp tune — {model}"
+    fixed = {k: v for k, v in values.items() if k not in (*REFERENCES, "learned_isp")}
+    summary = ""
+    if values.get("learned_isp") is not None and fixed:
+        best = max(fixed, key=lambda k: fixed[k] if fixed[k] is not None else -1.0)
+        labels = "labels" if metrics.get("labels_used_in_training") else "no labels"
+        n = number(results["learned_isp"].get("num_samples"))
+        summary = tag(
+            "p",
+            f"Learned ISP ({loss} loss, {labels}) in front of the frozen model: "
+            f"{reporting_for(metric).named()}{pct(values['learned_isp'])} against "
+            f"{pct(values.get('no_isp'))} with no ISP and {pct(fixed[best])} for the best fixed "
+            f"pipeline ({method_label(best, results[best])}); the model on clean images "
+            f"{pct(values.get('clean_oracle'))}. One run"
+            + (f", {int(n)} test images" if n is not None else "")
+            + "; the model's weights never changed.",
+            class_="summary",
+        )
+    figures = _figure_paths(run_dir, metrics.get("figures"))
+    body = [
+        header(title, metrics, str(run_dir)),
+        summary,
+        _section("Results", _run_results(results, metric)),
+        _section("Figures", figures_block(figures, run_dir)),
+        reproducibility_section(
+            metrics,
+            sources=["metrics.json"],
+            generated=_now(),
+            timing=[("Total time", seconds(metrics.get("seconds")))],
         ),
     ]
     return page(title, join(body))
