@@ -127,11 +127,21 @@ def test_study_refuses_to_overwrite_and_bad_seeds(study):
 
 
 @pytest.mark.slow
-def test_resuming_a_finished_study_reproduces_it(study, tmp_path):
+def test_resuming_a_finished_study_reproduces_it_without_training(study, tmp_path, monkeypatch):
     import shutil
+
+    import diffisp.experiments.study as study_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished seed was run again")
 
     out, result = study
     shutil.copytree(out, tmp_path / "study")
+    assert json.loads((tmp_path / "study" / "seed0" / "sweeps.json").read_text())["values"] == {
+        "brightness": [0.2],
+        "noise_sigma": [0.05],
+    }
+    monkeypatch.setattr(study_module, "run_experiment", no_training)
     again = run_study(
         TrainConfig.of(**TINY),
         [0],
@@ -144,6 +154,18 @@ def test_resuming_a_finished_study_reproduces_it(study, tmp_path):
     )
     for key, row in result["methods"].items():
         assert again["methods"][key]["accuracy"] == row["accuracy"], key
+    assert again["sweeps"] == result["sweeps"]
+
+
+def test_an_interrupted_study_is_resumed_with_its_own_command():
+    from pathlib import Path
+
+    from diffisp.experiments.study import _resume_command
+
+    command = "diffisp eval --full --seeds 3 --out runs/s"
+    assert _resume_command(command, Path("runs/s")) == command + " --resume"
+    assert _resume_command(command + " --resume", Path("runs/s")) == command + " --resume"
+    assert "--out runs/s --resume" in _resume_command(None, Path("runs/s"))
 
 
 def test_resumed_study_refuses_other_settings_naming_them(tmp_path):

@@ -183,13 +183,16 @@ def run_experiment(
     log: Callable[[str], None] = print,
     progress: bool = True,
     figures: FigureWriter | None = None,
+    resume_command: str | None = None,
 ) -> RunOutcome:
     """Train, evaluate and write everything for one run.
 
     With ``resume=True`` the config is read from ``out_dir/config.json`` (``cfg`` must be None or
     equal) and training continues from the last intact epoch (damaged checkpoints are set aside
     and named). ``figures`` draws the run's figures (the report layer's
-    :data:`diffisp.report.figures.FIGURES`; ``None``: no figures).
+    :data:`diffisp.report.figures.FIGURES`; ``None``: no figures). ``resume_command``: what
+    the interrupted-run hint tells the user to run (default ``diffisp train --resume OUT``;
+    a study names its own command).
 
     Raises:
       InputError: ``out_dir`` is not writable, or another run holds its lock.
@@ -210,7 +213,14 @@ def run_experiment(
     try:
         with DirectoryLock(out_dir):
             return _run_locked(
-                cfg, out_dir, resume, command=command, log=log, progress=progress, figures=figures
+                cfg,
+                out_dir,
+                resume,
+                command=command,
+                log=log,
+                progress=progress,
+                figures=figures,
+                resume_command=resume_command or f"diffisp train --resume {out_dir}",
             )
     except BaseException:
         # A run that could not start leaves nothing behind (not even the lock's directory).
@@ -238,6 +248,7 @@ def _run_locked(
     log: Callable[[str], None],
     progress: bool,
     figures: FigureWriter | None,
+    resume_command: str,
 ) -> RunOutcome:
     """:func:`run_experiment`'s work, with ``out_dir`` locked."""
     started = time.perf_counter()
@@ -286,7 +297,7 @@ def _run_locked(
         try:
             train(state, data, on_epoch=on_epoch, on_step=on_step)
         except KeyboardInterrupt:
-            log(f"interrupted; resume with: diffisp train --resume {out_dir}")
+            log(f"interrupted; resume with: {resume_command}")
             raise
     train_seconds = time.perf_counter() - train_started
 

@@ -1,12 +1,17 @@
 """A multi-seed study: the whole protocol per seed, mean +- std per method, darkness/noise sweeps.
 
-Output directory: ``seed<k>/`` (a complete training run per seed), ``eval.json`` (schema
-``diffisp.eval/1``), ``figures/sweep_brightness.png`` and ``figures/sweep_noise.png``.
+Output directory: ``seed<k>/`` (a complete training run per seed, and its sweeps in
+``seed<k>/sweeps.json``), ``eval.json`` (schema ``diffisp.eval/1``),
+``figures/sweep_brightness.png`` and ``figures/sweep_noise.png``.
+
+Resuming (``resume=True``) keeps a finished seed whose saved config and sweeps match what is
+asked (nothing of it is re-trained) and continues or starts the others.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +22,14 @@ import numpy as np
 from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import aggregate_condition_reports
 from diffisp.experiments.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, sweep
-from diffisp.experiments.run import FigureWriter, environment, run_experiment
-from diffisp.training.config import TrainConfig
+from diffisp.experiments.run import FigureWriter, environment, is_finished, run_experiment
+from diffisp.training.config import TrainConfig, config_differences
 from diffisp.util.io import atomic_write_json
 from diffisp.util.stats import mean_std
 
 EVAL_SCHEMA = "diffisp.eval/1"
+SWEEPS_SCHEMA = "diffisp.sweeps/1"
+SWEEPS_FILE = "sweeps.json"
 
 
 def run_study(
@@ -54,6 +61,13 @@ def run_study(
         run_dir = out_dir / f"seed{seed}"
         log(f"seed {seed}: {run_dir}")
         seed_cfg = cfg.replace(seed=seed)
+        values = {"brightness": list(brightness_values), "noise_sigma": list(noise_values)}
+        kept = _finished_seed(run_dir, seed_cfg, values) if resume else None
+        if kept is not None:
+            log(f"seed {seed}: finished, kept ({run_dir / 'metrics.json'}, {SWEEPS_FILE})")
+            runs.append(kept[0])
+            sweeps_per_seed.append(kept[1])
+            continue
         again = resume and (run_dir / "config.json").exists()
         # The seed's saved config must be the one asked for (run_experiment refuses and names
         # the difference): a resumed study that silently kept or mixed old settings would
@@ -66,27 +80,31 @@ def run_study(
             log=log,
             progress=progress,
             figures=figures,
+            resume_command=_resume_command(command, out_dir),
         )
         runs.append(outcome.metrics)
-        sweeps_per_seed.append(
-            {
-                "brightness": sweep(
-                    outcome.methods,
-                    outcome.data,
-                    outcome.state.cfg,
-                    "brightness",
-                    brightness_values,
-                    outcome.state.task,
-                ),
-                "noise_sigma": sweep(
-                    outcome.methods,
-                    outcome.data,
-                    outcome.state.cfg,
-                    "noise_sigma",
-                    noise_values,
-                    outcome.state.task,
-                ),
-            }
+        seed_sweeps = {
+            "brightness": sweep(
+                outcome.methods,
+                outcome.data,
+                outcome.state.cfg,
+                "brightness",
+                brightness_values,
+                outcome.state.task,
+            ),
+            "noise_sigma": sweep(
+                outcome.methods,
+                outcome.data,
+                outcome.state.cfg,
+                "noise_sigma",
+                noise_values,
+                outcome.state.task,
+            ),
+        }
+        sweeps_per_seed.append(seed_sweeps)
+        atomic_write_json(
+            run_dir / SWEEPS_FILE,
+            {"schema": SWEEPS_SCHEMA, "values": values, "sweeps": seed_sweeps},
         )
     metric = runs[0].get("metric", "accuracy")
     methods = _aggregate_methods(runs, metric)
@@ -129,6 +147,40 @@ def run_study(
         study["by_condition"] = aggregate_condition_reports([run["by_condition"] for run in runs])
     atomic_write_json(out_dir / "eval.json", study)
     return study
+
+
+def _resume_command(command: str | None, out_dir: Path) -> str:
+    """What continues an interrupted study: the study's own command with ``--resume``."""
+    if command is None:
+        return f"diffisp eval --seeds N --out {out_dir} --resume (with the study's options)"
+    return command if " --resume" in f" {command}" else f"{command} --resume"
+
+
+def _finished_seed(
+    run_dir: Path, cfg: TrainConfig, values: dict[str, list[float]]
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A finished seed's metrics and sweeps, when its run is finished with ``cfg`` and its
+    sweeps are over ``values``; ``None`` when it must run (or re-run its final stage).
+
+    A finished seed of other settings is refused, naming them, as ``run_experiment`` does.
+    """
+    if not (is_finished(run_dir) and (run_dir / SWEEPS_FILE).is_file()):
+        return None
+    saved = TrainConfig.load(run_dir / "config.json")
+    if saved != cfg:
+        changed = config_differences(saved.to_dict(), cfg.to_dict())
+        raise ConfigError(
+            f"--resume continues the study as configured in {run_dir / 'config.json'}; the "
+            f"options given differ in {'; '.join(changed)}"
+        )
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        cached = json.loads((run_dir / SWEEPS_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # damaged: the seed's final stage is redone
+    if cached.get("schema") != SWEEPS_SCHEMA or cached.get("values") != values:
+        return None  # other sweep points: redo the final stage to measure them
+    return metrics, cached["sweeps"]
 
 
 # Metrics aggregated beside the headline, when the runs' rows have them (detection: the
