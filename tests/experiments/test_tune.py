@@ -65,7 +65,9 @@ def test_tune_cli_writes_metrics_and_leaves_the_model(trained, tmp_path, loss, c
             str(out),
         ]
     )
-    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "Learned ISP" in printed.out and "95 % interval" in printed.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels_used_in_training"] == (loss == "labels")
     assert {"no_isp", "fixed_gamma", "auto_isp", "learned_isp", "clean"} <= set(metrics["results"])

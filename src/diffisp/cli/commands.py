@@ -138,14 +138,15 @@ def _print_results(metrics: dict[str, Any]) -> None:
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         values = [_percent(row.get(c)) for c in columns]
         if interval:
-            values.append(_interval_text(row.get(metric), row.get("num_samples")))
+            values.append(interval_text(row.get(metric), row.get("num_samples")))
         table.add_row(row["label"], *values, gap, row["description"])
     Console().print(table)
     for line in reading(metrics):
         print(line)
 
 
-def _interval_text(value: Any, n: Any) -> str:
+def interval_text(value: Any, n: Any) -> str:
+    """A proportion's 95 % Wilson interval over ``n`` samples as text (``-`` when unknown)."""
     from diffisp.report.html import wilson_interval
 
     if not isinstance(value, (int, float)) or value != value or not n:

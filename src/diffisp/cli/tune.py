@@ -91,6 +91,7 @@ def add_tune_parser(sub: argparse._SubParsersAction, path_type) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from diffisp.cli.commands import interval_text
     from diffisp.experiments.tune import run_tune
     from diffisp.models.external import InputSpec
     from diffisp.report.build import build_report
@@ -132,7 +133,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     metric = result["metric"]
     print(f"ISP tuned for {args.model} (loss: {args.loss}; {metric} on the test set):")
     for key, row in result["results"].items():
-        print(f"  {key:<16} {100 * row[metric]:5.1f} %  ({row['num_samples']} images)")
+        # An accuracy's 95 % Wilson interval over the test images (mAP has no closed form).
+        interval = (
+            f", 95 % interval {interval_text(row[metric], row['num_samples'])}"
+            if metric == "accuracy"
+            else ""
+        )
+        print(
+            f"  {row.get('label', key):<28} {100 * row[metric]:5.1f} %  "
+            f"({row['num_samples']} images{interval})"
+        )
     print(f"output: {args.out} (metrics.json, isp.npz, figures/)")
     print(f"report: {build_report(args.out)}")
     return 0
