@@ -110,6 +110,7 @@ def test_the_pytorch_training_loss_is_diffisps_focal_loss():
     np.testing.assert_allclose(float(theirs), float(ours), rtol=1e-5)
 
 
+@pytest.mark.slow  # 27 s of PyTorch training on 2 cores
 def test_train_detector_lowers_the_loss_and_saves_weights(tmp_path):
     from diffisp.data.detection_loader import load_detection
     from diffisp.data.spec import DataSpec
