@@ -151,9 +151,7 @@ def detection_loss(
     offset_loss = _masked_l1(_at_centres(output.offset, t.index), t.offset, t.mask)
     loss = heat_loss + SIZE_WEIGHT * size_loss + OFFSET_WEIGHT * offset_loss
 
-    heat = jax.lax.stop_gradient(jax.nn.sigmoid(output.heatmap))
-    peak = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-    found = (heat == peak) & (heat > HIT_SCORE)  # (N, Ho, Wo, C)
+    found = hit_peaks(jax.lax.stop_gradient(jax.nn.sigmoid(output.heatmap)))  # (N, Ho, Wo, C)
     at_centre = _at_centres(found, t.index)  # (N, M, C)
     label = jnp.clip(targets["labels"], 0, c - 1)
     hit = jnp.take_along_axis(at_centre, label[..., None], axis=-1)[..., 0] & (t.mask > 0)
@@ -165,3 +163,10 @@ def detection_loss(
         "objects": jnp.sum(t.mask).astype(jnp.int32),
     }
     return loss, sums
+
+
+def hit_peaks(heat: jax.Array) -> jax.Array:
+    """``(N, Ho, Wo, C)`` scores -> bool: cells that are 3x3 local maxima of their class above
+    :data:`HIT_SCORE` (a found centre, for the training score)."""
+    peak = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    return (heat == peak) & (heat > HIT_SCORE)

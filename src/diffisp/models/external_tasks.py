@@ -35,10 +35,10 @@ from flax import nnx
 from diffisp.errors import ConfigError
 from diffisp.models.detection import Detection
 from diffisp.models.detection_loss import (
-    HIT_SCORE,
     OFFSET_WEIGHT,
     SIZE_WEIGHT,
     detection_loss,
+    hit_peaks,
 )
 from diffisp.models.detector import DetectorOutput, decode
 from diffisp.models.evaluate import predict
@@ -217,18 +217,12 @@ class CenterNetConsistency(ExternalCenterNet):
         size = jnp.sum(weight * jnp.abs(maps.size - clean.size)) / regression
         offset = jnp.sum(weight * jnp.abs(maps.offset - clean.offset)) / regression
         loss = jnp.sum(kl) / mass + SIZE_WEIGHT * size + OFFSET_WEIGHT * offset
-        teacher, student = _peaks(q), _peaks(jax.nn.sigmoid(maps.heatmap))
+        teacher, student = hit_peaks(q), hit_peaks(jax.nn.sigmoid(maps.heatmap))
         sums = {
             "centres_found": jnp.sum(teacher & student),
             "objects": jnp.sum(teacher).astype(jnp.int32),
         }
         return loss, sums
-
-
-def _peaks(heat: jax.Array) -> jax.Array:
-    """Cells that are 3x3 local maxima of their class above :data:`HIT_SCORE`."""
-    top = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-    return (heat == top) & (heat > HIT_SCORE)
 
 
 @dataclass(frozen=True)
