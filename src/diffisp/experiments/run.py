@@ -372,19 +372,26 @@ def _restore_for_resume(
     log(f"resuming {out_dir} at phase {state.position[0]}, epoch {state.position[1] + 1}")
 
 
+def resumed_config(cfg: TrainConfig | None, out_dir: Path) -> TrainConfig:
+    """The config saved in ``out_dir/config.json``, refused (naming the differences) when
+    ``cfg`` is given and differs: a resumed run continues as it was configured."""
+    config_path = out_dir / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"cannot resume: {config_path} does not exist")
+    saved = TrainConfig.load(config_path)
+    if cfg is not None and cfg != saved:
+        changed = config_differences(saved.to_dict(), cfg.to_dict())
+        raise ConfigError(
+            f"--resume continues the run as configured in {config_path}; the options given "
+            f"differ in {'; '.join(changed)}"
+        )
+    return saved
+
+
 def _resolve_config(cfg: TrainConfig | None, out_dir: Path, resume: bool) -> TrainConfig:
     config_path = out_dir / "config.json"
     if resume:
-        if not config_path.exists():
-            raise ConfigError(f"cannot resume: {config_path} does not exist")
-        saved = TrainConfig.load(config_path)
-        if cfg is not None and cfg != saved:
-            changed = config_differences(saved.to_dict(), cfg.to_dict())
-            raise ConfigError(
-                f"--resume continues the run as configured in {config_path}; the options given "
-                f"differ in {'; '.join(changed)}"
-            )
-        return saved
+        return resumed_config(cfg, out_dir)
     if config_path.exists():
         raise ConfigError(
             f"{out_dir} already holds a run; use --resume to continue it or choose another --out"

@@ -22,8 +22,14 @@ import numpy as np
 from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import aggregate_condition_reports
 from diffisp.experiments.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, sweep
-from diffisp.experiments.run import FigureWriter, environment, is_finished, run_experiment
-from diffisp.training.config import TrainConfig, config_differences
+from diffisp.experiments.run import (
+    FigureWriter,
+    environment,
+    is_finished,
+    resumed_config,
+    run_experiment,
+)
+from diffisp.training.config import TrainConfig
 from diffisp.util.io import atomic_write_json
 from diffisp.util.stats import mean_std
 
@@ -166,13 +172,7 @@ def _finished_seed(
     """
     if not (is_finished(run_dir) and (run_dir / SWEEPS_FILE).is_file()):
         return None
-    saved = TrainConfig.load(run_dir / "config.json")
-    if saved != cfg:
-        changed = config_differences(saved.to_dict(), cfg.to_dict())
-        raise ConfigError(
-            f"--resume continues the study as configured in {run_dir / 'config.json'}; the "
-            f"options given differ in {'; '.join(changed)}"
-        )
+    resumed_config(cfg, run_dir)
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         cached = json.loads((run_dir / SWEEPS_FILE).read_text())
