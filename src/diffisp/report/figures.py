@@ -334,6 +334,23 @@ def _chain_view(isp: Any, inputs: Any, n: int) -> tuple[Any, np.ndarray]:
     return isp, np.asarray(inputs)
 
 
+def shown_test_images(
+    isp: Any, data: Any, class_names: Any, *, one_label: bool, n: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The first ``n`` test images of ``data`` (a ``RunData``) as a person sees them (a RAW
+    capture through the camera's conventional pipeline), ``isp``'s output for them, and
+    their row titles: class labels and names, or ``scene i`` for detection (``one_label``
+    false: a scene has boxes, not one label)."""
+    inputs = jax.tree.map(lambda a: a[:n], data.test_dark)  # images or a RawCapture
+    raw = isinstance(inputs, RawCapture)
+    dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
+    processed = np.asarray(isp(inputs))
+    n = len(dark)
+    if one_label:
+        return dark, processed, np.asarray(data.test_labels[:n]), class_names
+    return dark, processed, np.arange(n), [f"scene {i}" for i in range(n)]
+
+
 def _by_condition(data: Any, n: int) -> np.ndarray | None:
     """Indices of ``n`` test images evenly spread over the recorded brightness, darkest first
     (``None`` without recorded capture conditions)."""
@@ -357,16 +374,10 @@ class ReportFigures:
         state, data, methods = outcome.state, outcome.data, outcome.methods
         n = 8
         inputs = jax.tree.map(lambda a: a[:n], data.test_dark)  # images or a RawCapture
-        # What a person sees of a dark input: the image, or a RAW capture through the camera's
-        # conventional pipeline.
-        raw = isinstance(inputs, RawCapture)
-        dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
-        processed = np.asarray(state.isp(inputs))
         metric, reporting = state.task.headline, state.task.reporting
-        if reporting.one_label_per_image:
-            labels, names = np.asarray(data.test_labels[:n]), dataset.class_names
-        else:  # detection: scenes have boxes, not one label; rows by index
-            labels, names = np.arange(n), [f"scene {i}" for i in range(n)]
+        dark, processed, labels, names = shown_test_images(
+            state.isp, data, dataset.class_names, one_label=reporting.one_label_per_image, n=n
+        )
         # AdaptiveISP-style figures for the adaptive variants: which stages ran on which image.
         # With mixed capture conditions the six images span the brightness range, darkest first.
         picked = _by_condition(data, 6) if reporting.one_label_per_image else None

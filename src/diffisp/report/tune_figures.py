@@ -9,16 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
-from diffisp.capture.raw_capture import RawCapture
-from diffisp.isp.raw import conventional_pipeline
+from diffisp.models.reporting import reporting_for
 from diffisp.report.figures import (
     _chain_view,
     adaptive_decisions_figure,
     before_after_figure,
     parameters_figure,
+    shown_test_images,
 )
 
 SHOWN = 8
@@ -40,15 +37,10 @@ class TuneFigures:
         are :func:`~diffisp.experiments.tune.compare`'s rows, ``metric`` their headline key.
         Returns the files written."""
         directory.mkdir(parents=True, exist_ok=True)
-        inputs = jax.tree.map(lambda a: a[:SHOWN], data.test_dark)  # images or a RawCapture
-        raw = isinstance(inputs, RawCapture)
-        dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
-        processed = np.asarray(isp(inputs))
+        dark, processed, labels, names = shown_test_images(
+            isp, data, class_names, one_label=reporting_for(metric).one_label_per_image, n=SHOWN
+        )
         n = len(dark)
-        if metric == "accuracy":
-            labels, names = np.asarray(data.test_labels[:n]), class_names
-        else:  # detection: a scene has boxes, not one label
-            labels, names = np.arange(n), [f"scene {i}" for i in range(n)]
         before = before_after_figure(
             directory / "before_after.png",
             dark,
@@ -56,7 +48,7 @@ class TuneFigures:
             labels,
             names,
             accuracies=(results["no_isp"][metric], results["learned_isp"][metric])
-            if metric == "accuracy"
+            if reporting_for(metric).proportion
             else None,
             n=n,
         )
