@@ -50,20 +50,43 @@ def train_classifier(
     torch.manual_seed(seed)
     x = torch.tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(np.asarray(labels, np.int64))
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
+
+    def batch_loss(idx: Any) -> Any:
+        flip = torch.rand(len(idx), generator=generator) < 0.5
+        batch = torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])
+        return torch.nn.functional.cross_entropy(module(batch), y[idx])
+
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    return _fit(module, len(x), batch_loss, optimizer, generator, epochs, batch_size, save=save)
+
+
+def _fit(
+    module: Any,
+    num: int,
+    batch_loss: Any,
+    optimizer: Any,
+    generator: Any,
+    epochs: int,
+    batch_size: int,
+    *,
+    schedule: Any = None,
+    save: str | Path | None = None,
+) -> Any:
+    """The PyTorch minibatch loop of both trainers: ``epochs`` shuffles of ``num`` examples
+    (``generator``), ``batch_loss(indices)`` per full batch, an optimiser step (and a
+    ``schedule`` step); returns ``module`` in eval mode, its state dict saved to ``save``."""
+    torch = require("torch")
     module.train()
     for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x) - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
-            batch = x[idx]
-            flip = torch.rand(len(idx), generator=generator) < 0.5
-            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-            loss = torch.nn.functional.cross_entropy(module(batch), y[idx])
+        order = torch.randperm(num, generator=generator)
+        for start in range(0, num - batch_size + 1, batch_size):
+            loss = batch_loss(order[start : start + batch_size])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
     module.eval()
     if save is not None:
         torch.save(module.state_dict(), save)
@@ -136,9 +159,9 @@ def train_detector(
     x = torch.tensor(np.asarray(images, np.float32)).permute(0, 3, 1, 2).contiguous()
     module.eval()
     with torch.no_grad():
-        grid = tuple(module(x[:1]).shape[2:])
+        probe = module(x[:1]).shape  # (1, C + 4, Ho, Wo)
+    grid, num_classes = tuple(probe[2:]), int(probe[1]) - 4
     stride = x.shape[2] // grid[0]
-    num_classes = int(module(x[:1]).shape[1]) - 4
     encoded = encode_targets(
         jnp.asarray(boxes, jnp.float32),
         jnp.asarray(labels),
@@ -150,33 +173,28 @@ def train_detector(
     t = {k: torch.tensor(np.asarray(v)) for k, v in encoded._asdict().items()}
     t["index"] = t["index"].long()
     steps = epochs * (len(x) // batch_size)
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch_loss(idx: Any) -> Any:
+        out = module(x[idx]).permute(0, 2, 3, 1)
+        heat, size, offset = out[..., :-4], out[..., -4:-2], out[..., -2:]
+        loss = _focal(heat, t["heatmap"][idx], t["weight"][idx])
+        mask, cells = t["mask"][idx], t["index"][idx]
+        for pred, target, weight in (
+            (size, t["size"][idx], SIZE_WEIGHT),
+            (offset, t["offset"][idx], OFFSET_WEIGHT),
+        ):
+            at = pred.reshape(len(idx), -1, 2).gather(1, cells[..., None].expand(-1, -1, 2))
+            l1 = ((at - target).abs() * mask[..., None]).sum() / (2 * mask.sum()).clamp(min=1)
+            loss = loss + weight * l1
+        return loss
+
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    generator = torch.Generator().manual_seed(seed)
-    module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x) - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size]
-            out = module(x[idx]).permute(0, 2, 3, 1)
-            heat, size, offset = out[..., :-4], out[..., -4:-2], out[..., -2:]
-            loss = _focal(heat, t["heatmap"][idx], t["weight"][idx])
-            mask, cells = t["mask"][idx], t["index"][idx]
-            for pred, target, weight in (
-                (size, t["size"][idx], SIZE_WEIGHT),
-                (offset, t["offset"][idx], OFFSET_WEIGHT),
-            ):
-                at = pred.reshape(len(idx), -1, 2).gather(1, cells[..., None].expand(-1, -1, 2))
-                l1 = ((at - target).abs() * mask[..., None]).sum() / (2 * mask.sum()).clamp(min=1)
-                loss = loss + weight * l1
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    module.eval()
-    if save is not None:
-        torch.save(module.state_dict(), save)
-    return module
+    return _fit(
+        module, len(x), batch_loss, optimizer, generator, epochs, batch_size,
+        schedule=schedule, save=save,
+    )  # fmt: skip
 
 
 def _focal(logits: Any, heatmap: Any, weight: Any) -> Any:
