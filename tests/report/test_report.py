@@ -17,8 +17,8 @@ from PIL import Image
 from diffisp.cli import main
 from diffisp.errors import DataError
 from diffisp.report.build import build_report
-from diffisp.report.html import wilson_interval
 from diffisp.report.sections import _command_lines
+from diffisp.util.stats import wilson_interval
 
 NBSP = "\u00a0"
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}

@@ -28,7 +28,6 @@ from diffisp.models.reporting import metric_label, reporting_for
 from diffisp.report import eval_sections as ev
 from diffisp.report.condition_sections import conditions_section
 from diffisp.report.html import DASH, Markup, join, number, page, pct, seconds, table, tag
-from diffisp.report.html import wilson_interval as _wilson
 from diffisp.report.sections import (
     REFERENCES,
     as_dict,
@@ -48,6 +47,7 @@ from diffisp.report.sections import (
 )
 from diffisp.util.io import atomic_write_text
 from diffisp.util.stats import gap_closed
+from diffisp.util.stats import wilson_interval as _wilson
 
 # The schemas this module understands. Kept here rather than imported from diffisp.experiments.run,
 # which pulls in JAX: building a report needs no accelerator and should start instantly.

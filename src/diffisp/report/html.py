@@ -94,18 +94,6 @@ def seconds(value: Any) -> str:
     return f"{x:.1f} s" if x < 120 else f"{x / 60:.1f} min ({x:.0f} s)"
 
 
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``p`` measured on ``n`` samples.
-
-    Why Wilson: the normal approximation gives intervals outside [0, 1] at the small test sets
-    and extreme accuracies that quick runs produce.
-    """
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 # --- tables and figures --------------------------------------------------------------------------
 
 

@@ -27,8 +27,8 @@ from diffisp.report.html import (
     seconds,
     table,
     tag,
-    wilson_interval,
 )
+from diffisp.util.stats import wilson_interval
 
 # Labels of the protocol rows written by diffisp.models.evaluate (run directories carry no labels).
 METHOD_LABELS = {
