@@ -11,6 +11,10 @@ import jax.numpy as jnp
 import pytest
 from helpers import TINY_CLI_ARGS
 
+# The commands' persistent XLA cache stays off: tests must neither fill the user's cache nor
+# depend on what an earlier session left in it (tests/test_cli_cache.py turns it on itself).
+os.environ["DIFFISP_XLA_CACHE"] = "0"
+
 
 @pytest.fixture
 def images() -> jax.Array:

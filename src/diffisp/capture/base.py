@@ -31,8 +31,9 @@ import numpy as np
 from diffisp.capture.raw_capture import RawCapture
 
 Captured = jax.Array | RawCapture
-# Images captured per compiled call: bounds the device memory of one call on large sets.
-CAPTURE_CHUNK = 4096
+# Images captured per compiled call: bounds the device memory of one call on large sets, and
+# small enough that sets of a few hundred images share one compiled size.
+CAPTURE_CHUNK = 256
 SWEEP_KINDS = ("brightness", "noise_sigma")
 
 
@@ -67,12 +68,18 @@ def capture(
     indices = np.arange(n) if indices is None else np.asarray(indices)
     if indices.shape != (n,):
         raise ValueError(f"indices must be ({n},) for {n} images; got {indices.shape}")
-    parts = [
-        _capture_per_image(
-            model, key, images[i : i + CAPTURE_CHUNK], indices[i : i + CAPTURE_CHUNK]
-        )
-        for i in range(0, n, CAPTURE_CHUNK)
-    ]
+    # One chunk size (the last chunk padded with copies of its first image, dropped after):
+    # a training and a test set compile one call between them, not one per size.
+    chunk = min(CAPTURE_CHUNK, 1 << max(n - 1, 0).bit_length())
+    parts = []
+    for start in range(0, n, chunk):
+        part, index = images[start : start + chunk], indices[start : start + chunk]
+        short = chunk - int(part.shape[0])
+        if short:
+            part = jnp.concatenate([part, jnp.repeat(part[:1], short, axis=0)])
+            index = np.concatenate([index, np.repeat(index[:1], short)])
+        out = _capture_per_image(model, key, part, index)
+        parts.append(jax.tree.map(lambda a, keep=chunk - short: a[:keep], out))
     captures, conditions = parts[0] if len(parts) == 1 else _concatenate(parts)
     return captures, {name: np.asarray(values) for name, values in conditions.items()}
 

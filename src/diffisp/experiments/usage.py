@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from diffisp.capture.raw_capture import num_images
 from diffisp.isp.chain import LearnedISP
@@ -28,23 +29,29 @@ def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
-def isp_usage(isp: LearnedISP, images: jax.Array, *, repeats: int = 3) -> dict[str, Any]:
-    """Mean active stages per image, per-stage activity, and ISP milliseconds per image.
+def isp_usage(
+    isp: LearnedISP, images: jax.Array, *, repeats: int = 3, timed: bool = True
+) -> dict[str, Any]:
+    """Mean active stages per image, per-stage activity, and (``timed``) ISP milliseconds per
+    image.
 
     Time is the best of ``repeats`` runs of the ISP's fastest inference over ``images`` in one
     batch, after a first call that compiles it.
     """
-    n = num_images(images)
-    run = isp.fastest_inference()
-    jax.block_until_ready(run(images))
-    seconds = best_seconds(lambda: run(images), repeats)
-    active = np.asarray(isp.decisions(images)["active"], dtype=bool)
+    active = np.asarray(_active(isp, images), dtype=bool)
     rates = {name: float(active[:, s].mean()) for s, name in enumerate(isp.stage_names)}
-    return {
-        "active_stages": float(sum(rates.values())),
-        "stage_rates": rates,
-        "isp_ms_per_image": 1e3 * seconds / n,
-    }
+    usage: dict[str, Any] = {"active_stages": float(sum(rates.values())), "stage_rates": rates}
+    if timed:
+        run = isp.fastest_inference()
+        jax.block_until_ready(run(images))
+        seconds = best_seconds(lambda: run(images), repeats)
+        usage["isp_ms_per_image"] = 1e3 * seconds / num_images(images)
+    return usage
+
+
+@nnx.jit
+def _active(isp: LearnedISP, images: jax.Array) -> jax.Array:
+    return isp.decisions(images)["active"]
 
 
 def parameter_summary(isp: LearnedISP, images: jax.Array) -> dict[str, Any]:

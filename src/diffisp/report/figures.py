@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from flax import nnx
 
 from diffisp.capture.raw_capture import RawCapture
 from diffisp.isp.chain import ISP, LearnedISP, chain_steps
@@ -257,12 +258,9 @@ def adaptive_decisions_figure(
     The images after each stage are :func:`~diffisp.isp.chain.chain_steps` of the ISP's own
     decisions (per-image values, boolean gates): what the ISP's inference computes.
     """
-    decisions = isp.decisions(dark)
-    names = list(decisions["stage_names"])
-    active = np.asarray(decisions["active"], dtype=bool)
-    values = [decisions["values"][name] for name in names]
-    steps = chain_steps(jnp.asarray(dark), names, values, gates=jnp.asarray(active))
-    steps = [np.asarray(step) for step in steps]
+    names = list(isp.stage_names)
+    active, values, steps = jax.tree.map(np.asarray, _decided_steps(isp, jnp.asarray(dark)))
+    active = active.astype(bool)
     output = steps[-1] if steps else dark
     rows, cols = len(dark), len(names) + 2
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.45 * rows), squeeze=False)
@@ -306,6 +304,17 @@ def adaptive_decisions_figure(
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+@nnx.jit
+def _decided_steps(isp: LearnedISP, dark: jax.Array) -> tuple[jax.Array, list, list]:
+    """The adaptive ISP's gates, per-image values and image after each stage, in one compiled
+    call (run op by op, the figure spent seconds compiling each small op)."""
+    decisions = isp.decisions(dark)
+    names = list(decisions["stage_names"])
+    values = [decisions["values"][name] for name in names]
+    steps = chain_steps(dark, names, values, gates=decisions["active"])
+    return decisions["active"], values, steps
 
 
 def _short_value(stage: str, values: dict) -> str:
