@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/diffisp demo --quick
+	$(BIN)/diffisp demo
 
 # pytest exits 5 when it collects nothing: for either suite that means its tests vanished.
 PYTEST_OR_FAIL_IF_EMPTY = rc=$$?; \

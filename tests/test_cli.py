@@ -95,29 +95,50 @@ def test_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
     assert cfg("--quick", "--num-test", "64").data.num_test == 64  # the command line wins
 
 
-def test_the_results_table_is_read_in_two_lines_with_its_sampling_error():
+def test_the_results_table_is_read_in_two_lines_with_paired_intervals():
     from diffisp.cli.commands import reading
 
     def row(label, acc):
-        return {"label": label, "accuracy": acc, "num_samples": 100, "description": ""}
+        return {"label": label, "accuracy": acc, "num_samples": 100}
 
     metrics = {
         "metric": "accuracy",
         "dataset": {"num_test": 100},
         "results": {
             "no_isp": row("No ISP", 0.20),
-            "dark_cnn": row("CNN fine-tuned on dark", 0.50),
-            "fixed_gamma_cnn": row("Fixed gamma + fine-tuned CNN", 0.55),
-            "learned_isp_phase1": row("Learned ISP (phase 1)", 0.35),
-            "learned_isp_phase2": row("Learned ISP (phase 2)", 0.60),
+            "fixed_gamma": row("Fixed gamma 0.5", 0.30),
             "adaptive_l0_frozen": row("Adaptive ISP, frozen CNN", 0.45),
-            "clean_oracle": row("Clean oracle", 0.9),
+            "fixed_gamma_cnn": row("Fixed gamma + fine-tuned CNN", 0.55),
+            "learned_isp_phase2": row("Learned ISP (phase 2)", 0.60),
+        },
+        "comparisons": {
+            "retrained": {
+                "a": "learned_isp_phase2",
+                "b": "fixed_gamma_cnn",
+                "a_value": 0.60,
+                "b_value": 0.55,
+                "difference": 0.05,
+                "low": -0.02,
+                "high": 0.12,
+                "num_samples": 100,
+            },
+            "frozen": {
+                "a": "adaptive_l0_frozen",
+                "b": "fixed_gamma",
+                "a_value": 0.45,
+                "b_value": 0.30,
+                "difference": 0.15,
+            },
         },
     }
     retrain, frozen = reading(metrics)
-    assert retrain.startswith("Retraining allowed: Learned ISP (phase 2) 60.0% vs Fixed gamma")
-    assert "(+5.0 points)" in retrain
-    assert frozen.startswith("Model frozen: Adaptive ISP, frozen CNN 45.0%") and "20.0%" in frozen
-    assert "100 test images, one seed; each accuracy is known to about ±10%" in frozen
-    del metrics["results"]["dark_cnn"], metrics["results"]["fixed_gamma_cnn"]
-    assert reading(metrics) == []  # no retrained rows: nothing to compare
+    assert retrain == (
+        "Model retrained: Learned ISP (phase 2) 60.0% vs Fixed gamma + fine-tuned CNN 55.0%: "
+        "+5.0 points (paired 95 % interval -2.0 to +12.0, 100 test images, one seed)."
+    )
+    assert frozen.startswith("Model left as it is: Adaptive ISP, frozen CNN 45.0% vs Fixed gamma")
+    assert "+15.0 points (100 test images, one seed; no interval)" in frozen
+    assert frozen.endswith("the model alone on these captures: 20.0%.")
+    del metrics["comparisons"]["retrained"]
+    assert reading(metrics) == [frozen]
+    assert reading({**metrics, "comparisons": {}}) == []  # an older run's metrics: no reading

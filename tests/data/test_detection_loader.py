@@ -124,6 +124,15 @@ def test_subsets_are_seeded_ordered_and_never_larger_than_the_data(scenes_coco):
     assert [i.file for i in again.train_info] == files
     with pytest.raises(DataError, match=r"asked for 7 train images .* has 6; lower --num-train"):
         load_detection(f"coco:{scenes_coco}", num_train=7, image_size=32)
+    # A preset's counts are upper bounds: the whole of a smaller split, the asked part of a larger.
+    fitted = load_detection(
+        f"coco:{scenes_coco}", num_train=2000, num_test=2, image_size=32, seed=5, up_to=["train"]
+    )
+    assert (fitted.num_train, fitted.num_test) == (6, 2)
+    whole = load_detection(f"coco:{scenes_coco}", num_test=2, image_size=32, seed=5)
+    assert [i.file for i in fitted.test_info] == [i.file for i in whole.test_info]
+    with pytest.raises(DataError, match="asked for 7 train images"):  # up to: the test split
+        load_detection(f"coco:{scenes_coco}", num_train=7, image_size=32, up_to=["test"])
 
 
 def test_voc_folder_loads_with_its_image_sets(scenes_coco, tmp_path):

@@ -209,3 +209,51 @@ def test_sweep_figure_gives_every_curve_its_own_colour_and_band(tmp_path, saved_
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     band_colours = [tuple(b.get_facecolor()[0][:3]) for b in bands[-len(keys) :]]
     assert band_colours == line_colours
+
+
+def test_a_study_reads_its_two_questions_as_paired_differences_over_seeds():
+    from diffisp.cli.commands import study_reading
+    from diffisp.experiments.study import seed_comparisons
+
+    def run(gamma_cnn, adaptive, gamma, frozen):
+        def row(group, learned, value, label):
+            return {"group": group, "learned": learned, "accuracy": value, "label": label}
+
+        return {
+            "results": {
+                "no_isp": row("frozen", False, 0.2, "No ISP"),
+                "fixed_gamma": row("frozen", False, gamma, "Fixed gamma 0.5"),
+                "adaptive_frozen": row("frozen", True, frozen, "Adaptive ISP, frozen CNN"),
+                "fixed_gamma_cnn": row("retrained", False, gamma_cnn, "Fixed gamma + CNN"),
+                "adaptive": row("retrained", True, adaptive, "Adaptive ISP"),
+                "clean_oracle": row("reference", False, 0.9, "Clean oracle"),
+            }
+        }
+
+    # Seed to seed both methods move together; their difference hardly does.
+    runs = [run(0.60, 0.66, 0.30, 0.40), run(0.50, 0.57, 0.28, 0.41), run(0.55, 0.60, 0.29, 0.45)]
+    found = seed_comparisons(runs, "accuracy")
+    assert (found["retrained"]["a"], found["retrained"]["b"]) == ("adaptive", "fixed_gamma_cnn")
+    np.testing.assert_allclose(found["retrained"]["differences"], [0.06, 0.07, 0.05])
+    assert found["retrained"]["mean"] == pytest.approx(0.06)
+    assert found["retrained"]["std"] == pytest.approx(0.01)
+    assert found["frozen"]["b"] == "fixed_gamma"
+    methods = _aggregate_methods(
+        [
+            {
+                "results": {
+                    k: {**r, "num_samples": 500, "description": ""} for k, r in x["results"].items()
+                }
+            }
+            for x in runs
+        ]
+    )
+    assert methods["adaptive"]["group"] == "retrained" and methods["adaptive"]["learned"]
+    lines = study_reading({"methods": methods, "seeds": [0, 1, 2], "comparisons": found})
+    assert lines[0] == (
+        "Model retrained: Adaptive ISP 61.0% ± 4.6% vs Fixed gamma + CNN 55.0% ± 5.0%: paired "
+        "difference +6.0 ± 1.0 points over 3 seed(s) (500 test images each)."
+    )
+    assert lines[1].startswith("Model left as it is: Adaptive ISP, frozen CNN")
+    # Runs of an older version have no groups: no reading, no error.
+    assert seed_comparisons([{"results": {"no_isp": {"accuracy": 0.2}}}], "accuracy") == {}

@@ -39,7 +39,9 @@ def int_like(text: str) -> int:
     return int(value)
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None:
+def _add_run_options(
+    p: argparse.ArgumentParser, *, default_preset: str | None, default_protocol: str = "seed"
+) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument(
         "--quick",
@@ -56,6 +58,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_preset: str) -> None
         help="the reference's full sizes: 2000 train / 500 test, 5+10 epochs",
     )
     p.set_defaults(preset=default_preset)
+    deployed = default_protocol == "deployed"
+    p.add_argument(
+        "--protocol",
+        choices=("deployed", "seed"),
+        default=default_protocol,
+        help="deployed: mixed captures; global and adaptive ISPs in front of the model left "
+        "as it is and trained with it, against retraining the model; seed: the reference's "
+        "comparison (uniform darkening, five-stage ISP)"
+        + (
+            " (default deployed, at the demo preset's sizes: 1024 train / 256 test, 8+6+3 "
+            "epochs; seed: at --quick's)"
+            if deployed
+            else " (default seed)"
+        ),
+    )
     p.add_argument(
         "--config",
         type=_path,
@@ -193,8 +210,12 @@ def _add_distributed_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Data sources with a size of their own: a preset's counts are fitted to them.
+FINITE_SOURCES = ("folder", "coco", "voc")
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
-    from diffisp.training.config import TrainConfig
+    from diffisp.training.config import FITTABLE, TrainConfig
 
     if getattr(args, "download", False):
         from diffisp.data import download_cifar10
@@ -208,7 +229,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if values.get("task") == "detect":  # detection's defaults: the scenes at their own size
         values.setdefault("data", "scenes")
         values.setdefault("image_size", 64)
-    return TrainConfig.preset_config(args.preset, **values)
+    protocol = getattr(args, "protocol", "seed")
+    preset = args.preset or ("demo" if protocol == "deployed" else "quick")
+    cfg = TrainConfig.preset_config(preset, protocol=protocol, **values)
+    if cfg.data.source.kind in FINITE_SOURCES:  # the run fits what the user left to the preset
+        cfg = cfg.replace(fit=[name for name in FITTABLE if name not in values])
+    return cfg
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:

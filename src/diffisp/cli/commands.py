@@ -107,6 +107,14 @@ def _bench_raw(args: argparse.Namespace) -> int:
     return 0
 
 
+# Rows by what their model is (the results' "group"), as the table's sections name them.
+_SECTIONS = {
+    "frozen": "model trained on clean, left as it is",
+    "retrained": "model retrained on the captures",
+    "reference": "reference",
+}
+
+
 def _print_results(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -116,8 +124,10 @@ def _print_results(metrics: dict[str, Any]) -> None:
     ds, metric = metrics["dataset"], metrics.get("metric")
     reporting = reporting_for(metric)
     metric = reporting.metric
+    conditions = metrics.get("config", {}).get("capture", {}).get("conditions")
+    captures = "mixed captures" if conditions == "mixed" else "dark captures"
     table = Table(
-        title=f"Test {metric} on {ds['name']} ({ds['num_test']} test images, "
+        title=f"Test {metric} on {ds['name']}, {captures} ({ds['num_test']} test images, "
         f"seed {metrics['seed']})"
     )
     # Detection: mAP@[.5:.95] beside the headline mAP@0.5.
@@ -127,19 +137,25 @@ def _print_results(metrics: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     table.caption = (
         "gap closed: the share of the gap from No ISP to the clean oracle a method closes "
-        "(above 100 %: better than the oracle of equal budget)"
+        "(above 100 %: better than the oracle of equal budget). What goes into each row: "
+        "metrics.json, or diffisp report RUN_DIR"
     )
     interval = reporting.proportion  # a binomial interval over the test images; mAP has none
     if interval:
         table.add_column("95 % interval", justify="right")
     table.add_column("gap closed", justify="right")
-    table.add_column("what goes in")
+    group = None
     for row in metrics["results"].values():
+        if row.get("group") != group and row.get("group") in _SECTIONS:
+            group = row["group"]
+            if table.row_count:
+                table.add_section()
+            table.add_row(f"[italic]{_SECTIONS[group]}:[/italic]")
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         values = [_percent(row.get(c)) for c in columns]
         if interval:
             values.append(interval_text(row.get(metric), row.get("num_samples")))
-        table.add_row(row["label"], *values, gap, row["description"])
+        table.add_row("  " + row["label"] if group else row["label"], *values, gap)
     Console().print(table)
     for line in reading(metrics):
         print(line)
@@ -147,7 +163,7 @@ def _print_results(metrics: dict[str, Any]) -> None:
 
 def interval_text(value: Any, n: Any) -> str:
     """A proportion's 95 % Wilson interval over ``n`` samples as text (``-`` when unknown)."""
-    from diffisp.report.html import wilson_interval
+    from diffisp.util.stats import wilson_interval
 
     if not isinstance(value, (int, float)) or value != value or not n:
         return "-"
@@ -155,49 +171,43 @@ def interval_text(value: Any, n: Any) -> str:
     return f"{low:.0%}-{high:.0%}"
 
 
-# Rows of the results table (docs/results-format.md) by what they answer.
-_RETRAINED = ("dark_cnn", "fixed_gamma_cnn")
-_FROZEN_MODEL_BASELINE = "no_isp"
-
-
 def reading(metrics: dict[str, Any]) -> list[str]:
-    """Two lines under the results table: the learned ISP against retraining the model, and
-    in front of the model left frozen, with the test-set size and the seed count that bound
-    them. Empty when the rows are not there."""
-    from diffisp.experiments.protocol import FROZEN_SUFFIX
+    """Two lines under the results table (the run's ``comparisons``): the best learned ISP
+    against retraining the model, and in front of the model left as it is against the best
+    fixed pipeline, each with its paired interval where the task has one, and the test-set
+    size and seed count that bound them. Empty when the rows are not there."""
     from diffisp.models.reporting import reporting_for
 
     reporting = reporting_for(metrics.get("metric"))
-    rows, key = metrics["results"], reporting.metric
-
-    def best(keys: list[str]) -> tuple[str, float] | None:
-        scored = [(k, rows[k][key]) for k in keys if isinstance(rows.get(k, {}).get(key), float)]
-        return max(scored, key=lambda kv: kv[1]) if scored else None
-
-    baseline = {"no_isp", "fixed_gamma", "auto_isp", "histogram_eq", "clean_oracle"}
-    learned = [
-        k for k in rows if k not in baseline and k not in _RETRAINED and "raw_adapter" not in k
-    ]
-    frozen = [k for k in learned if k == "learned_isp_phase1" or k.endswith(FROZEN_SUFFIX)]
-    joint, retrained = best([k for k in learned if k not in frozen]), best(list(_RETRAINED))
-    in_front, alone = best(frozen), best([_FROZEN_MODEL_BASELINE])
-    if not (joint and retrained and in_front and alone):
-        return []
-    n = rows[joint[0]].get("num_samples") or metrics["dataset"].get("num_test")
+    rows, found = metrics["results"], metrics.get("comparisons") or {}
     points = f"{reporting.named()}points"
-    caveat = f"{n} test images, one seed"
-    if reporting.proportion and n:  # the widest 95 % binomial half-width, at 50 %
-        caveat += f"; each accuracy is known to about ±{1.96 * (0.25 / int(n)) ** 0.5:.0%}"
+    seeds = "one seed"
 
-    def named(k: str) -> str:
-        return rows[k]["label"]
+    def line(question: str, answer: dict[str, Any]) -> str:
+        a, b = rows[answer["a"]], rows[answer["b"]]
+        text = (
+            f"{question}: {a['label']} {answer['a_value']:.1%} vs {b['label']} "
+            f"{answer['b_value']:.1%}: {100 * answer['difference']:+.1f} {points}"
+        )
+        if "low" in answer:
+            text += (
+                f" (paired 95 % interval {100 * answer['low']:+.1f} to "
+                f"{100 * answer['high']:+.1f}, {answer['num_samples']} test images, {seeds})"
+            )
+        else:
+            text += f" ({a.get('num_samples', '?')} test images, {seeds}; no interval)"
+        return text + "."
 
-    return [
-        f"Retraining allowed: {named(joint[0])} {joint[1]:.1%} vs {named(retrained[0])} "
-        f"{retrained[1]:.1%} ({100 * (joint[1] - retrained[1]):+.1f} {points}).",
-        f"Model frozen: {named(in_front[0])} {in_front[1]:.1%} vs the model alone on the dark "
-        f"images {alone[1]:.1%} ({100 * (in_front[1] - alone[1]):+.1f} {points}; {caveat}).",
-    ]
+    lines = []
+    if "retrained" in found:
+        lines.append(line("Model retrained", found["retrained"]))
+    if "frozen" in found:
+        text = line("Model left as it is", found["frozen"])
+        alone = rows.get("no_isp", {}).get(reporting.metric)
+        if found["frozen"]["b"] != "no_isp" and isinstance(alone, float):
+            text = text[:-1] + f"; the model alone on these captures: {alone:.1%}."
+        lines.append(text)
+    return lines
 
 
 def _percent(value: Any, digits: int = 1) -> str:
@@ -261,7 +271,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or default_run_dir()
         with noting_kept_checkpoint(out):
             metrics = run_experiment(
-                cfg, out, command=command, progress=not args.no_progress, figures=FIGURES
+                cfg,
+                out,
+                command=command,
+                progress=not args.no_progress,
+                figures=FIGURES,
+                # The demo's minute has no room for compiling every adaptive gate pattern.
+                time_isps=args.command != "demo",
             ).metrics
     _print_results(metrics)
     print(f"run directory: {out} (metrics.json, figures/, model/, checkpoints/)")
@@ -343,16 +359,50 @@ def _print_study(study: dict[str, Any]) -> None:
     secondary = sorted({k for row in study["methods"].values() for k in row.get("secondary", {})})
     for column in ("method", metric, *secondary, "gap closed"):
         table.add_column(column, justify="left" if column == "method" else "right")
+    group = None
     for row in study["methods"].values():
+        if row.get("group") != group and row.get("group") in _SECTIONS:
+            group = row["group"]
+            if table.row_count:
+                table.add_section()
+            table.add_row(f"[italic]{_SECTIONS[group]}:[/italic]")
         gap = row["gap_closed"]
         extra = [row.get("secondary", {}).get(k) for k in secondary]
         table.add_row(
-            row["label"],
+            "  " + row["label"] if group else row["label"],
             f"{_percent(row['mean'])} ± {_percent(row['std'])}",
             *("" if e is None else f"{_percent(e['mean'])} ± {_percent(e['std'])}" for e in extra),
             "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
         )
     Console().print(table)
+    for line in study_reading(study):
+        print(line)
+
+
+def study_reading(study: dict[str, Any]) -> list[str]:
+    """A study's two questions read over its seeds: each pair's mean ± s.d., and the mean ±
+    s.d. of their per-seed difference (paired: the same test images within a seed)."""
+    methods, n = study["methods"], len(study["seeds"])
+    points = f"{reporting_named(study.get('metric'))}points"
+    lines = []
+    for group, question in (("retrained", "Model retrained"), ("frozen", "Model left as it is")):
+        found = (study.get("comparisons") or {}).get(group)
+        if not found:
+            continue
+        a, b = methods[found["a"]], methods[found["b"]]
+        lines.append(
+            f"{question}: {a['label']} {_percent(a['mean'])} ± {_percent(a['std'])} vs "
+            f"{b['label']} {_percent(b['mean'])} ± {_percent(b['std'])}: paired difference "
+            f"{100 * found['mean']:+.1f} ± {100 * found['std']:.1f} {points} over {n} seed(s) "
+            f"({a.get('num_samples', '?')} test images each)."
+        )
+    return lines
+
+
+def reporting_named(metric: Any) -> str:
+    from diffisp.models.reporting import reporting_for
+
+    return reporting_for(metric).named()
 
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ asking for more images than a split has is a :class:`DataError`, never a silent 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,7 @@ def load_detection(
     num_test: int | None = None,
     seed: int = 0,
     image_size: int = 64,
+    up_to: Collection[str] = (),
 ) -> DetectionDataset:
     """Load a detection data set by spec (see module docstring).
 
@@ -107,6 +109,8 @@ def load_detection(
         scenes). Positive ints.
       seed: seeds the scenes, a seeded split when the data have none, and the subsets.
       image_size: side of the letterboxed square images (>= 8).
+      up_to: for COCO/VOC, the splits (``"train"``, ``"test"``) whose count is an upper bound
+        (a preset's size fitted to a smaller set): such a split gives all it has.
 
     Returns:
       A :class:`DetectionDataset`.
@@ -139,23 +143,32 @@ def load_detection(
         dataset = load_coco(annotations, images, image_size=image_size, seed=seed)
     else:
         dataset = load_voc(argument, image_size=image_size, seed=seed)
-    return subset_detection(dataset, num_train, num_test, seed)
+    return subset_detection(dataset, num_train, num_test, seed, up_to=up_to)
 
 
 def subset_detection(
-    dataset: DetectionDataset, num_train: int | None, num_test: int | None, seed: int
+    dataset: DetectionDataset,
+    num_train: int | None,
+    num_test: int | None,
+    seed: int,
+    *,
+    up_to: Collection[str] = (),
 ) -> DetectionDataset:
     """``dataset`` cut to ``num_train``/``num_test`` images per split (``None``: all), drawn
     with ``numpy.random.default_rng(seed)`` and kept in the reader's order.
 
+    ``up_to``: the splits whose count is an upper bound (kept whole when smaller).
+
     Raises:
-      DataError: a split has fewer images than asked for.
+      DataError: a split has fewer images than asked for (and not ``up_to``).
     """
     wanted = {"train": num_train, "test": num_test}
     changes: dict[str, object] = {}
     rng = np.random.default_rng(seed)
     for split in SPLITS:
         have, want = len(getattr(dataset, f"{split}_images")), wanted[split]
+        if split in up_to and want is not None:
+            want = min(want, have)
         if want is None or want == have:
             continue
         if want > have:

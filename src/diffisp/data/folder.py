@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def load_folder(
     seed: int = 0,
     image_size: int = 32,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    up_to: Collection[str] = (),
 ) -> Dataset:
     """Load ``root/<class_name>/*`` as a :class:`Dataset` with a stratified train/test split.
 
@@ -62,6 +64,9 @@ def load_folder(
         change with ``num_train``).
       image_size: output side; short side resized to it, then centre-cropped.
       test_fraction: share of every class held out for testing, in (0, 1).
+      up_to: the splits (``"train"``, ``"test"``) whose count is an upper bound (a preset's
+        size fitted to a smaller folder): such a split with fewer images gives all it has
+        instead of an error.
 
     Returns:
       A :class:`Dataset` named ``"folder:<absolute root>"``; images
@@ -79,7 +84,12 @@ def load_folder(
     """
     image_size = check_image_size(image_size)
     root, names, chosen_files = choose_files(
-        root, num_train=num_train, num_test=num_test, seed=seed, test_fraction=test_fraction
+        root,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        test_fraction=test_fraction,
+        up_to=up_to,
     )
     check_fits_in_memory(
         sum(len(files) for files, _ in chosen_files.values()), image_size, options=SIZE_OPTIONS
@@ -99,6 +109,7 @@ def choose_files(
     num_test: int | None,
     seed: int,
     test_fraction: float,
+    up_to: Collection[str] = (),
 ) -> tuple[Path, tuple[str, ...], dict[str, tuple[list[Path], np.ndarray]]]:
     """The files :func:`load_folder` (and the streamed reader) use, without reading them:
     ``(absolute root, class names, {"train"|"test": (files, labels)})``, the seeded stratified
@@ -120,6 +131,8 @@ def choose_files(
     chosen = {}
     for split, requested, rng in (("train", num_train, train_rng), ("test", num_test, test_rng)):
         files, labels = pools[split]
+        if split in up_to and requested is not None:
+            requested = min(requested, len(files))
         count = check_enough(
             requested,
             len(files),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 from diffisp.data._common import check_load_arguments
@@ -27,6 +28,7 @@ def load_dataset(
     image_size: int = 32,
     data_dir: str | Path | None = None,
     download: bool = False,
+    up_to: Collection[str] = (),
 ) -> Dataset:
     """Load a data set by name.
 
@@ -52,6 +54,8 @@ def load_dataset(
         (``$DIFFISP_CACHE`` or ``~/.cache/diffisp``); with ``download``, where to put it.
         Ignored by ``"builtin"`` and ``"folder:"``.
       download: fetch CIFAR-10 (about 170 MB, MD5-checked) if it is not found.
+      up_to: for ``"folder:PATH"``, the splits whose count is an upper bound
+        (:func:`~diffisp.data.folder.load_folder`).
 
     Returns:
       A :class:`Dataset`: images ``(N, S, S, 3)`` float32 in [0, 1], labels int32.
@@ -75,7 +79,7 @@ def load_dataset(
     if kind == "folder" and sep:
         if not argument.strip():
             raise ConfigError("spec 'folder:' needs a path, e.g. 'folder:~/photos'")
-        return load_folder(argument.strip(), **common)
+        return load_folder(argument.strip(), **common, up_to=up_to)
     if sep or kind not in ("auto", "cifar10", "builtin"):
         raise ConfigError(
             f"unknown data set spec {spec!r}; valid specs: {', '.join(map(repr, VALID_SPECS))}"

@@ -30,7 +30,7 @@ RAW files and COCO/VOC detection sets are not streamed yet (they load in memory 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -134,13 +134,14 @@ def stream_folder(
     seed: int = 0,
     image_size: int = 32,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    up_to: Collection[str] = (),
 ) -> StreamedFolder:
     """``root/<class_name>/*`` as a :class:`StreamedFolder`.
 
     The split and the subsets are :func:`~diffisp.data.folder.load_folder`'s (the same random
     streams from ``seed``): ``stream_folder(...).train[i]`` is image ``i`` of
     ``load_folder(...)`` with the same arguments. Only the ``num_test`` test images are decoded
-    here; the files are listed (names only) to split them.
+    here; the files are listed (names only) to split them. ``up_to``: as ``load_folder``'s.
 
     Raises:
       DataError: as :func:`~diffisp.data.folder.load_folder` (layout, too few images); a corrupt
@@ -148,7 +149,12 @@ def stream_folder(
     """
     image_size = check_image_size(image_size)
     root, names, chosen = choose_files(
-        root, num_train=num_train, num_test=num_test, seed=seed, test_fraction=test_fraction
+        root,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        test_fraction=test_fraction,
+        up_to=up_to,
     )
     test_images, _ = load_images_with_sources(root, chosen["test"][0], image_size)
     train = FolderSource(*chosen["train"], image_size)

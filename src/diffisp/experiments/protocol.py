@@ -15,25 +15,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from diffisp.capture.base import capture, check_sweep_kind
 from diffisp.experiments.usage import isp_usage
 from diffisp.isp import baselines, raw_baselines
 from diffisp.isp.raw import conventional_pipeline, demosaic_only, packed_raw
-from diffisp.models.evaluate import evaluate
+from diffisp.models.evaluate import predict
 from diffisp.models.task import CLASSIFY, Task
 from diffisp.training import keys
 from diffisp.training.data import RunData
 from diffisp.training.loop import finetune_model, train_from_model
 from diffisp.training.state import TrainState
 from diffisp.training.variants import parse_variant
-from diffisp.util.stats import gap_closed
+from diffisp.util.stats import gap_closed, paired_difference
 
 _SWEEP_KEY = 5
 
 BRIGHTNESS_SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 NOISE_SWEEP = (0.0, 0.01, 0.02, 0.05, 0.1)
+
+
+#: What a method's task model is: the clean-trained model left as it is (``"frozen"``), a
+#: model trained on the dark captures (``"retrained"``), or the clean-image upper reference.
+GROUPS = ("frozen", "retrained", "reference")
 
 
 @dataclass
@@ -45,14 +51,16 @@ class Method:
     isp: nnx.Module | None = None
     transform: Callable[[jax.Array], jax.Array] | None = None
     clean_input: bool = False
+    group: str = "frozen"
+
+    def predictions(self, dark: jax.Array, clean: jax.Array, task: Task = CLASSIFY) -> Any:
+        images = clean if self.clean_input else dark
+        return predict(self.model, images, isp=self.isp, transform=self.transform, task=task)
 
     def metrics(
         self, dark: jax.Array, clean: jax.Array, targets: Any, task: Task = CLASSIFY
     ) -> dict[str, float]:
-        images = clean if self.clean_input else dark
-        return evaluate(
-            self.model, images, targets, isp=self.isp, transform=self.transform, task=task
-        )
+        return task.metrics(self.predictions(dark, clean, task), targets)
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,7 @@ def protocol_methods(
             f"{epochs} epochs",
             finetuned[p.key],
             transform=p.transform,
+            group="retrained",
         )
         for p in (RAW_FINETUNED if raw else SRGB_FINETUNED)
     ]
@@ -239,6 +248,7 @@ def protocol_methods(
                 f"{total} epochs (no ISP at all)",
                 finetuned["packed_raw"],
                 transform=packed_raw,
+                group="retrained",
             )
         )
     kind = "RAW " if raw else ""
@@ -256,6 +266,7 @@ def protocol_methods(
             f"{kind}ISP and CNN fine-tuned jointly on dark inputs",
             state.model,
             isp=state.isp,
+            group="retrained",
         ),
         Method(
             "clean_oracle",
@@ -264,17 +275,30 @@ def protocol_methods(
             "epochs, the same budget (upper reference)",
             finetuned["clean_cnn"],
             clean_input=True,
+            group="reference",
         ),
     ]
     return methods
 
 
 def evaluate_methods(
-    methods: Sequence[Method], data: RunData, task: Task = CLASSIFY
+    methods: Sequence[Method],
+    data: RunData,
+    task: Task = CLASSIFY,
+    *,
+    time_isps: bool = True,
+    comparisons: dict[str, Any] | None = None,
 ) -> dict[str, dict]:
-    """The task's metrics for every method on the run's test set, and the share of the gap
-    (no ISP -> clean oracle) each closes in the task's headline metric."""
-    rows = {}
+    """The task's metrics for every method on the run's test set, its group
+    (:data:`GROUPS`), and the share of the gap (no ISP -> clean oracle) each closes in the
+    task's headline metric.
+
+    Every learned ISP's row also says how many stages it runs per image; with ``time_isps``
+    also its measured milliseconds per image (each adaptive gate pattern compiles a chain of
+    its own, seconds on a CPU: a quick demo leaves it out). ``comparisons``: a dict filled with
+    :func:`compare_methods`' answer (the task must score each image, as classification does).
+    """
+    rows, scores = {}, {}
     # The rows' texts name the task model "CNN"; a detection table names its detector.
     name = getattr(task, "reporting", CLASSIFY.reporting).model_name
 
@@ -283,20 +307,76 @@ def evaluate_methods(
             return text
         return re.sub(r"\bCNN\b", lambda m: name.capitalize() if m.start() == 0 else name, text)
 
+    per_image = getattr(task, "per_image_scores", None)
     for m in methods:
-        metrics = m.metrics(data.test_dark, data.test_clean, data.test_labels, task)
-        rows[m.key] = {"label": named(m.label), **metrics, "description": named(m.description)}
+        predictions = m.predictions(data.test_dark, data.test_clean, task)
+        metrics = task.metrics(predictions, data.test_labels)
+        rows[m.key] = {
+            "label": named(m.label),
+            **metrics,
+            "group": m.group,
+            "learned": m.isp is not None,
+            "description": named(m.description),
+        }
+        if per_image is not None:
+            scores[m.key] = per_image(predictions, data.test_labels)
     key = task.headline
     floor, ceiling = rows["no_isp"][key], rows["clean_oracle"][key]
     for row in rows.values():
         row["gap_closed"] = gap_closed(row[key], floor, ceiling)
     for m in methods:
         if m.isp is not None:
-            usage = isp_usage(m.isp, data.test_dark)
-            rows[m.key]["active_stages"] = usage["active_stages"]
-            rows[m.key]["isp_ms_per_image"] = usage["isp_ms_per_image"]
-            rows[m.key]["stage_rates"] = usage["stage_rates"]
+            usage = isp_usage(m.isp, data.test_dark, timed=time_isps)
+            rows[m.key].update(usage)
+    if comparisons is not None:
+        comparisons.update(compare_methods(methods, rows, scores, key))
     return rows
+
+
+def compare_methods(
+    methods: Sequence[Method],
+    rows: dict[str, dict],
+    scores: dict[str, np.ndarray],
+    key: str,
+) -> dict[str, dict[str, Any]]:
+    """The two answers a user asks the table for, each the best learned ISP against the best
+    method without one, on the same test images:
+
+    - ``"retrained"``: when the model may be retrained, the best learned ISP trained with it
+      against the best model simply fine-tuned on the dark captures;
+    - ``"frozen"``: when the model stays as it is, the best learned ISP in front of it against
+      the best fixed pipeline in front of it (no ISP, gamma, classical auto ISP, ...).
+
+    Each: ``{"a", "b"}`` (the two rows' keys), ``"a_value"``, ``"b_value"``, ``"difference"``
+    (a - b in ``key``) and, when ``scores`` has both rows' per-image scores, the 95 % paired
+    bootstrap interval ``"low"``/``"high"`` and ``"num_samples"``
+    (:func:`~diffisp.util.stats.paired_difference`). A question without both kinds of row is
+    left out.
+    """
+
+    def best(keys: list[str]) -> str | None:
+        scored = [k for k in keys if isinstance(rows[k].get(key), (int, float))]
+        return max(scored, key=lambda k: rows[k][key]) if scored else None
+
+    out: dict[str, dict[str, Any]] = {}
+    for group in ("retrained", "frozen"):
+        members = [m for m in methods if m.group == group]
+        a = best([m.key for m in members if m.isp is not None])
+        b = best([m.key for m in members if m.isp is None])
+        if a is None or b is None:
+            continue
+        answer: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            "a_value": rows[a][key],
+            "b_value": rows[b][key],
+            "difference": rows[a][key] - rows[b][key],
+        }
+        if a in scores and b in scores:
+            paired = paired_difference(scores[a], scores[b])
+            answer.update(low=paired["low"], high=paired["high"], num_samples=paired["num_samples"])
+        out[group] = answer
+    return out
 
 
 def sweep(
@@ -352,7 +432,9 @@ def variant_methods(state: TrainState, data: RunData, specs: Sequence[str]) -> l
         variant = train_variant(state, data, overrides)
         stages = ", ".join(variant.cfg.isp.stages)
         description = f"{label}: {stages}; phases 1-2 from the same clean-trained CNN"
-        tuned.append(Method(key, label, description, variant.model, isp=variant.isp))
+        tuned.append(
+            Method(key, label, description, variant.model, isp=variant.isp, group="retrained")
+        )
         frozen.append(
             Method(
                 key + FROZEN_SUFFIX,

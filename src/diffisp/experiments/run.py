@@ -36,6 +36,7 @@ from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import condition_report
 from diffisp.experiments.console import DeferredInterrupt, PhaseProgress
 from diffisp.experiments.protocol import (
+    GROUPS,
     Method,
     evaluate_methods,
     protocol_methods,
@@ -112,6 +113,8 @@ def load_run_data(
         (:meth:`~diffisp.training.config.TrainConfig.check_resources`), before any is read.
     """
     cfg.check_resources()
+    # A preset's counts (not the user's) are upper bounds: a smaller set is used whole.
+    up_to = [split for split in ("train", "test") if f"num_{split}" in cfg.fit]
     if cfg.task.name == "detect":
         return load_detection(
             cfg.data.source,
@@ -119,6 +122,7 @@ def load_run_data(
             num_test=cfg.data.num_test,
             seed=cfg.seed,
             image_size=cfg.data.image_size,
+            up_to=up_to,
         )
     if cfg.data.stream:  # the training files are listed, not read (decoded while training)
         return stream_folder(
@@ -127,6 +131,7 @@ def load_run_data(
             num_test=cfg.data.num_test,
             seed=cfg.seed,
             image_size=cfg.data.image_size,
+            up_to=up_to,
         )
     split = None if run_dir is None else Path(run_dir) / SPLIT_FILE
     if split is not None and split.is_file():
@@ -138,6 +143,7 @@ def load_run_data(
         seed=cfg.seed,
         image_size=cfg.data.image_size,
         data_dir=cfg.data.data_dir,
+        up_to=up_to,
     )
 
 
@@ -184,6 +190,7 @@ def run_experiment(
     progress: bool = True,
     figures: FigureWriter | None = None,
     resume_command: str | None = None,
+    time_isps: bool = True,
 ) -> RunOutcome:
     """Train, evaluate and write everything for one run.
 
@@ -192,7 +199,8 @@ def run_experiment(
     and named). ``figures`` draws the run's figures (the report layer's
     :data:`diffisp.report.figures.FIGURES`; ``None``: no figures). ``resume_command``: what
     the interrupted-run hint tells the user to run (default ``diffisp train --resume OUT``;
-    a study names its own command).
+    a study names its own command). ``time_isps``: measure each learned ISP's milliseconds
+    per image (see :func:`~diffisp.experiments.protocol.evaluate_methods`).
 
     Raises:
       InputError: ``out_dir`` is not writable, or another run holds its lock.
@@ -221,6 +229,7 @@ def run_experiment(
                 progress=progress,
                 figures=figures,
                 resume_command=resume_command or f"diffisp train --resume {out_dir}",
+                time_isps=time_isps,
             )
     except BaseException:
         # A run that could not start leaves nothing behind (not even the lock's directory).
@@ -249,12 +258,17 @@ def _run_locked(
     progress: bool,
     figures: FigureWriter | None,
     resume_command: str,
+    time_isps: bool,
 ) -> RunOutcome:
     """:func:`run_experiment`'s work, with ``out_dir`` locked."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = _resolve_config(cfg, out_dir, resume)
     dataset = load_run_data(cfg, out_dir if resume else None)
+    if cfg.fit:  # the preset's sizes, fitted to the set it was given (and saved so)
+        cfg, fitted = cfg.fitted(dataset.num_train, _num_test(dataset))
+        if fitted:
+            log(f"note: {fitted}")
     if dataset.is_standin:
         log(f"note: {dataset.description}")
     for line in annotation_notes(dataset):
@@ -307,7 +321,12 @@ def _run_locked(
         log(f"training ISP variants against the same CNN: {', '.join(cfg.isp.variants)}")
         clean = methods.pop()  # keep the clean oracle last
         methods += [*variant_methods(state, data, cfg.isp.variants), clean]
-    results = evaluate_methods(methods, data, state.task)
+    # The table reads top to bottom: the model left as it is, retrained, the clean reference.
+    methods.sort(key=lambda m: GROUPS.index(m.group))
+    comparisons: dict[str, Any] = {}
+    results = evaluate_methods(
+        methods, data, state.task, time_isps=time_isps, comparisons=comparisons
+    )
     save_model(out_dir / "model", state.isp, state.model, _model_meta(cfg, dataset))
     outcome = RunOutcome({}, state, data, methods)
     figure_paths = (
@@ -324,6 +343,7 @@ def _run_locked(
         "dataset": dataset_summary(dataset),
         "config": cfg.to_dict(),
         "results": results,
+        "comparisons": comparisons,
         "learned_parameters": parameter_summary(state.isp, data.test_dark),
         "timing": {
             "train_seconds": round(train_seconds, 2),
@@ -338,6 +358,10 @@ def _run_locked(
     atomic_write_json(out_dir / "metrics.json", metrics)
     outcome.metrics = metrics
     return outcome
+
+
+def _num_test(dataset: Any) -> int:
+    return int(jax.tree.leaves(dataset.test_images)[0].shape[0])
 
 
 def annotation_notes(dataset: Any) -> list[str]:
@@ -379,6 +403,8 @@ def resumed_config(cfg: TrainConfig | None, out_dir: Path) -> TrainConfig:
     if not config_path.exists():
         raise ConfigError(f"cannot resume: {config_path} does not exist")
     saved = TrainConfig.load(config_path)
+    if cfg is not None and cfg.fit:  # saved fitted to its data: compare it so
+        cfg = cfg.fitted(saved.data.num_train, saved.data.num_test)[0]
     if cfg is not None and cfg != saved:
         changed = config_differences(saved.to_dict(), cfg.to_dict())
         raise ConfigError(

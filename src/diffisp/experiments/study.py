@@ -144,6 +144,7 @@ def run_study(
         "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
         "seeds": seeds,
         "methods": methods,
+        "comparisons": seed_comparisons(runs, metric),
         "sweeps": sweeps,
         "runs": [f"seed{s}" for s in seeds],
         "figures": [str(p.relative_to(out_dir)) for p in figure_paths],
@@ -201,6 +202,7 @@ def _aggregate_methods(
         gaps = [row.get("gap_closed") for row in rows]
         out[key] = {
             "label": first.get("label", key),
+            **{k: first[k] for k in ("group", "learned") if k in first},
             "description": first["description"],
             metric: values,
             **mean_std(values),
@@ -217,6 +219,32 @@ def _aggregate_methods(
         for extra in ("active_stages", "isp_ms_per_image"):
             if all(extra in row for row in rows):
                 out[key][extra] = mean_std([row[extra] for row in rows])
+    return out
+
+
+def seed_comparisons(runs: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
+    """The run's two questions (:func:`~diffisp.experiments.protocol.compare_methods`) over
+    seeds: per group, the learned ISP and the method without one of best mean ``metric``, and
+    their difference per seed (both on the seed's same test images) with its mean and s.d.
+
+    Returns ``{"retrained"|"frozen": {"a", "b", "differences", "mean", "std"}}``; a question
+    whose rows the runs do not have (or rows without groups, from older runs) is left out.
+    """
+    rows = runs[0]["results"]
+
+    def best(keys: list[str]) -> str | None:
+        means = {k: np.mean([run["results"][k][metric] for run in runs]) for k in keys}
+        return max(means, key=means.get) if means else None
+
+    out = {}
+    for group in ("retrained", "frozen"):
+        members = [k for k, row in rows.items() if row.get("group") == group]
+        a = best([k for k in members if rows[k].get("learned")])
+        b = best([k for k in members if not rows[k].get("learned")])
+        if a is None or b is None:
+            continue
+        differences = [run["results"][a][metric] - run["results"][b][metric] for run in runs]
+        out[group] = {"a": a, "b": b, "differences": differences, **mean_std(differences)}
     return out
 
 

@@ -60,6 +60,10 @@ class Task(Protocol):
         """Metrics of host-side predictions against targets; includes ``num_samples``."""
         ...
 
+    # Optional: ``per_image_scores(predictions, targets) -> (N,) array`` whose mean is the
+    # headline metric (classification has it; mAP is not a mean over images). With it, a
+    # run's comparisons carry paired intervals.
+
 
 def label_cross_entropy(
     logits: jax.Array, labels: jax.Array
@@ -101,6 +105,11 @@ class Classification:
             "accuracy": float(np.mean(predictions == targets)),
             "num_samples": int(targets.shape[0]),
         }
+
+    def per_image_scores(self, predictions: Any, targets: Any) -> np.ndarray:
+        """``(N,)`` 1.0 where an image is classified right, else 0.0: the headline metric is
+        their mean, so two methods can be compared image by image (paired)."""
+        return (np.asarray(predictions) == np.asarray(targets)).astype(np.float64)
 
 
 CLASSIFY = Classification()

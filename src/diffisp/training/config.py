@@ -53,7 +53,9 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     for section, cls in SECTIONS.items()
     for f in dataclasses.fields(cls)
 }
-_TOP_LEVEL = ("seed", "preset")
+_TOP_LEVEL = ("seed", "preset", "fit")
+#: The preset's settings a run may fit to a data set smaller than the preset asks for.
+FITTABLE = ("num_train", "num_test", "batch_size", "epochs_clean", "epochs_isp", "epochs_joint")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class TrainConfig:
     devices: DevicesSection = field(default_factory=DevicesSection)
     seed: int = 0
     preset: str = "custom"
+    #: Settings the preset chose (not the user) that the run fits to its data set's size when
+    #: the set is smaller than the preset asks (:meth:`fitted`); empty once fitted.
+    fit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -86,6 +91,12 @@ class TrainConfig:
             raise ConfigError(f"seed must be in [0, 2**32 - 1 = {MAX_SEED}]; got {self.seed}")
         if not isinstance(self.preset, str):
             raise ConfigError(f"preset must be a string; got {self.preset!r}")
+        fit = self.fit
+        if not isinstance(fit, (tuple, list)) or any(name not in FITTABLE for name in fit):
+            raise ConfigError(
+                f"fit must be a list of settings among {', '.join(FITTABLE)}; got {fit!r}"
+            )
+        object.__setattr__(self, "fit", tuple(fit))
         if self.optim.batch_size > self.data.num_train:
             raise ConfigError(
                 f"batch_size ({self.optim.batch_size}) is larger than the training set "
@@ -141,7 +152,7 @@ class TrainConfig:
     def flat_dict(self) -> dict[str, Any]:
         """Every setting by its flat name, as JSON values."""
         out = {name: _json(getattr(getattr(self, s), f)) for name, (s, f) in FLAT_NAMES.items()}
-        return {**out, "seed": self.seed, "preset": self.preset}
+        return {**out, "seed": self.seed, "preset": self.preset, "fit": list(self.fit)}
 
     # -- the run's resources --------------------------------------------------------------
 
@@ -170,19 +181,69 @@ class TrainConfig:
 
     # -- presets and files ----------------------------------------------------------------
 
+    def fitted(self, num_train: int, num_test: int) -> tuple[TrainConfig, str | None]:
+        """This config fitted to a data set that has ``num_train``/``num_test`` images (at
+        most what it asks for), and a line saying what changed (``None``: nothing did).
+
+        Only the settings in :attr:`fit` change: the image counts become the set's; the batch
+        shrinks to a quarter of the training set (a power of two, at least 8) when the set
+        has fewer than four batches; and each phase keeps the preset's number of *steps*
+        (epochs x batches per epoch), so a small set is not trained for a few dozen steps.
+        """
+        fit, data, optim = set(self.fit), self.data, self.optim
+        changes: dict[str, Any] = {"fit": ()}
+        if "num_train" in fit:
+            changes["num_train"] = min(num_train, data.num_train)
+        if "num_test" in fit:
+            changes["num_test"] = min(num_test, data.num_test)
+        train = changes.get("num_train", data.num_train)
+        batch = optim.batch_size
+        if "batch_size" in fit and train < 4 * batch:
+            batch = min(batch, max(8, 1 << max((train // 4).bit_length() - 1, 0)), train)
+            changes["batch_size"] = batch
+        asked_steps, steps = data.num_train // optim.batch_size, max(train // batch, 1)
+        epochs = {}
+        for name in ("epochs_clean", "epochs_isp", "epochs_joint"):
+            value = getattr(optim, name)
+            if name in fit and value and steps < asked_steps:
+                epochs[name] = max(1, round(value * asked_steps / steps))
+        changes.update(epochs)
+        new = self.replace(**changes)
+        shrunk = (new.data.num_train, new.data.num_test) != (data.num_train, data.num_test)
+        if not shrunk:
+            return new, None
+        line = (
+            f"the {self.preset} preset fitted to {data.source}: {new.data.num_train} train / "
+            f"{new.data.num_test} test images (it asks {data.num_train} / {data.num_test})"
+        )
+        if "batch_size" in changes:
+            line += f", batch {batch}"
+        if epochs:
+            shown = " + ".join(str(getattr(new.optim, n)) for n in epochs)
+            kept = " + ".join(str(getattr(optim, n) * asked_steps) for n in epochs)
+            line += f", epochs {shown} (the preset's {kept} steps)"
+        return new, line
+
     @classmethod
-    def preset_config(cls, name: str, **overrides: Any) -> TrainConfig:
-        """``quick`` (the reference's QUICK_MODE sizes) or ``full`` (its full sizes), with
-        flat-named ``overrides`` (``None`` values ignored)."""
+    def preset_config(cls, name: str, *, protocol: str = "seed", **overrides: Any) -> TrainConfig:
+        """``quick`` (the reference's QUICK_MODE sizes), ``full`` (its full sizes) or ``demo``
+        (the deployed protocol's one-minute sizes), the settings of ``protocol``
+        (:data:`PROTOCOLS`), then flat-named ``overrides`` (``None`` values ignored)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        values = {**PRESETS[name], "preset": name}
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+            )
+        values = {**PRESETS[name], **PROTOCOLS[protocol], "preset": name}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
         """The sectioned JSON form (``"format": 2``)."""
         out: dict[str, Any] = {"format": FORMAT, "seed": self.seed, "preset": self.preset}
+        if self.fit:  # written only while unfitted: a fitted run's file is as before
+            out["fit"] = list(self.fit)
         for name in SECTIONS:
             section = getattr(self, name)
             out[name] = {
@@ -352,4 +413,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs_isp": 5,
         "epochs_joint": 10,
     },
+    # `diffisp demo`: the deployed protocol in about a minute of training on 2 CPU cores.
+    # Phase 1 gets the most epochs: an adaptive ISP in front of a frozen model learns slowly.
+    "demo": {
+        "num_train": 1024,
+        "num_test": 256,
+        "epochs_clean": 8,
+        "epochs_isp": 6,
+        "epochs_joint": 3,
+    },
+}
+
+#: What a run compares, as settings applied over the preset's sizes.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    # The reference's question: uniform darkening, its five-stage global ISP.
+    "seed": {},
+    # A deployed model's: every capture differs (light, gain and noise, colour cast, blur);
+    # the global ISP and an adaptive one, each in front of the model left as it is and
+    # trained with it, against the model retrained on the dark captures.
+    "deployed": {"conditions": "mixed", "variants": ("adaptive",)},
 }

@@ -1,0 +1,59 @@
+"""The comparison's answers: best learned ISP against the best method without one, per group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffisp.experiments.protocol import Method, compare_methods
+
+
+def _method(key: str, group: str, learned: bool) -> Method:
+    return Method(key, key, "", model=None, isp=object() if learned else None, group=group)
+
+
+METHODS = [
+    _method("no_isp", "frozen", False),
+    _method("fixed_gamma", "frozen", False),
+    _method("learned_isp_phase1", "frozen", True),
+    _method("adaptive_frozen", "frozen", True),
+    _method("dark_cnn", "retrained", False),
+    _method("learned_isp_phase2", "retrained", True),
+    _method("clean_oracle", "reference", False),
+]
+
+
+def _rows(**accuracy):
+    return {k: {"accuracy": v} for k, v in accuracy.items()}
+
+
+def test_each_question_takes_the_best_of_each_side_with_a_paired_interval():
+    rows = _rows(
+        no_isp=0.2,
+        fixed_gamma=0.3,
+        learned_isp_phase1=0.25,
+        adaptive_frozen=0.4,
+        dark_cnn=0.5,
+        learned_isp_phase2=0.45,
+        clean_oracle=0.9,
+    )
+    rng = np.random.default_rng(0)
+    scores = {k: (rng.random(200) < r["accuracy"]).astype(float) for k, r in rows.items()}
+    answers = compare_methods(METHODS, rows, scores, "accuracy")
+    frozen, retrained = answers["frozen"], answers["retrained"]
+    assert (frozen["a"], frozen["b"]) == ("adaptive_frozen", "fixed_gamma")
+    assert frozen["difference"] == pytest.approx(0.1)
+    assert frozen["low"] < frozen["high"] and frozen["num_samples"] == 200
+    # A learned ISP that loses is reported as losing, not left out.
+    assert (retrained["a"], retrained["b"]) == ("learned_isp_phase2", "dark_cnn")
+    assert retrained["difference"] == pytest.approx(-0.05)
+
+
+def test_without_per_image_scores_there_is_no_interval_and_a_missing_side_no_answer():
+    rows = _rows(no_isp=0.2, fixed_gamma=0.3, learned_isp_phase1=0.35, adaptive_frozen=0.1)
+    only_frozen = [m for m in METHODS if m.group == "frozen"]
+    answers = compare_methods(only_frozen, rows, {}, "map50")
+    assert set(answers) == set()  # the metric is not in the rows: nothing to rank
+    answers = compare_methods(only_frozen, rows, {}, "accuracy")
+    assert set(answers) == {"frozen"} and "low" not in answers["frozen"]
+    assert answers["frozen"]["a"] == "learned_isp_phase1"
