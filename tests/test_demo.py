@@ -36,4 +36,4 @@ def test_the_demo_answers_frozen_or_retrained_on_mixed_captures(tmp_path, capsys
         assert results[answer["a"]]["learned"] and not results[answer["b"]]["learned"]
         assert line + results[answer["a"]]["label"] in printed
     assert "paired 95 % interval" in printed and "256 test images, one seed" in printed
-    assert "model trained on clean, left as it is:" in printed
+    assert "model as trained, frozen:" in printed and "model retrained on captures:" in printed

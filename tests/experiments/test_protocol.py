@@ -57,3 +57,26 @@ def test_without_per_image_scores_there_is_no_interval_and_a_missing_side_no_ans
     answers = compare_methods(only_frozen, rows, {}, "accuracy")
     assert set(answers) == {"frozen"} and "low" not in answers["frozen"]
     assert answers["frozen"]["a"] == "learned_isp_phase1"
+
+
+def test_map_has_a_paired_bootstrap_interval_recomputed_on_the_same_draws():
+    from diffisp.experiments.protocol import bootstrap_difference
+    from diffisp.models.task import DETECT
+
+    rng = np.random.default_rng(0)
+    n = 24
+    corner = rng.uniform(0, 40, (n, 1, 2))
+    truth = {"boxes": np.concatenate([corner, corner + 12], -1), "labels": np.zeros((n, 1), int)}
+    found = {
+        "boxes": truth["boxes"],
+        "scores": np.ones((n, 1)),
+        "classes": np.zeros((n, 1), int),
+        "valid": np.ones((n, 1), bool),
+    }
+    # b finds the object in half the images only: a - b is about +0.5 mAP@0.5.
+    half = {**found, "valid": (np.arange(n) % 2 == 0)[:, None]}
+    answer = bootstrap_difference(DETECT, found, half, truth, "map50", resamples=30)
+    assert answer["num_samples"] == n and answer["resamples"] == 30
+    assert 0.2 < answer["low"] < 0.5 < answer["high"] < 0.8
+    same = bootstrap_difference(DETECT, found, found, truth, "map50", resamples=5)
+    assert same["low"] == same["high"] == 0.0

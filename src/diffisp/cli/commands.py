@@ -109,8 +109,8 @@ def _bench_raw(args: argparse.Namespace) -> int:
 
 # Rows by what their model is (the results' "group"), as the table's sections name them.
 _SECTIONS = {
-    "frozen": "model trained on clean, left as it is",
-    "retrained": "model retrained on the captures",
+    "frozen": "model as trained, frozen",
+    "retrained": "model retrained on captures",
     "reference": "reference",
 }
 
