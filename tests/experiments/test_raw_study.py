@@ -25,16 +25,17 @@ TINY_RAW = dict(
     epochs_joint=1,
     input="raw",
 )
+# In table order: the clean-trained model as it is, the retrained models, the reference.
 RAW_ROWS = [
     "no_isp",
     "conventional",
     "fixed_gamma",
     "auto_isp",
     "histogram_eq",
+    "learned_isp_phase1",
     "dark_cnn",
     "fixed_gamma_cnn",
     "packed_raw",
-    "learned_isp_phase1",
     "learned_isp_phase2",
     "clean_oracle",
 ]
