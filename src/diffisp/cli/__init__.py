@@ -267,10 +267,8 @@ def use_compilation_cache() -> Path | None:
 
     if os.environ.get(XLA_CACHE_ENV, "1") == "0":
         return None
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
-        return Path(
-            os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir
-        )
+    if jax.config.jax_compilation_cache_dir:  # JAX read JAX_COMPILATION_CACHE_DIR at import
+        return Path(jax.config.jax_compilation_cache_dir)
     from diffisp.data.download import default_cache_dir
 
     path = default_cache_dir() / "xla"

@@ -115,6 +115,18 @@ _SECTIONS = {
 }
 
 
+def _grouped_label(table: Any, row: dict[str, Any], group: str | None) -> tuple[str, str | None]:
+    """A results row's label for ``table`` and the group it belongs to, starting the
+    group's section (a rule and its name) when ``row`` is the first of a new group."""
+    if row.get("group") not in _SECTIONS:
+        return row["label"], group
+    if row["group"] != group:
+        if table.row_count:
+            table.add_section()
+        table.add_row(f"[italic]{_SECTIONS[row['group']]}:[/italic]")
+    return "  " + row["label"], row["group"]
+
+
 def _print_results(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -146,16 +158,12 @@ def _print_results(metrics: dict[str, Any]) -> None:
     table.add_column("gap closed", justify="right")
     group = None
     for row in metrics["results"].values():
-        if row.get("group") != group and row.get("group") in _SECTIONS:
-            group = row["group"]
-            if table.row_count:
-                table.add_section()
-            table.add_row(f"[italic]{_SECTIONS[group]}:[/italic]")
+        label, group = _grouped_label(table, row, group)
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         values = [_percent(row.get(c)) for c in columns]
         if interval:
             values.append(interval_text(row.get(metric), row.get("num_samples")))
-        table.add_row("  " + row["label"] if group else row["label"], *values, gap)
+        table.add_row(label, *values, gap)
     Console().print(table)
     for line in reading(metrics):
         print(line)
@@ -183,7 +191,7 @@ def reading(metrics: dict[str, Any]) -> list[str]:
     points = f"{reporting.named()}points"
     seeds = "one seed"
 
-    def line(question: str, answer: dict[str, Any]) -> str:
+    def line(question: str, answer: dict[str, Any], after: str = "") -> str:
         a, b = rows[answer["a"]], rows[answer["b"]]
         text = (
             f"{question}: {a['label']} {answer['a_value']:.1%} vs {b['label']} "
@@ -196,17 +204,16 @@ def reading(metrics: dict[str, Any]) -> list[str]:
             )
         else:
             text += f" ({a.get('num_samples', '?')} test images, {seeds}; no interval)"
-        return text + "."
+        return text + after + "."
 
     lines = []
     if "retrained" in found:
         lines.append(line("Model retrained", found["retrained"]))
     if "frozen" in found:
-        text = line("Model left as it is", found["frozen"])
         alone = rows.get("no_isp", {}).get(reporting.metric)
-        if found["frozen"]["b"] != "no_isp" and isinstance(alone, float):
-            text = text[:-1] + f"; the model alone on these captures: {alone:.1%}."
-        lines.append(text)
+        shown = found["frozen"]["b"] != "no_isp" and isinstance(alone, float)
+        after = f"; the model alone on these captures: {alone:.1%}" if shown else ""
+        lines.append(line("Model left as it is", found["frozen"], after))
     return lines
 
 
@@ -361,15 +368,11 @@ def _print_study(study: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "method" else "right")
     group = None
     for row in study["methods"].values():
-        if row.get("group") != group and row.get("group") in _SECTIONS:
-            group = row["group"]
-            if table.row_count:
-                table.add_section()
-            table.add_row(f"[italic]{_SECTIONS[group]}:[/italic]")
+        label, group = _grouped_label(table, row, group)
         gap = row["gap_closed"]
         extra = [row.get("secondary", {}).get(k) for k in secondary]
         table.add_row(
-            "  " + row["label"] if group else row["label"],
+            label,
             f"{_percent(row['mean'])} ± {_percent(row['std'])}",
             *("" if e is None else f"{_percent(e['mean'])} ± {_percent(e['std'])}" for e in extra),
             "" if gap is None else f"{gap['mean']:.0%} ± {gap['std']:.0%}",
@@ -382,8 +385,10 @@ def _print_study(study: dict[str, Any]) -> None:
 def study_reading(study: dict[str, Any]) -> list[str]:
     """A study's two questions read over its seeds: each pair's mean ± s.d., and the mean ±
     s.d. of their per-seed difference (paired: the same test images within a seed)."""
+    from diffisp.models.reporting import reporting_for
+
     methods, n = study["methods"], len(study["seeds"])
-    points = f"{reporting_named(study.get('metric'))}points"
+    points = f"{reporting_for(study.get('metric')).named()}points"
     lines = []
     for group, question in (("retrained", "Model retrained"), ("frozen", "Model left as it is")):
         found = (study.get("comparisons") or {}).get(group)
@@ -397,12 +402,6 @@ def study_reading(study: dict[str, Any]) -> list[str]:
             f"({a.get('num_samples', '?')} test images each)."
         )
     return lines
-
-
-def reporting_named(metric: Any) -> str:
-    from diffisp.models.reporting import reporting_for
-
-    return reporting_for(metric).named()
 
 
 def cmd_eval_checkpoint(args: argparse.Namespace) -> int:

@@ -331,7 +331,7 @@ def evaluate_methods(
             usage = isp_usage(m.isp, data.test_dark, timed=time_isps)
             rows[m.key].update(usage)
     if comparisons is not None:
-        found = compare_methods(methods, rows, scores, key)
+        found = compare_methods(rows, scores, key)
         for answer in found.values():
             if "low" not in answer and answer["a"] in kept and answer["b"] in kept:
                 answer.update(
@@ -386,14 +386,40 @@ def bootstrap_difference(
     }
 
 
+#: The questions a results table answers, by the group of rows each compares within.
+QUESTIONS = ("retrained", "frozen")
+
+
+def question_pairs(
+    rows: dict[str, dict], value: Callable[[str], float | None]
+) -> dict[str, tuple[str, str]]:
+    """Per question (:data:`QUESTIONS`), the ``(a, b)`` row keys it compares: within the
+    question's group, the learned ISP and the method without one of highest ``value(key)``
+    (rows without a number are passed over). A question without both kinds of row is left out.
+
+    ``rows``: results rows with ``group`` and ``learned`` (older files' rows, without them,
+    answer nothing).
+    """
+
+    def best(keys: list[str]) -> str | None:
+        scored = [k for k in keys if isinstance(value(k), (int, float))]
+        return max(scored, key=value) if scored else None
+
+    pairs = {}
+    for group in QUESTIONS:
+        members = [k for k, row in rows.items() if row.get("group") == group]
+        a = best([k for k in members if rows[k].get("learned")])
+        b = best([k for k in members if not rows[k].get("learned")])
+        if a is not None and b is not None:
+            pairs[group] = (a, b)
+    return pairs
+
+
 def compare_methods(
-    methods: Sequence[Method],
-    rows: dict[str, dict],
-    scores: dict[str, np.ndarray],
-    key: str,
+    rows: dict[str, dict], scores: dict[str, np.ndarray], key: str
 ) -> dict[str, dict[str, Any]]:
     """The two answers a user asks the table for, each the best learned ISP against the best
-    method without one, on the same test images:
+    method without one, on the same test images (:func:`question_pairs`):
 
     - ``"retrained"``: when the model may be retrained, the best learned ISP trained with it
       against the best model simply fine-tuned on the dark captures;
@@ -403,21 +429,10 @@ def compare_methods(
     Each: ``{"a", "b"}`` (the two rows' keys), ``"a_value"``, ``"b_value"``, ``"difference"``
     (a - b in ``key``) and, when ``scores`` has both rows' per-image scores, the 95 % paired
     bootstrap interval ``"low"``/``"high"`` and ``"num_samples"``
-    (:func:`~diffisp.util.stats.paired_difference`). A question without both kinds of row is
-    left out.
+    (:func:`~diffisp.util.stats.paired_difference`).
     """
-
-    def best(keys: list[str]) -> str | None:
-        scored = [k for k in keys if isinstance(rows[k].get(key), (int, float))]
-        return max(scored, key=lambda k: rows[k][key]) if scored else None
-
     out: dict[str, dict[str, Any]] = {}
-    for group in ("retrained", "frozen"):
-        members = [m for m in methods if m.group == group]
-        a = best([m.key for m in members if m.isp is not None])
-        b = best([m.key for m in members if m.isp is None])
-        if a is None or b is None:
-            continue
+    for group, (a, b) in question_pairs(rows, lambda k: rows[k].get(key)).items():
         answer: dict[str, Any] = {
             "a": a,
             "b": b,

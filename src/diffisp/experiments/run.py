@@ -266,7 +266,7 @@ def _run_locked(
     cfg = _resolve_config(cfg, out_dir, resume)
     dataset = load_run_data(cfg, out_dir if resume else None)
     if cfg.fit:  # the preset's sizes, fitted to the set it was given (and saved so)
-        cfg, fitted = cfg.fitted(dataset.num_train, _num_test(dataset))
+        cfg, fitted = cfg.fitted(dataset.num_train, len(dataset.test_images))
         if fitted:
             log(f"note: {fitted}")
     if dataset.is_standin:
@@ -358,10 +358,6 @@ def _run_locked(
     atomic_write_json(out_dir / "metrics.json", metrics)
     outcome.metrics = metrics
     return outcome
-
-
-def _num_test(dataset: Any) -> int:
-    return int(jax.tree.leaves(dataset.test_images)[0].shape[0])
 
 
 def annotation_notes(dataset: Any) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from diffisp.errors import ConfigError
 from diffisp.experiments.by_condition import aggregate_condition_reports
-from diffisp.experiments.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, sweep
+from diffisp.experiments.protocol import BRIGHTNESS_SWEEP, NOISE_SWEEP, question_pairs, sweep
 from diffisp.experiments.run import (
     FigureWriter,
     environment,
@@ -223,26 +223,19 @@ def _aggregate_methods(
 
 
 def seed_comparisons(runs: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
-    """The run's two questions (:func:`~diffisp.experiments.protocol.compare_methods`) over
+    """The run's two questions (:func:`~diffisp.experiments.protocol.question_pairs`) over
     seeds: per group, the learned ISP and the method without one of best mean ``metric``, and
     their difference per seed (both on the seed's same test images) with its mean and s.d.
 
     Returns ``{"retrained"|"frozen": {"a", "b", "differences", "mean", "std"}}``; a question
     whose rows the runs do not have (or rows without groups, from older runs) is left out.
     """
-    rows = runs[0]["results"]
 
-    def best(keys: list[str]) -> str | None:
-        means = {k: np.mean([run["results"][k][metric] for run in runs]) for k in keys}
-        return max(means, key=means.get) if means else None
+    def mean(key: str) -> float:
+        return float(np.mean([run["results"][key][metric] for run in runs]))
 
     out = {}
-    for group in ("retrained", "frozen"):
-        members = [k for k, row in rows.items() if row.get("group") == group]
-        a = best([k for k in members if rows[k].get("learned")])
-        b = best([k for k in members if not rows[k].get("learned")])
-        if a is None or b is None:
-            continue
+    for group, (a, b) in question_pairs(runs[0]["results"], mean).items():
         differences = [run["results"][a][metric] - run["results"][b][metric] for run in runs]
         out[group] = {"a": a, "b": b, "differences": differences, **mean_std(differences)}
     return out
