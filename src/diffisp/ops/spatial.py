@@ -11,6 +11,7 @@ into a single pass; kernels and strengths may be shared or given per image.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -111,24 +112,130 @@ def denoise(
 
 
 def _denoise(images: jax.Array, strength: jax.Array, sigma_range: jax.Array, radius: int):
-    _, h, w, _ = images.shape
-    pad = ((0, 0), (radius, radius), (radius, radius), (0, 0))
-    padded = jnp.pad(images, pad, mode="edge")
-    luma = luminance(images)
-    padded_luma = jnp.pad(luma, pad, mode="edge")
-    inv_two_sr2 = 1.0 / (2.0 * per_image(sigma_range) ** 2)
+    return _bilateral_blend(radius, images, strength, sigma_range)
+
+
+def _taps(radius: int):
+    """``((dy, dx), spatial weight)`` of each window offset, in a fixed order."""
     sigma_s = radius / 2.0
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            # math.exp, not jnp.exp: a Python float stays concrete under jit.
+            yield (dy, dx), math.exp(-((dy - radius) ** 2 + (dx - radius) ** 2) / (2 * sigma_s**2))
+
+
+def _padded(images: jax.Array, radius: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The edge-padded image, its luminance and the edge-padded luminance."""
+    pad = ((0, 0), (radius, radius), (radius, radius), (0, 0))
+    luma = luminance(images)
+    return jnp.pad(images, pad, mode="edge"), luma, jnp.pad(luma, pad, mode="edge")
+
+
+def _tap_weight(padded_luma, luma, offset, spatial, inv_two_sr2, size):
+    """The bilateral weight of one window offset and its luminance difference."""
+    diff = window(padded_luma, offset, size) - luma
+    return spatial * jnp.exp(-(diff**2) * inv_two_sr2), diff
+
+
+def _bilateral(images: jax.Array, sigma_range: jax.Array, radius: int):
+    """The normalised bilateral filter ``num / den`` and its normaliser ``den``."""
+    _, h, w, _ = images.shape
+    padded, luma, padded_luma = _padded(images, radius)
+    inv_two_sr2 = 1.0 / (2.0 * per_image(sigma_range) ** 2)
     num = jnp.zeros_like(images)
     den = jnp.zeros_like(luma)
     # (2r+1)^2 shifted views, all elementwise: XLA fuses them into one pass.
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            # math.exp, not jnp.exp: a Python float stays concrete under jit (float() of a
-            # jnp value is a tracer there and failed to compile).
-            spatial = math.exp(-((dy - radius) ** 2 + (dx - radius) ** 2) / (2 * sigma_s**2))
-            diff = window(padded_luma, (dy, dx), (h, w)) - luma
-            weight = spatial * jnp.exp(-(diff**2) * inv_two_sr2)
-            num = num + weight * window(padded, (dy, dx), (h, w))
-            den = den + weight
-    filtered = num / den
+    for offset, spatial in _taps(radius):
+        weight, _ = _tap_weight(padded_luma, luma, offset, spatial, inv_two_sr2, (h, w))
+        num = num + weight * window(padded, offset, (h, w))
+        den = den + weight
+    return num / den, den
+
+
+# The backward pass is written out. JAX's own transpose of the 25 windows scatters each tap's
+# contribution into a zero-padded copy of the image and keeps every tap's weight from the
+# forward pass: the gradient ran ~25x slower than the forward pass and tripled the compile time
+# of an ISP holding this stage. Here the gradient is two gathering passes shaped like the
+# forward one (each pixel reads its window; weights recomputed), which XLA fuses alike.
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bilateral_blend(radius, images, strength, sigma_range):
+    filtered, _ = _bilateral(images, sigma_range, radius)
     return images + per_image(strength) * (filtered - images)
+
+
+def _bilateral_blend_fwd(radius, images, strength, sigma_range):
+    filtered, den = _bilateral(images, sigma_range, radius)
+    out = images + per_image(strength) * (filtered - images)
+    return out, (images, strength, sigma_range, filtered, den)
+
+
+def _bilateral_blend_bwd(radius, residuals, g):
+    images, strength, sigma_range, filtered, den = residuals
+    _, h, w, _ = images.shape
+    (padded, luma, padded_luma), pad_vjp = jax.vjp(lambda x: _padded(x, radius), images)
+    alpha = per_image(strength)
+    inv_two_sr2 = 1.0 / (2.0 * per_image(sigma_range) ** 2)
+    # filtered = num / den: d num = d_num, d den = -<d_num, filtered>; a tap's weight w (with
+    # exponent e, w = spatial * exp(e)) then gets d e = w * (<d_num, tap> - <d_num, filtered>).
+    d_num = alpha * g / den
+    d_num_filtered = _channel_dot(d_num, filtered)
+    # XLA keeps a pass in one fusion only when every tap's terms feed a single accumulator (a
+    # weight feeding two is computed once per tap into memory): so each pass sums into one
+    # array with an extra channel, built by broadcasting (a concatenate would split it too).
+
+    # Pass 1, each pixel p over its own window: what reaches luma(p) (channel 0) and the range
+    # scale (channel 1): d_exponent * diff * (2 inv, -diff).
+    to_luma = inv_two_sr2 * jnp.asarray([2.0, 0.0], luma.dtype)
+    to_inv = jnp.asarray([0.0, -1.0], luma.dtype)
+    d_luma_inv = jnp.zeros((*luma.shape[:-1], 2), luma.dtype)
+    for offset, spatial in _taps(radius):
+        weight, diff = _tap_weight(padded_luma, luma, offset, spatial, inv_two_sr2, (h, w))
+        d_exponent = weight * (_channel_dot(d_num, window(padded, offset, (h, w))) - d_num_filtered)
+        d_luma_inv = d_luma_inv + d_exponent * diff * (to_luma + diff * to_inv)
+    d_luma, d_inv = d_luma_inv[..., :1], d_luma_inv[..., 1:]
+
+    # Pass 2, each padded position q gathers from the pixels p = q - offset that read it (zero
+    # padding: no pixel, so no gradient, outside the image): the image's gradient (channels
+    # 0-2, weight * d_num(p)) and the padded luma's (channel 3, -2 d_exponent diff inv).
+    span = 2 * radius
+    far = ((0, 0), (span, span), (span, span), (0, 0))
+    luma_far = jnp.pad(luma, far)
+    # d_num(p) and <d_num(p), filtered(p)> side by side, as channels 0-2 and 3.
+    reads_far = jnp.pad(jnp.concatenate([d_num, d_num_filtered], axis=-1), far)
+    keep_image = jnp.asarray([1.0, 1.0, 1.0, 0.0], g.dtype)
+    to_padded_luma = jnp.asarray([0.0, 0.0, 0.0, -2.0], g.dtype) * inv_two_sr2
+    size = padded.shape[1:3]
+    d_both = jnp.zeros((*padded.shape[:-1], 4), padded.dtype)
+    for (dy, dx), spatial in _taps(radius):
+        source = (span - dy, span - dx)
+        diff = padded_luma - window(luma_far, source, size)
+        weight = spatial * jnp.exp(-(diff**2) * inv_two_sr2)
+        reads = window(reads_far, source, size)  # d_num(p), <d_num(p), filtered(p)>
+        d_exponent_over_w = _channel_dot(reads[..., :3], padded) - reads[..., 3:]
+        d_both = d_both + weight * (reads * keep_image + d_exponent_over_w * diff * to_padded_luma)
+    # Materialised: the edge padding's transpose reads border positions several times, and
+    # XLA would fuse (and so redo) the whole 25-tap pass into each read.
+    d_both, d_luma = jax.lax.optimization_barrier((d_both, d_luma))
+    d_padded, d_padded_luma = d_both[..., :3], d_both[..., 3:]
+
+    (d_images,) = pad_vjp((d_padded, d_luma, d_padded_luma))
+    d_images = d_images + (1.0 - alpha) * g
+    d_strength = _to_param_shape(jnp.sum(g * (filtered - images), axis=(1, 2, 3)), strength)
+    # inv = 1 / (2 sigma^2): d inv / d sigma = -1 / sigma^3
+    d_sigma = jnp.sum(d_inv, axis=(1, 2, 3)) * -(jnp.reshape(sigma_range, (-1,)) ** -3.0)
+    return d_images, d_strength, _to_param_shape(d_sigma, sigma_range)
+
+
+def _channel_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``sum_c a * b`` over the last axis, kept: written as adds of channel slices, which XLA
+    fuses into the surrounding elementwise pass (a reduction would end the fusion)."""
+    return sum(a[..., c : c + 1] * b[..., c : c + 1] for c in range(a.shape[-1]))
+
+
+def _to_param_shape(per_image_grad: jax.Array, param: jax.Array) -> jax.Array:
+    """A ``(N,)`` gradient summed to a shared (scalar) parameter's shape where it is one."""
+    grad = per_image_grad if param.ndim else jnp.sum(per_image_grad)
+    return grad.astype(param.dtype)
+
+
+_bilateral_blend.defvjp(_bilateral_blend_fwd, _bilateral_blend_bwd)
