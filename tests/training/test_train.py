@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +22,8 @@ from diffisp.training.checkpoint import TrainingCheckpoints, load_model, save_mo
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
 from diffisp.training.loop import train, train_clean_model
-from diffisp.training.state import TrainState
+from diffisp.training.state import PHASES, TrainState
+from diffisp.training.step import train_one_epoch
 
 TINY = tiny(epochs_clean=3, epochs_isp=2)
 
@@ -181,6 +184,36 @@ def test_nan_loss_stops_training_before_writing_parameters():
         train(trainer, data, on_epoch=lambda t, r: saved.append(r))
     # Phase 0 finished and was handed to the checkpoint callback; the diverged epoch never was.
     assert [r.phase for r in saved] == [0]
+
+
+def test_nan_parameters_under_a_finite_loss_stop_training():
+    # The loss stays 0 while its gradient is NaN (where() differentiates both branches): only
+    # the compiled epoch's check of the trained parameters can see it.
+    @dataclass(frozen=True)
+    class NanGradient:
+        def loss(self, model, images, targets):
+            out = model(images)
+            loss = jnp.where(True, 0.0, jnp.sum(jnp.sqrt(-jnp.abs(out) - 1.0)))
+            return loss, {"loss": loss}
+
+        def train_score(self, sums, num_samples):
+            return 0.0
+
+    cfg = TrainConfig.of(**TINY)
+    data = prepare_data(toy_dataset(), cfg)
+    trainer = TrainState.create(cfg, data.num_classes)
+    optimizer = trainer.new_optimizer(PHASES[0], data.num_train)
+    with pytest.raises(TrainingDivergedError, match=r"parameters became NaN/Inf in phase 0"):
+        train_one_epoch(
+            trainer.learner,
+            optimizer,
+            PHASES[0],
+            data.train,
+            task=NanGradient(),
+            seed=0,
+            epoch=0,
+            batch_size=cfg.optim.batch_size,
+        )
 
 
 def test_train_clean_model_is_phase_0_of_the_full_protocol(tiny_run, tiny_data):

@@ -145,8 +145,17 @@ def distinct_gate_patterns(isp: nnx.Module, images: Any) -> int:
     return len(gate_patterns(isp, images))
 
 
+@nnx.jit
+def _active_stages(isp: nnx.Module, images: Any) -> jax.Array:
+    # One compiled call: op by op, an adaptive ISP's predictor compiled ~100 small programs.
+    return isp.decisions(images)["active"]
+
+
 def _active(isp: nnx.Module, images: Any) -> np.ndarray:
-    active = np.asarray(isp.decisions(images)["active"], dtype=bool)
+    if isinstance(isp, nnx.Module):
+        active = np.asarray(_active_stages(isp, images), dtype=bool)
+    else:  # any object with decisions(), run as it is
+        active = np.asarray(isp.decisions(images)["active"], dtype=bool)
     expected = (num_images(images), len(isp.stage_names))
     if active.shape != expected:
         raise InputError(

@@ -26,6 +26,7 @@ from flax import nnx
 from diffisp.models.classifier import SmallCNN
 from diffisp.models.detection import DETECT, Detection
 from diffisp.models.reporting import CLASSIFY_REPORTING, Reporting
+from diffisp.util.compiled import compiled_init
 
 
 class Task(Protocol):
@@ -86,7 +87,9 @@ class Classification:
     reporting: Reporting = CLASSIFY_REPORTING
 
     def build_model(self, num_outputs: int, *, rngs: nnx.Rngs, in_channels: int = 3) -> SmallCNN:
-        return SmallCNN(num_outputs, rngs=rngs, in_channels=in_channels)
+        return compiled_init(
+            lambda rngs: SmallCNN(num_outputs, rngs=rngs, in_channels=in_channels), rngs
+        )
 
     def loss(
         self, model: nnx.Module, images: jax.Array, targets: jax.Array

@@ -353,11 +353,17 @@ def shown_test_images(
     inputs = jax.tree.map(lambda a: a[:n], data.test_dark)  # images or a RawCapture
     raw = isinstance(inputs, RawCapture)
     dark = np.asarray(conventional_pipeline(inputs) if raw else inputs)
-    processed = np.asarray(isp(inputs))
+    processed = np.asarray(_processed(isp, inputs) if isinstance(isp, nnx.Module) else isp(inputs))
     n = len(dark)
     if one_label:
         return dark, processed, np.asarray(data.test_labels[:n]), class_names
     return dark, processed, np.arange(n), [f"scene {i}" for i in range(n)]
+
+
+@nnx.jit
+def _processed(isp: Any, inputs: Any) -> jax.Array:
+    # One compiled call (op by op, an ISP's stages compiled some 80 small programs).
+    return isp(inputs)
 
 
 def _by_condition(data: Any, n: int) -> np.ndarray | None:

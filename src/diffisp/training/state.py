@@ -26,6 +26,7 @@ from diffisp.isp.raw import build_raw_isp
 from diffisp.models.task import CLASSIFY, TASKS, Task
 from diffisp.training import keys
 from diffisp.training.config import TrainConfig
+from diffisp.util.compiled import compiled_init
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,11 @@ def build_isp(cfg: TrainConfig, seed_offset: int = 0) -> LearnedISP:
         if not cfg.isp.adaptive:
             return ISP(stages)
         seed = jax.random.fold_in(jax.random.key(cfg.seed), keys.INIT + 1 + seed_offset)
-        return AdaptiveISP(
-            stages, gates=cfg.isp.gates, cost_weight=cfg.isp.cost_weight, rngs=nnx.Rngs(seed)
+        return compiled_init(
+            lambda rngs: AdaptiveISP(
+                stages, gates=cfg.isp.gates, cost_weight=cfg.isp.cost_weight, rngs=rngs
+            ),
+            nnx.Rngs(seed),
         )
 
     if split_raw_front(cfg.isp.stages)[0]:
