@@ -41,6 +41,8 @@ def _check_run(out: Path) -> dict:
         for name in ("map50", "map"):
             assert row[name] is None or 0.0 <= row[name] <= 1.0, (key, name)
         assert row["num_samples"] == metrics["dataset"]["num_test"]
+        if row["map50"] is not None:  # its bootstrap interval over the test images
+            assert 0.0 <= row["low"] <= row["high"] <= 1.0 and row["resamples"] > 0, key
         assert "CNN" not in row["label"] + row["description"], key  # the detector, named so
     assert metrics["results"]["dark_cnn"]["label"] == "Detector fine-tuned on dark"
     return metrics
@@ -55,9 +57,10 @@ def test_scenes_train_eval_report(tmp_path, capsys):
     assert "figures/detections.png" in metrics["figures"]
     printed = capsys.readouterr().out
     assert "Test map50 on scenes" in printed and "note: generated stand-in scenes" in printed
+    assert "95 % interval" in printed
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
-    assert "mAP@0.5" in html and "mAP@[.5:.95]" in html
+    assert "mAP@0.5" in html and "mAP@[.5:.95]" in html and "95 % interval" in html
     assert main(["eval", "--checkpoint", str(out)]) == 0
     assert "learned ISP + detector: mAP@0.5 " in capsys.readouterr().out
 
@@ -94,7 +97,7 @@ def test_voc_folder_study(tmp_path, capsys):
     assert study["sweeps"]["brightness"]["metric"] == "map50"
     _check_run(out / "seed0")
     html = (out / "report.html").read_text()
-    assert "mAP@0.5" in html and "mAP@[.5:.95]" in html
+    assert "mAP@0.5" in html and "mAP@[.5:.95]" in html and "95 % interval" in html
     assert "map50" in capsys.readouterr().out
 
 

@@ -152,7 +152,12 @@ def _print_results(metrics: dict[str, Any]) -> None:
         "(above 100 %: better than the oracle of equal budget). What goes into each row: "
         "metrics.json, or diffisp report RUN_DIR"
     )
-    interval = reporting.proportion  # a binomial interval over the test images; mAP has none
+    # An accuracy's binomial interval over the test images; an mAP's bootstrap one (the rows
+    # carry it: the test images resampled, the same draws for every row).
+    bootstrapped = any("low" in row for row in metrics["results"].values())
+    interval = reporting.proportion or bootstrapped
+    if bootstrapped:
+        table.caption += "; 95 % interval: bootstrap over the test images"
     if interval:
         table.add_column("95 % interval", justify="right")
     table.add_column("gap closed", justify="right")
@@ -161,7 +166,9 @@ def _print_results(metrics: dict[str, Any]) -> None:
         label, group = _grouped_label(table, row, group)
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
         values = [_percent(row.get(c)) for c in columns]
-        if interval:
+        if "low" in row:
+            values.append(f"{_percent(row['low'])}-{_percent(row['high'])}")
+        elif interval:
             values.append(interval_text(row.get(metric), row.get("num_samples")))
         table.add_row(label, *values, gap)
     Console().print(table)

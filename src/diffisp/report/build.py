@@ -246,34 +246,44 @@ DETECTION_COLUMNS = ("map", "map75", "map_small", "map_medium", "map_large")
 
 
 def _detection_results(results: dict[str, dict], metric: str) -> Markup | str:
-    """The results table of a non-accuracy task: the headline, the other COCO metrics, the
-    gap closed (no interval: mAP has no binomial sampling interval)."""
+    """The results table of a non-accuracy task: the headline with its bootstrap interval
+    (where the rows carry one), the other COCO metrics, the gap closed."""
     values = {k: number(r.get(metric)) for k, r in results.items()}
     floor, ceiling = values.get("no_isp"), values.get("clean_oracle")
     headline = headline_key(values)
     extra = [c for c in DETECTION_COLUMNS if c != metric and any(c in r for r in results.values())]
+    intervals = any("low" in r for r in results.values())
     rows, classes = [], []
     for key, row in results.items():
         gap = gap_closed(values[key], floor, ceiling) if key not in REFERENCES else None
         n = number(row.get("num_samples"))
+        low, high = number(row.get("low")), number(row.get("high"))
+        interval = DASH if low is None or high is None else f"{pct(low)}–{pct(high)}"
         rows.append(
             [
                 method_cell(key, row),
                 pct(values[key]),
+                *([interval] if intervals else []),
                 *(pct(row.get(c)) for c in extra),
                 n if n is None else int(n),
                 pct(gap, 0),
             ]
         )
         classes.append("head" if key == headline else ("ref" if key in REFERENCES else None))
-    headers = ["Method", metric_label(metric), *map(metric_label, extra)]
-    headers += ["Test images", "Gap closed"]
+    headers = ["Method", metric_label(metric), *(["95 % interval"] if intervals else [])]
+    headers += [*map(metric_label, extra), "Test images", "Gap closed"]
+    bootstrap = (
+        "95 % interval: the test images resampled (bootstrap), the metric recomputed on each "
+        "draw; it ignores training randomness. "
+        if intervals
+        else ""
+    )
     note = tag(
         "p",
         f"COCO-style average precision (faster-coco-eval) on the test images; "
-        f"{metric_label(metric)} ranks the rows. A dash: nothing to measure (e.g. no objects of "
-        "that size). Gap closed: share of the gap between no ISP and the clean-image oracle "
-        "that the row closes. Shaded rows are the references.",
+        f"{metric_label(metric)} ranks the rows. {bootstrap}A dash: nothing to measure (e.g. no "
+        "objects of that size). Gap closed: share of the gap between no ISP and the "
+        "clean-image oracle that the row closes. Shaded rows are the references.",
         class_="note",
     )
     numeric = range(1, len(headers))

@@ -66,3 +66,20 @@ def paired_difference(
         "high": float(high),
         "num_samples": int(diff.size),
     }
+
+
+def bootstrap_counts(num_images: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """``(resamples, num_images)``: how often each image is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_images, (resamples, num_images))
+    return np.stack([np.bincount(row, minlength=num_images) for row in draws])
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the finite ``values`` (NaN, NaN when none is)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
