@@ -145,8 +145,7 @@ def _print_results(metrics: dict[str, Any]) -> None:
     # Detection: mAP@[.5:.95] beside the headline mAP@0.5.
     columns = [metric, *reporting.secondary]
     table.add_column("method")
-    for column in columns:
-        table.add_column(column, justify="right")
+    table.add_column(columns[0], justify="right")
     table.caption = (
         "gap closed: the share of the gap from No ISP to the clean oracle a method closes "
         "(above 100 %: better than the oracle of equal budget). What goes into each row: "
@@ -158,18 +157,21 @@ def _print_results(metrics: dict[str, Any]) -> None:
     interval = reporting.proportion or bootstrapped
     if bootstrapped:
         table.caption += "; 95 % interval: bootstrap over the test images"
-    if interval:
+    if interval:  # beside the headline it is the interval of
         table.add_column("95 % interval", justify="right")
+    for column in columns[1:]:
+        table.add_column(column, justify="right")
     table.add_column("gap closed", justify="right")
     group = None
     for row in metrics["results"].values():
         label, group = _grouped_label(table, row, group)
         gap = "" if row.get("gap_closed") is None else f"{row['gap_closed']:.0%}"
-        values = [_percent(row.get(c)) for c in columns]
+        values = [_percent(row.get(metric))]
         if "low" in row:
             values.append(f"{_percent(row['low'])}-{_percent(row['high'])}")
         elif interval:
             values.append(interval_text(row.get(metric), row.get("num_samples")))
+        values += [_percent(row.get(c)) for c in columns[1:]]
         table.add_row(label, *values, gap)
     Console().print(table)
     for line in reading(metrics):
