@@ -359,12 +359,12 @@ def evaluate_methods(
                 continue
             if resampled is not None:  # both rows' metric on the same draws
                 low, high = percentile_interval(kept[a] - kept[b])
-                difference = np.isfinite(kept[a] - kept[b])
+                measured = np.isfinite(kept[a] - kept[b])
                 answer.update(
                     low=low,
                     high=high,
                     num_samples=int(counts.shape[1]),
-                    resamples=int(difference.sum()),
+                    resamples=int(measured.sum()),
                 )
             else:
                 answer.update(bootstrap_difference(task, kept[a], kept[b], data.test_labels, key))

@@ -75,16 +75,7 @@ class Detection:
 
     def metrics(self, predictions: Any, targets: dict[str, Any]) -> dict[str, float]:
         """COCO metrics of :class:`Detections` (or a dict with its fields) against targets."""
-        p = predictions._asdict() if hasattr(predictions, "_asdict") else predictions
-        return coco_metrics(
-            p["boxes"],
-            p["scores"],
-            p["classes"],
-            p["valid"],
-            targets["boxes"],
-            targets["labels"],
-            targets.get("difficult"),
-        )
+        return coco_metrics(*_evaluator_inputs(predictions, targets))
 
     def resampled_headline(
         self, predictions: Any, targets: dict[str, Any], counts: np.ndarray
@@ -96,17 +87,16 @@ class Detection:
         under a millisecond where re-running the evaluator costs ~60 ms."""
         if self.headline != "map50":
             raise ValueError(f"resampling is implemented for map50, not {self.headline}")
-        p = predictions._asdict() if hasattr(predictions, "_asdict") else predictions
-        matched = MatchedDetections(
-            p["boxes"],
-            p["scores"],
-            p["classes"],
-            p["valid"],
-            targets["boxes"],
-            targets["labels"],
-            targets.get("difficult"),
-        )
+        matched = MatchedDetections(*_evaluator_inputs(predictions, targets))
         return np.asarray([matched.ap50(row) for row in np.asarray(counts)])
+
+
+def _evaluator_inputs(predictions: Any, targets: dict[str, Any]) -> tuple[Any, ...]:
+    """Detections (:class:`Detections` or a dict of its fields) and targets in the argument
+    order of :func:`~diffisp.models.detection_metrics.coco_metrics`."""
+    p = predictions._asdict() if hasattr(predictions, "_asdict") else predictions
+    fields = (p["boxes"], p["scores"], p["classes"], p["valid"])
+    return (*fields, targets["boxes"], targets["labels"], targets.get("difficult"))
 
 
 DETECT = Detection()

@@ -179,9 +179,9 @@ def _bilateral_blend_bwd(radius, residuals, g):
     # exponent e, w = spatial * exp(e)) then gets d e = w * (<d_num, tap> - <d_num, filtered>).
     d_num = alpha * g / den
     d_num_filtered = _channel_dot(d_num, filtered)
-    # XLA keeps a pass in one fusion only when every tap's terms feed a single accumulator (a
-    # weight feeding two is computed once per tap into memory): so each pass sums into one
-    # array with an extra channel, built by broadcasting (a concatenate would split it too).
+    # Each pass sums into one array with an extra channel, built by broadcasting: with two
+    # accumulators (or a concatenate) XLA split a pass into a fusion or two per tap (measured:
+    # 142 fusions against 102).
 
     # Pass 1, each pixel p over its own window: what reaches luma(p) (channel 0) and the range
     # scale (channel 1): d_exponent * diff * (2 inv, -diff).

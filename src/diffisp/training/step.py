@@ -188,7 +188,7 @@ def train_one_epoch(
     gate_key = jax.random.fold_in(keys.epoch_key(seed, phase.index, epoch), 1)
     graphdef, state = nnx.split((learner, optimizer))
     state = parallel.replicate(state)
-    losses, sums, first_step = [], [], 0
+    losses, sums, finite_chunks, first_step = [], [], [], 0
     for chunk in source.chunks(plan, captured=phase.dark_input):
         images = chunk.captured if phase.dark_input else chunk.clean
         data = (images, chunk.targets)
@@ -211,12 +211,14 @@ def train_one_epoch(
         chunk_losses, chunk_sums = parallel.local((chunk_losses, chunk_sums))
         losses.append(np.asarray(chunk_losses, np.float64))
         sums.append(jax.tree.map(np.asarray, chunk_sums))
+        finite_chunks.append(finite)
         first_step += steps
     state = parallel.local(state)
     learner, optimizer = nnx.merge(graphdef, state)
     # Summed on the host in float64, step by step: the same for any chunking of the epoch.
     mean_loss = float(np.mean(np.concatenate(losses)))
-    if not np.isfinite(mean_loss) or not bool(parallel.local(finite)):
+    finite = all(bool(parallel.local(flag)) for flag in finite_chunks)
+    if not np.isfinite(mean_loss) or not finite:
         what = (
             f"loss became {mean_loss}"
             if not np.isfinite(mean_loss)
