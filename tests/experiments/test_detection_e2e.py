@@ -115,6 +115,7 @@ def test_detection_bench_times_every_phase_and_the_inference_path():
         log=lambda _: None,
     )
     assert set(result["training"]) == {"phase0", "phase1", "phase2"}
+    assert set(result["fraction_of_model_alone"]) == {"phase1", "phase2"}  # phase 0 is the bound
     for row in result["training"].values():
         assert row["images_per_s"] > 0 and row["epoch_s"] > 0
     inference = result["inference"]

@@ -20,7 +20,7 @@ import jax
 from flax import nnx
 
 from diffisp.data.scenes import load_scenes
-from diffisp.experiments.bench import machine_info
+from diffisp.experiments.bench import machine_info, model_alone_fractions
 from diffisp.experiments.usage import best_seconds
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
@@ -90,6 +90,8 @@ def run_detection_bench(
         },
         "detector_parameters": int(params),
         "training": training,
+        # Phase 0 is the detector's training step alone (no ISP): the bound of the others.
+        "fraction_of_model_alone": model_alone_fractions(training),
         "inference": inference,
     }
 
@@ -140,10 +142,16 @@ def print_detection_bench(result: dict[str, Any]) -> None:
         f"{cfg['batch_size']}, {cfg['num_train']} train images, detector "
         f"{result['detector_parameters']:,} parameters"
     )
+    fractions = result.get("fraction_of_model_alone", {})
     for name, row in result["training"].items():
+        bound = (
+            f", {fractions[name]:.0%} of the detector alone"
+            if name in fractions
+            else " (the detector alone)"
+        )
         print(
             f"  training {name}: {row['images_per_s']:,.0f} img/s "
-            f"({row['epoch_s']:.2f} s/epoch, compile {row['compile_s']:.1f} s)"
+            f"({row['epoch_s']:.2f} s/epoch, compile {row['compile_s']:.1f} s{bound})"
         )
     inf = result["inference"]
     print(
