@@ -145,9 +145,9 @@ def print_detection_bench(result: dict[str, Any]) -> None:
     fractions = result.get("fraction_of_model_alone", {})
     for name, row in result["training"].items():
         bound = (
-            f", {fractions[name]:.0%} of the detector alone"
+            f"; {fractions[name]:.0%} of the detector alone"
             if name in fractions
-            else " (the detector alone)"
+            else "; the detector alone"
         )
         print(
             f"  training {name}: {row['images_per_s']:,.0f} img/s "
