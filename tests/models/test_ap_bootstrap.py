@@ -63,3 +63,11 @@ def test_the_detection_task_resamples_its_headline():
     values = DETECT.resampled_headline(predictions, targets, counts)
     assert values.shape == (5,)
     assert values[0] == pytest.approx(DETECT.metrics(predictions, targets)["map50"], abs=1e-12)
+
+
+def test_a_class_with_objects_and_no_detection_scores_zero_as_coco_does():
+    gt_boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30]]], float)
+    labels = np.array([[0, 1]])  # class 1 is never detected
+    data = (gt_boxes[:, :1], np.ones((1, 1)), np.zeros((1, 1), int), np.ones((1, 1), bool))
+    want = coco_metrics(*data, gt_boxes, labels)["map50"]
+    assert MatchedDetections(*data, gt_boxes, labels).ap50() == pytest.approx(want) == 0.5

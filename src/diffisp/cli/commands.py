@@ -157,7 +157,7 @@ def _print_results(metrics: dict[str, Any]) -> None:
     interval = reporting.proportion or bootstrapped
     if bootstrapped:
         table.caption += "; 95 % interval: bootstrap over the test images"
-    if interval:  # beside the headline it is the interval of
+    if interval:  # beside the headline, whose interval it is
         table.add_column("95 % interval", justify="right")
     for column in columns[1:]:
         table.add_column(column, justify="right")

@@ -358,13 +358,13 @@ def evaluate_methods(
             if "low" in answer or a not in kept or b not in kept:
                 continue
             if resampled is not None:  # both rows' metric on the same draws
-                low, high = percentile_interval(kept[a] - kept[b])
-                measured = np.isfinite(kept[a] - kept[b])
+                difference = kept[a] - kept[b]
+                low, high = percentile_interval(difference)
                 answer.update(
                     low=low,
                     high=high,
                     num_samples=int(counts.shape[1]),
-                    resamples=int(measured.sum()),
+                    resamples=int(np.isfinite(difference).sum()),
                 )
             else:
                 answer.update(bootstrap_difference(task, kept[a], kept[b], data.test_labels, key))
@@ -407,14 +407,12 @@ def bootstrap_difference(
             task.metrics(drawn(predictions_a), truth)[key]
             - task.metrics(drawn(predictions_b), truth)[key]
         )
-    finite = np.asarray(differences, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    low, high = np.percentile(finite, [2.5, 97.5]) if finite.size else (np.nan, np.nan)
+    low, high = percentile_interval(differences)
     return {
-        "low": float(low),
-        "high": float(high),
+        "low": low,
+        "high": high,
         "num_samples": n,
-        "resamples": int(finite.size),
+        "resamples": int(np.isfinite(differences).sum()),
     }
 
 

@@ -123,6 +123,9 @@ class MatchedDetections:
             positives = int(self.positives[k] @ counts)
             if positives == 0:
                 continue
+            if not len(tp):  # objects to find, no detection of their class: AP 0
+                aps.append(0.0)
+                continue
             weight = counts[image]
             tps = np.cumsum(tp * weight)
             fps = np.cumsum(~tp * weight)
@@ -133,5 +136,5 @@ class MatchedDetections:
             sampled = np.where(
                 at < len(precision), precision[np.minimum(at, len(precision) - 1)], 0.0
             )
-            aps.append(float(np.mean(sampled)) if len(precision) else 0.0)
+            aps.append(float(np.mean(sampled)))
         return float(np.mean(aps)) if aps else float("nan")
