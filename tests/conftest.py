@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -14,6 +17,10 @@ from helpers import TINY_CLI_ARGS
 # The commands' persistent XLA cache stays off: tests must neither fill the user's cache nor
 # depend on what an earlier session left in it (tests/test_cli_cache.py turns it on itself).
 os.environ["DIFFISP_XLA_CACHE"] = "0"
+# Nor the user's data caches (downloads, decoded training images): one empty folder per test
+# process, removed at exit (tests/data/conftest.py gives each data test its own).
+os.environ["DIFFISP_CACHE"] = tempfile.mkdtemp(prefix="diffisp-tests-")
+atexit.register(shutil.rmtree, os.environ["DIFFISP_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture

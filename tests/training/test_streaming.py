@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffisp.data.detection_stream import StreamedDetection
 from diffisp.data.folder import load_folder
 from diffisp.data.generate import write_image_folder
+from diffisp.data.scenes import write_scenes_coco
 from diffisp.data.stream import stream_folder
 from diffisp.errors import ConfigError
+from diffisp.experiments.run import load_run_data
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
 from diffisp.training.loop import train
@@ -57,17 +60,19 @@ def test_a_streamed_run_trains_phase_0(folder):
     "capture",
     [
         {},
+        {"stream_cache": "off"},
         pytest.param(
             {"conditions": "mixed", "input": "raw", "isp": ("exposure", "gamma"), "adaptive": True},
             marks=pytest.mark.slow,
         ),
     ],
-    ids=["srgb", "raw-mixed-adaptive"],
+    ids=["srgb", "srgb-decoded-while-training", "raw-mixed-adaptive"],
 )
 def test_streamed_and_in_memory_training_give_identical_losses(folder, capture):
     # Every phase, the warm-up and batch-norm re-estimation; three chunks an epoch streamed
-    # (the last one shorter), one in memory. The same images, captures, order, gate samples and
-    # statistics: the same losses to the last bit.
+    # (the last one shorter; from the decoded cache, or decoded from the files), one in
+    # memory. The same images, captures, order, gate samples and statistics: the same losses
+    # to the last bit.
     common = dict(
         data=f"folder:{folder}",
         num_train=80,
@@ -91,6 +96,46 @@ def test_streamed_and_in_memory_training_give_identical_losses(folder, capture):
         histories[stream] = [(r.phase, r.loss, r.train_acc, r.test_acc) for r in state.history]
     assert [h[0] for h in histories[False]] == [0, 1, 2]
     assert histories[True] == histories[False]
+
+
+@pytest.mark.slow
+def test_a_streamed_coco_set_trains_as_in_memory(tmp_path):
+    # The detector through every phase: images from the decoded cache, padded boxes from
+    # memory, two chunks an epoch; the same losses, train scores and mAP as in memory.
+    write_scenes_coco(tmp_path / "coco", num_train=24, num_test=8, image_size=32, seed=1)
+    common = dict(
+        task="detect",
+        data=f"coco:{tmp_path / 'coco'}",
+        num_train=24,
+        num_test=8,
+        image_size=32,
+        batch_size=8,
+        epochs_clean=1,
+        epochs_isp=1,
+        epochs_joint=1,
+        isp=("exposure", "gamma"),
+        bn_calibration=8,
+        stream_chunk_batches=2,
+    )
+    histories = {}
+    for stream in (False, True):
+        cfg = TrainConfig.of(stream=stream, **common)
+        dataset = load_run_data(cfg)
+        assert isinstance(dataset, StreamedDetection) == stream
+        data = prepare_data(dataset, cfg)
+        state = train(TrainState.create(cfg, data.num_classes), data)
+        histories[stream] = [(r.phase, r.loss, r.train_acc, r.test_acc) for r in state.history]
+    assert [h[0] for h in histories[False]] == [0, 1, 2]
+    assert histories[True] == histories[False]
+
+
+def test_what_cannot_stream_is_refused():
+    with pytest.raises(ConfigError, match="--stream-cache off streams image folders only"):
+        TrainConfig.of(task="detect", data="coco:/x", stream=True, stream_cache="off")
+    with pytest.raises(ConfigError, match="stream_cache must be"):
+        TrainConfig.of(data="folder:/x", stream=True, stream_cache=" ")
+    with pytest.raises(ConfigError, match="--stream reads image folders, COCO and VOC"):
+        TrainConfig.of(task="detect", data="scenes", stream=True)
 
 
 def test_cli_stream_options_reach_the_config(folder, capsys):

@@ -189,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream",
         nargs="?",
         const="generated",
-        metavar="FOLDER",
+        metavar="FOLDER|coco:PATH|voc:ROOT",
         help="instead: in-memory vs streamed training (images/s, peak RSS; a fresh process "
-        "each) on an image folder, or on generated folders of --stream-sizes",
+        "each) on an image folder (with --task detect: a COCO or VOC set), or on generated "
+        "folders (scenes written as COCO) of --stream-sizes",
     )
     bench.add_argument(
         "--stream-sizes", help="with --stream: comma list of training-set sizes (--num-train)"

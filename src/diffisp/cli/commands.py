@@ -62,6 +62,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
+    from diffisp.data.spec import DataSpec
     from diffisp.experiments.stream_bench import bench_streaming, print_stream_bench
     from diffisp.util.io import atomic_write_json
 
@@ -73,8 +74,15 @@ def _bench_stream(args: argparse.Namespace) -> int:
         ) from None
     if min(sizes) < 64:
         raise ConfigError(f"--stream-sizes must be >= 64 each; got {sizes}")
-    folder = None if args.stream == "generated" else str(Path(args.stream).resolve())
-    result = bench_streaming(sizes, folder=folder, epochs=max(args.epochs, 2))
+    if args.stream == "generated":
+        data = None
+    elif args.stream.startswith(("coco:", "voc:", "folder:")):
+        data = str(DataSpec.parse(args.stream))
+    else:
+        data = f"folder:{Path(args.stream).resolve()}"
+    if data is not None and DataSpec.parse(data).detection != (args.task == "detect"):
+        raise ConfigError(f"--stream {args.stream} needs --task detect for COCO/VOC, not others")
+    result = bench_streaming(sizes, data=data, task=args.task, epochs=max(args.epochs, 2))
     print_stream_bench(result)
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")

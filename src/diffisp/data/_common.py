@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import sys
 
 import numpy as np
 from PIL import Image
@@ -14,6 +15,11 @@ MIN_IMAGE_SIZE = 8
 SIZE_OPTIONS = "num_train, num_test or image_size (--num-train, --num-test, --image-size)"
 # Lanczos in Pillow widens its kernel when it shrinks, i.e. it is antialiased.
 RESAMPLE = Image.Resampling.LANCZOS
+
+
+def log_to_stderr(line: str) -> None:
+    """The loaders' default progress log: a line on standard error, flushed."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def check_count(value: object, name: str) -> int | None:

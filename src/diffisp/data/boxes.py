@@ -89,8 +89,15 @@ def letterbox_image(
         )
     out = np.full((image_size, image_size, 3), PAD_VALUE, np.float32)
     out[offset_y : offset_y + new_height, offset_x : offset_x + new_width] = np.clip(resized, 0, 1)
-    box = Letterbox(file, width, height, new_width / width, new_height / height, offset_x, offset_y)
-    return out, box
+    return out, letterbox_of(width, height, image_size, file)
+
+
+def letterbox_of(width: int, height: int, image_size: int, file: str = "") -> Letterbox:
+    """The :class:`Letterbox` :func:`letterbox_image` gives a ``width x height`` image (from
+    its size alone: a decoded cache knows the size without the pixels)."""
+    new_width, new_height, offset_x, offset_y = letterbox_geometry(width, height, image_size)
+    scale_x, scale_y = new_width / width, new_height / height
+    return Letterbox(file, width, height, scale_x, scale_y, offset_x, offset_y)
 
 
 def letterbox_boxes(boxes: np.ndarray, letterbox: Letterbox) -> np.ndarray:

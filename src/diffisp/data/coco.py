@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -33,13 +32,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from diffisp.data._common import check_image_size
+from diffisp.data._common import check_image_size, log_to_stderr
 from diffisp.data.boxes import SKIP_CROWD, SKIP_EMPTY, SKIP_OUTSIDE
 from diffisp.data.detection import (
     DEFAULT_TEST_FRACTION,
     SPLITS,
     AnnotatedImage,
     DetectionDataset,
+    ParsedDetection,
     build_dataset,
     check_max_objects,
     seeded_split,
@@ -85,6 +85,36 @@ def load_coco(
     """
     image_size = check_image_size(image_size)
     max_objects = check_max_objects(max_objects)
+    parsed = parse_coco(
+        annotations,
+        images_dir,
+        split=split,
+        seed=seed,
+        test_fraction=test_fraction,
+        test_annotations=test_annotations,
+        test_images_dir=test_images_dir,
+        log=log,
+    )
+    return build_dataset(parsed, image_size=image_size, max_objects=max_objects)
+
+
+def parse_coco(
+    annotations: str | Path,
+    images_dir: str | Path,
+    *,
+    split: Literal["auto", "seeded"] = "auto",
+    seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    test_annotations: str | Path | None = None,
+    test_images_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ParsedDetection:
+    """:func:`load_coco`'s annotations read, checked and split, no image decoded (the
+    arguments as there).
+
+    Raises:
+      DataError, ConfigError: as :func:`load_coco`.
+    """
     if split not in ("auto", "seeded"):
         raise ConfigError(f"split must be 'auto' or 'seeded'; got {split!r}")
     if split == "seeded" and test_annotations is not None:
@@ -92,7 +122,7 @@ def load_coco(
     annotations = absolute_root(annotations)
     images_dir = absolute_root(images_dir)
     skipped = {SKIP_CROWD: 0, SKIP_OUTSIDE: 0, SKIP_EMPTY: 0}
-    log = _stderr if log is None else log
+    log = log_to_stderr if log is None else log
     data = _read_json(annotations, log)
     categories = _categories(data, annotations)
     items, fields = _timed(
@@ -133,13 +163,11 @@ def load_coco(
         splits = {"train": [items[i] for i in train], "test": [items[i] for i in test]}
         how = f"seeded split (seed {seed}, test_fraction={test_fraction:g})"
     names = tuple(categories.values())
-    return build_dataset(
+    return ParsedDetection(
         name=f"coco:{annotations}",
         description=f"COCO annotations {annotations} ({len(names)} classes; {how})",
         class_names=names,
         splits=splits,
-        image_size=image_size,
-        max_objects=max_objects,
         root=images_dir,
         skipped=skipped,
     )
@@ -148,10 +176,6 @@ def load_coco(
 # Annotation files from this size on take seconds to read and check (COCO's 448 MB
 # instances_train2017.json: minutes), so their reading is announced.
 PROGRESS_BYTES = 16 * 2**20
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _timed(
@@ -181,7 +205,7 @@ def _is_large(path: Path) -> bool:
         return False
 
 
-def _read_json(path: Path, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+def _read_json(path: Path, log: Callable[[str], None] = log_to_stderr) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"COCO annotation file {path} does not exist or is not a file")
     if _is_large(path):

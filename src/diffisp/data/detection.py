@@ -20,6 +20,7 @@ generated stand-in :func:`diffisp.data.scenes.load_scenes`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -32,10 +33,10 @@ from diffisp.data.boxes import (
     Letterbox,
     clean_boxes,
     letterbox_boxes,
-    letterbox_image,
+    letterbox_of,
     pad_objects,
 )
-from diffisp.data.images import DEFAULT_MAX_PIXELS, load_image
+from diffisp.data.decoded import DecodeRecipe
 from diffisp.data.memory import check_fits_in_memory
 from diffisp.data.source import InMemoryTrainSplit
 from diffisp.errors import ConfigError, DataError
@@ -207,18 +208,138 @@ def check_max_objects(max_objects: int | None) -> int | None:
     return None if max_objects is None else check_int(max_objects, "max_objects", minimum=1)
 
 
-def build_dataset(
+class ParsedDetection(NamedTuple):
+    """A detection set as its reader parsed it, nothing decoded: what :func:`build_dataset`
+    (in memory) and :func:`~diffisp.data.detection_stream.build_streamed` (a decoded cache)
+    turn into images and padded targets. ``splits``: the :class:`AnnotatedImage` of each split
+    in the reader's order; ``skipped``: annotations the reader already dropped, by reason."""
+
+    name: str
+    description: str
+    class_names: tuple[str, ...]
+    splits: dict[str, list[AnnotatedImage]]
+    root: Path
+    skipped: dict[str, int]
+
+
+def subset_parsed(
+    parsed: ParsedDetection,
+    num_train: int | None,
+    num_test: int | None,
+    seed: int,
     *,
+    up_to: Collection[str] = (),
+) -> ParsedDetection:
+    """``parsed`` cut to ``num_train``/``num_test`` images per split (``None``: all), drawn
+    with ``numpy.random.default_rng(seed)`` and kept in the reader's order, before anything is
+    decoded. ``up_to``: the splits whose count is an upper bound (kept whole when smaller).
+
+    Raises:
+      DataError: a split has fewer images than asked for (and not ``up_to``).
+    """
+    wanted = {"train": num_train, "test": num_test}
+    rng = np.random.default_rng(seed)
+    splits = dict(parsed.splits)
+    for split in SPLITS:
+        have, want = len(splits[split]), wanted[split]
+        if split in up_to and want is not None:
+            want = min(want, have)
+        if want is None or want == have:
+            continue
+        if want > have:
+            raise DataError(
+                f"{parsed.name}: asked for {want} {split} images (--num-{split}) but its "
+                f"{split} split has {have}; lower --num-{split}"
+            )
+        keep = np.sort(rng.permutation(have)[:want])
+        splits[split] = [splits[split][i] for i in keep]
+    return parsed._replace(splits=splits)
+
+
+def check_files(parsed: ParsedDetection) -> None:
+    """Every split has images and every image file exists (before any is decoded)."""
+    for split in SPLITS:
+        if not parsed.splits[split]:
+            raise DataError(f"{parsed.name}: the {split} split has no images")
+        for item in parsed.splits[split]:
+            if not item.path.is_file():
+                raise DataError(f"{parsed.name}: image file {item.path} does not exist")
+
+
+def decode_split(items: list[AnnotatedImage], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The letterboxed images ``(N, S, S, 3)`` float32 of ``items`` and their decoded
+    ``(width, height)`` ``(N, 2)``, as a decoded cache stores them."""
+    recipe = DecodeRecipe("letterbox", image_size)
+    images = np.empty((len(items), image_size, image_size, 3), np.float32)
+    sizes = np.empty((len(items), 2), np.int32)
+    for i, item in enumerate(items):
+        images[i], sizes[i] = recipe.decode(item.path)
+    return images, sizes
+
+
+def split_objects(
     name: str,
-    description: str,
-    class_names: tuple[str, ...],
-    splits: dict[str, list[AnnotatedImage]],
+    items: list[AnnotatedImage],
+    sizes: np.ndarray,
     image_size: int,
-    max_objects: int | None,
-    root: Path,
     skipped: dict[str, int],
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], tuple[Letterbox, ...], int]:
+    """Each image's objects in letterboxed pixels (cleaned against its decoded ``sizes``,
+    counted in ``skipped``), its :class:`Letterbox`, and how many boxes were clipped.
+
+    Raises:
+      DataError: an image's decoded size differs from its annotated one (named).
+    """
+    objects, infos, clipped = [], [], 0
+    for item, (width, height) in zip(items, sizes.tolist(), strict=True):
+        if (item.width, item.height) not in ((None, None), (width, height)):
+            raise DataError(
+                f"{name}: image {item.path} is {width}x{height} but its annotation says "
+                f"{item.width}x{item.height} (an EXIF rotation, or the wrong file?); the "
+                "boxes would not match it"
+            )
+        boxes = np.array(item.boxes, np.float64).reshape(-1, 4)
+        keep, n_clipped = clean_boxes(boxes, width, height, skipped)
+        clipped += n_clipped
+        info = letterbox_of(width, height, image_size, item.file)
+        # Float rounding must not push a box past the edge; a box far below a pixel in a
+        # huge image can collapse to zero width in float32, so is dropped as empty.
+        scaled = np.clip(letterbox_boxes(boxes[keep], info), 0, np.float32(image_size))
+        nonempty = (scaled[:, 2] > scaled[:, 0]) & (scaled[:, 3] > scaled[:, 1])
+        skipped[SKIP_EMPTY] = skipped.get(SKIP_EMPTY, 0) + int((~nonempty).sum())
+        objects.append(
+            (
+                scaled[nonempty],
+                np.asarray(item.labels, np.int32)[keep][nonempty],
+                np.asarray(item.difficult, bool)[keep][nonempty],
+            )
+        )
+        infos.append(info)
+    return objects, tuple(infos), clipped
+
+
+def padded_targets(
+    name: str, objects: dict[str, list], max_objects: int | None
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every split's objects as ``(boxes, labels, difficult)`` padded to one slot count: the
+    most objects of any image (at least 1), or ``max_objects``.
+
+    Raises:
+      DataError: an image has more objects than ``max_objects``.
+    """
+    most = max(len(o[1]) for split in SPLITS for o in objects[split])
+    if max_objects is not None and most > max_objects:
+        raise DataError(
+            f"{name}: an image has {most} objects but max_objects={max_objects}; raise it"
+        )
+    slots = max_objects or max(1, most)
+    return {split: pad_objects(objects[split], slots) for split in SPLITS}
+
+
+def build_dataset(
+    parsed: ParsedDetection, *, image_size: int, max_objects: int | None
 ) -> DetectionDataset:
-    """Decode, check, clean and letterbox the parsed images of both splits.
+    """Decode, check, clean and letterbox the parsed images of both splits, in memory.
 
     Every image file is checked to exist before any is decoded. Boxes are cleaned against the
     decoded size (:func:`~diffisp.data.boxes.clean_boxes`, counted in ``skipped``).
@@ -228,68 +349,33 @@ def build_dataset(
         differs from the annotated one, or an image has more objects than ``max_objects``.
       ConfigError: the images would not fit in memory.
     """
-    for split in SPLITS:
-        if not splits[split]:
-            raise DataError(f"{name}: the {split} split has no images")
-        for item in splits[split]:
-            if not item.path.is_file():
-                raise DataError(f"{name}: image file {item.path} does not exist")
+    check_files(parsed)
+    splits, skipped = parsed.splits, dict(parsed.skipped)
     check_fits_in_memory(sum(len(v) for v in splits.values()), image_size, options=_OPTIONS)
-    clipped = 0
-    loaded = {}
+    images, objects, infos, clipped = {}, {}, {}, 0
     for split in SPLITS:
-        images = np.empty((len(splits[split]), image_size, image_size, 3), np.float32)
-        objects, infos = [], []
-        for i, item in enumerate(splits[split]):
-            pixels = load_image(item.path, max_pixels=DEFAULT_MAX_PIXELS)
-            height, width = pixels.shape[:2]
-            if (item.width, item.height) not in ((None, None), (width, height)):
-                raise DataError(
-                    f"{name}: image {item.path} is {width}x{height} but its annotation says "
-                    f"{item.width}x{item.height} (an EXIF rotation, or the wrong file?); the "
-                    "boxes would not match it"
-                )
-            boxes = np.array(item.boxes, np.float64).reshape(-1, 4)
-            keep, n_clipped = clean_boxes(boxes, width, height, skipped)
-            clipped += n_clipped
-            images[i], info = letterbox_image(pixels, image_size, item.file)
-            # Float rounding must not push a box past the edge; a box far below a pixel in a
-            # huge image can collapse to zero width in float32, so is dropped as empty.
-            scaled = np.clip(letterbox_boxes(boxes[keep], info), 0, np.float32(image_size))
-            nonempty = (scaled[:, 2] > scaled[:, 0]) & (scaled[:, 3] > scaled[:, 1])
-            skipped[SKIP_EMPTY] = skipped.get(SKIP_EMPTY, 0) + int((~nonempty).sum())
-            objects.append(
-                (
-                    scaled[nonempty],
-                    np.asarray(item.labels, np.int32)[keep][nonempty],
-                    np.asarray(item.difficult, bool)[keep][nonempty],
-                )
-            )
-            infos.append(info)
-        loaded[split] = (images, objects, tuple(infos))
-    most = max(len(o[1]) for split in SPLITS for o in loaded[split][1])
-    if max_objects is not None and most > max_objects:
-        raise DataError(
-            f"{name}: an image has {most} objects but max_objects={max_objects}; raise it"
+        images[split], sizes = decode_split(splits[split], image_size)
+        objects[split], infos[split], n_clipped = split_objects(
+            parsed.name, splits[split], sizes, image_size, skipped
         )
-    slots = max_objects or max(1, most)
+        clipped += n_clipped
+    targets = padded_targets(parsed.name, objects, max_objects)
     arrays = {}
     for split in SPLITS:
-        images, objects, infos = loaded[split]
-        boxes, labels, difficult = pad_objects(objects, slots)
+        boxes, labels, difficult = targets[split]
         arrays |= {
-            f"{split}_images": images,
+            f"{split}_images": images[split],
             f"{split}_boxes": boxes,
             f"{split}_labels": labels,
             f"{split}_difficult": difficult,
-            f"{split}_info": infos,
+            f"{split}_info": infos[split],
         }
     return DetectionDataset(
-        name=name,
-        class_names=class_names,
-        description=description,
-        root=str(root),
-        skipped=dict(skipped),
+        name=parsed.name,
+        class_names=parsed.class_names,
+        description=parsed.description,
+        root=str(parsed.root),
+        skipped=skipped,
         clipped=clipped,
         **arrays,
     )

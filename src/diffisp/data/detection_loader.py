@@ -17,19 +17,17 @@ asking for more images than a split has is a :class:`DataError`, never a silent 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-import numpy as np
-
-from diffisp.data._common import check_load_arguments
-from diffisp.data.coco import load_coco
-from diffisp.data.detection import SPLITS, DetectionDataset
+from diffisp.data._common import check_load_arguments, log_to_stderr
+from diffisp.data.coco import parse_coco
+from diffisp.data.detection import DetectionDataset, build_dataset, subset_parsed
+from diffisp.data.detection_stream import StreamedDetection, build_streamed
 from diffisp.data.folder import absolute_root
 from diffisp.data.scenes import load_scenes
 from diffisp.data.spec import DataSpec
-from diffisp.data.voc import load_voc
+from diffisp.data.voc import parse_voc
 from diffisp.errors import ConfigError, DataError
 
 DETECTION_SPECS = ("scenes", "coco:PATH", "voc:ROOT")
@@ -100,7 +98,9 @@ def load_detection(
     seed: int = 0,
     image_size: int = 64,
     up_to: Collection[str] = (),
-) -> DetectionDataset:
+    stream_cache: str | Path | None = None,
+    log: Callable[[str], None] = log_to_stderr,
+) -> DetectionDataset | StreamedDetection:
     """Load a detection data set by spec (see module docstring).
 
     Args:
@@ -111,9 +111,13 @@ def load_detection(
       image_size: side of the letterboxed square images (>= 8).
       up_to: for COCO/VOC, the splits (``"train"``, ``"test"``) whose count is an upper bound
         (a preset's size fitted to a smaller set): such a split gives all it has.
+      stream_cache: for COCO/VOC, stream the training images from a decoded cache in this
+        folder (:mod:`diffisp.data.detection_stream`) instead of holding them in memory.
+      log: where building a decoded cache reports.
 
     Returns:
-      A :class:`DetectionDataset`.
+      A :class:`DetectionDataset`, or with ``stream_cache`` a
+      :class:`~diffisp.data.detection_stream.StreamedDetection`.
 
     Raises:
       InputTypeError: ``spec`` not a str. ConfigError: an unknown spec or a bad argument.
@@ -130,6 +134,8 @@ def load_detection(
             f"{', '.join(map(repr, DETECTION_SPECS))}"
         )
     if kind == "scenes":
+        if stream_cache is not None:
+            raise ConfigError("the generated scenes are made in memory; they do not stream")
         return load_scenes(
             2000 if num_train is None else num_train,
             500 if num_test is None else num_test,
@@ -139,49 +145,16 @@ def load_detection(
     if not argument:
         raise ConfigError(f"spec '{kind}:' needs a path, e.g. '{kind}:~/data'")
     if kind == "coco":
-        annotations, images = coco_paths(argument)
-        dataset = load_coco(annotations, images, image_size=image_size, seed=seed)
+        parsed = parse_coco(*coco_paths(argument), seed=seed)
     else:
-        dataset = load_voc(argument, image_size=image_size, seed=seed)
-    return subset_detection(dataset, num_train, num_test, seed, up_to=up_to)
-
-
-def subset_detection(
-    dataset: DetectionDataset,
-    num_train: int | None,
-    num_test: int | None,
-    seed: int,
-    *,
-    up_to: Collection[str] = (),
-) -> DetectionDataset:
-    """``dataset`` cut to ``num_train``/``num_test`` images per split (``None``: all), drawn
-    with ``numpy.random.default_rng(seed)`` and kept in the reader's order.
-
-    ``up_to``: the splits whose count is an upper bound (kept whole when smaller).
-
-    Raises:
-      DataError: a split has fewer images than asked for (and not ``up_to``).
-    """
-    wanted = {"train": num_train, "test": num_test}
-    changes: dict[str, object] = {}
-    rng = np.random.default_rng(seed)
-    for split in SPLITS:
-        have, want = len(getattr(dataset, f"{split}_images")), wanted[split]
-        if split in up_to and want is not None:
-            want = min(want, have)
-        if want is None or want == have:
-            continue
-        if want > have:
-            raise DataError(
-                f"{dataset.name}: asked for {want} {split} images (--num-{split}) but its "
-                f"{split} split has {have}; lower --num-{split}"
-            )
-        keep = np.sort(rng.permutation(have)[:want])
-        for field in ("images", "boxes", "labels", "difficult"):
-            changes[f"{split}_{field}"] = np.array(getattr(dataset, f"{split}_{field}")[keep])
-        info = getattr(dataset, f"{split}_info")
-        changes[f"{split}_info"] = tuple(info[i] for i in keep)
-    return dataclasses.replace(dataset, **changes) if changes else dataset
+        parsed = parse_voc(argument, seed=seed)
+    # The subsets are drawn before decoding: only the images used are read.
+    parsed = subset_parsed(parsed, num_train, num_test, seed, up_to=up_to)
+    if stream_cache is not None:
+        return build_streamed(
+            parsed, image_size=image_size, max_objects=None, cache_dir=stream_cache, log=log
+        )
+    return build_dataset(parsed, image_size=image_size, max_objects=None)
 
 
 __all__ = [
@@ -191,5 +164,4 @@ __all__ = [
     "coco_paths",
     "is_detection_spec",
     "load_detection",
-    "subset_detection",
 ]

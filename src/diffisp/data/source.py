@@ -14,7 +14,7 @@ the same capture in memory, streamed or on any host.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffisp.capture.base import Captured, CaptureModel, capture
+from diffisp.data._common import log_to_stderr
 from diffisp.errors import ConfigError, DataError
 
 
@@ -108,14 +109,19 @@ class InMemorySource:
 @dataclass(frozen=True)
 class StreamOptions:
     """How a streamed set is read (an in-memory set ignores them): ``chunk_size`` images per
-    chunk, ``sample_count`` first images kept in memory (:meth:`EpochSource.head`), decoding
-    threads, and this host's place among ``process_count``."""
+    chunk, ``sample_count`` first images kept in memory (:meth:`EpochSource.head`), this
+    host's place among ``process_count``, and where the images come from: ``cache_dir``, the
+    folder of decoded caches (:mod:`diffisp.data.decoded`; decoded once there, by worker
+    processes, and read from it), or ``None``: decoded from their files while training, on
+    ``num_threads`` threads. ``log``: where a cache's build reports."""
 
     chunk_size: int = 1024
     sample_count: int = 1024
     num_threads: int = 1
     process_index: int = 0
     process_count: int = 1
+    cache_dir: str | None = None
+    log: Callable[[str], None] = log_to_stderr
 
 
 class InMemoryTrainSplit:

@@ -57,8 +57,9 @@ class DataSpec:
 
     @property
     def streamable(self) -> bool:
-        """Whether training can read the source from disk while it trains."""
-        return self.kind == "folder"
+        """Whether training can read the source from disk while it trains (image folders,
+        COCO and VOC sets; not the built-in, CIFAR-10 or generated sets, nor RAW files)."""
+        return self.kind in ("folder", "coco", "voc")
 
     def __str__(self) -> str:
         return self.kind if self.path is None else f"{self.kind}:{self.path}"

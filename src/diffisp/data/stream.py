@@ -24,7 +24,11 @@ record by record. Its streaming helpers are themselves built on grain. grain's `
 bounded-prefetch we need, with no extra layer; so this module uses grain directly. Threads, not
 processes: decoding (Pillow, libpng) releases the GIL, and records need no pickling.
 
-RAW files and COCO/VOC detection sets are not streamed yet (they load in memory as before).
+Where the training images come from (``StreamOptions.cache_dir``): by default a decoded cache
+(:mod:`diffisp.data.decoded`: every image decoded once, by worker processes, into ``.npy``
+shards, then read from them at memory speed); without one, the grain pipeline above decodes
+them from their files while training. COCO/VOC sets stream through the same
+:class:`StreamedSource` (:mod:`diffisp.data.detection_stream`); RAW files are not streamed yet.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grain
 import jax
@@ -43,6 +47,7 @@ import numpy as np
 
 from diffisp.capture.base import CaptureModel, capture
 from diffisp.data._common import check_image_size
+from diffisp.data.decoded import EIGHT_BIT_VALUES, DecodeRecipe, decoded_cache
 from diffisp.data.folder import (
     DEFAULT_TEST_FRACTION,
     choose_files,
@@ -57,9 +62,12 @@ class FolderSource:
     """Random access to image files: ``source[i]`` decodes file ``i`` (resized and
     centre-cropped to ``image_size`` as :func:`~diffisp.data.images.load_image` does) and gives
     ``(image (S, S, 3) float32 in [0, 1], label int32)``. Nothing is read before it is asked
-    for; a corrupt file raises :class:`DataError` naming it when it is read."""
+    for; a corrupt file raises :class:`DataError` naming it when it is read. :meth:`stream`
+    decodes on ``num_threads`` threads."""
 
-    def __init__(self, files: Sequence[Path], labels: np.ndarray, image_size: int) -> None:
+    def __init__(
+        self, files: Sequence[Path], labels: np.ndarray, image_size: int, num_threads: int = 1
+    ) -> None:
         if len(files) != len(labels):
             raise DataError(f"{len(files)} files but {len(labels)} labels")
         if not len(files):
@@ -67,6 +75,7 @@ class FolderSource:
         self.files = tuple(Path(f) for f in files)
         self.labels = np.asarray(labels, np.int32)
         self.image_size = check_image_size(image_size)
+        self.num_threads = num_threads
 
     def __len__(self) -> int:
         return len(self.files)
@@ -74,6 +83,16 @@ class FolderSource:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.int32]:
         image = load_image(self.files[index], self.image_size, max_pixels=DEFAULT_MAX_PIXELS)
         return image, self.labels[index]
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Images ``indices`` decoded at once, ``(K, S, S, 3)`` float32 (a bounded sample)."""
+        return read_records(self, indices)[0]
+
+    def stream(self, shares: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        """The images of every array of ``shares``, in order, decoded on ``num_threads``
+        threads while the previous one is used (:func:`iter_chunks`)."""
+        for chunk in iter_chunks(self, shares, num_threads=self.num_threads):
+            yield chunk.images
 
 
 @dataclass(frozen=True)
@@ -114,16 +133,14 @@ class StreamedFolder:
     ) -> StreamedSource:
         """The training split as the loop reads it: streamed from disk, captured by ``model``."""
         options = StreamOptions() if options is None else options
-        return StreamedSource(
-            self.train,
-            model,
-            capture_key,
-            chunk_size=options.chunk_size,
-            sample_count=options.sample_count,
-            num_threads=options.num_threads,
-            process_index=options.process_index,
-            process_count=options.process_count,
-        )
+        train = self.train
+        images: ImageRecords
+        if options.cache_dir is not None:
+            recipe = DecodeRecipe("crop", self.image_size)
+            images = decoded_cache(train.files, recipe, options.cache_dir, log=options.log)
+        else:
+            images = FolderSource(train.files, train.labels, train.image_size, options.num_threads)
+        return StreamedSource(images, train.labels, model, capture_key, options)
 
 
 def stream_folder(
@@ -250,65 +267,85 @@ def read_records(source: FolderSource, indices: Sequence[int]) -> tuple[np.ndarr
     return chunk.images, chunk.labels
 
 
+class ImageRecords(Protocol):
+    """Training images read by number: decoded from their files (:class:`FolderSource`) or
+    from a decoded cache (:class:`~diffisp.data.decoded.DecodedCache`)."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """``(K, S, S, 3)`` images: float32, or uint8 codes of ``EIGHT_BIT_VALUES``."""
+        ...
+
+    def stream(self, shares: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        """:meth:`read` of every array of ``shares``, in order, prefetching the next."""
+        ...
+
+
+@jax.jit
+def _as_float(codes: jax.Array) -> jax.Array:
+    return jnp.asarray(EIGHT_BIT_VALUES)[codes]
+
+
+def device_images(images: np.ndarray) -> jax.Array:
+    """Images on the device as float32: uint8 codes become the exact values the image readers
+    give (a table, not a division, so no platform can round them differently)."""
+    return _as_float(jnp.asarray(images)) if images.dtype == np.uint8 else jnp.asarray(images)
+
+
 class StreamedSource:
     """A streamed training set as an :class:`~diffisp.data.source.EpochSource`.
 
-    Each chunk is decoded on ``num_threads`` threads (the next one while the current one
-    trains) and captured on the device with one key per image number
+    ``images`` are read chunk by chunk (the next one while the current one trains), this
+    host's share of each, and captured on the device with one key per image number
     (:func:`~diffisp.capture.base.capture`), so every image gets the capture it gets in memory.
-    The first ``sample_count`` images stay in memory, clean and captured: :meth:`head`'s
-    images (batch-norm re-estimation, the warm-up's clean statistics).
+    ``targets`` (a pytree of host arrays with a leading axis of N: labels, padded boxes) are
+    small and stay in memory. The first ``options.sample_count`` images stay in memory, clean
+    and captured: :meth:`head`'s images (batch-norm re-estimation, the warm-up's statistics).
     """
 
     def __init__(
         self,
-        records: FolderSource,
+        images: ImageRecords,
+        targets: Any,
         model: CaptureModel,
         capture_key: jax.Array,
-        *,
-        chunk_size: int,
-        sample_count: int,
-        num_threads: int = 1,
-        process_index: int = 0,
-        process_count: int = 1,
+        options: StreamOptions,
     ) -> None:
-        self.records = records
+        self.images = images
+        self.targets = jax.tree.map(np.asarray, targets)
+        if jax.tree.leaves(self.targets)[0].shape[0] != len(images):
+            raise DataError(f"targets must have a leading axis of {len(images)} images")
         self.model = model
         self.capture_key = capture_key
-        self.chunk_size = chunk_size
-        self.num_threads = num_threads
-        self.process_index = process_index
-        self.process_count = process_count
-        count = min(len(records), sample_count)
-        sample, _ = read_records(records, range(count))
-        self.sample_clean = jnp.asarray(sample)
+        self.chunk_size = options.chunk_size
+        self.options = options
+        self.process_count = options.process_count
+        count = min(len(images), options.sample_count)
+        self.sample_clean = device_images(images.read(np.arange(count)))
         self.sample_captured, _ = capture(model, capture_key, self.sample_clean)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.images)
 
     def chunks(self, plan: Sequence[np.ndarray], *, captured: bool) -> Iterator[Chunk]:
-        stream = iter_chunks(
-            self.records,
-            plan,
-            process_index=self.process_index,
-            process_count=self.process_count,
-            num_threads=self.num_threads,
-        )
-        for host in stream:
-            clean = jnp.asarray(host.images)
-            images = capture(self.model, self.capture_key, clean, host.indices)[0]
+        where = self.options.process_index, self.process_count
+        shares = [host_chunk(c, *where) for c in plan]
+        for share, host_images in zip(shares, self.images.stream(shares), strict=True):
+            clean = device_images(host_images)
+            images = capture(self.model, self.capture_key, clean, share)[0] if captured else None
             yield Chunk(
                 clean,
-                images if captured else None,
-                jnp.asarray(host.labels),
+                images,
+                jax.tree.map(lambda a, s=share: jnp.asarray(a[s]), self.targets),
                 # Into the chunk the hosts' slices join to, not this host's slice.
                 jnp.arange(clean.shape[0] * self.process_count, dtype=jnp.int32),
                 host_local=self.process_count > 1,
             )
 
     def head(self, count: int, *, captured: bool) -> Any:
-        if count > self.sample_clean.shape[0]:
+        # As in memory, asking for more than the whole set gives the whole set.
+        if count > self.sample_clean.shape[0] < len(self):
             raise DataError(
                 f"a streamed training set keeps its first {self.sample_clean.shape[0]} images "
                 f"in memory; {count} were asked for"

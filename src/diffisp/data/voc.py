@@ -45,6 +45,7 @@ from diffisp.data.detection import (
     DEFAULT_TEST_FRACTION,
     AnnotatedImage,
     DetectionDataset,
+    ParsedDetection,
     build_dataset,
     check_max_objects,
     seeded_split,
@@ -92,6 +93,26 @@ def load_voc(
     """
     image_size = check_image_size(image_size)
     max_objects = check_max_objects(max_objects)
+    parsed = parse_voc(
+        root, split=split, seed=seed, test_fraction=test_fraction, class_names=class_names
+    )
+    return build_dataset(parsed, image_size=image_size, max_objects=max_objects)
+
+
+def parse_voc(
+    root: str | Path,
+    *,
+    split: Literal["auto", "seeded"] = "auto",
+    seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    class_names: Sequence[str] | None = None,
+) -> ParsedDetection:
+    """:func:`load_voc`'s annotations read, checked and split, no image decoded (the
+    arguments as there).
+
+    Raises:
+      DataError, ConfigError: as :func:`load_voc`.
+    """
     if split not in ("auto", "seeded"):
         raise ConfigError(f"split must be 'auto' or 'seeded'; got {split!r}")
     root = absolute_root(root)
@@ -123,13 +144,11 @@ def load_voc(
             "test": [items[stems[i]] for i in test],
         }
         how = f"seeded split (seed {seed}, test_fraction={test_fraction:g})"
-    return build_dataset(
+    return ParsedDetection(
         name=f"voc:{root}",
         description=f"Pascal VOC folder {root} ({len(names)} classes; {how})",
         class_names=names,
         splits=splits,
-        image_size=image_size,
-        max_objects=max_objects,
         root=root,
         skipped={SKIP_OUTSIDE: 0, SKIP_EMPTY: 0},
     )

@@ -30,6 +30,7 @@ import jax
 from diffisp.data import Dataset, load_dataset, load_folder_split, split_record
 from diffisp.data.detection import DetectionDataset
 from diffisp.data.detection_loader import load_detection
+from diffisp.data.detection_stream import StreamedDetection
 from diffisp.data.split import SPLIT_FILE, read_split
 from diffisp.data.stream import StreamedFolder, stream_folder
 from diffisp.errors import ConfigError
@@ -46,7 +47,7 @@ from diffisp.experiments.protocol import (
 from diffisp.experiments.usage import parameter_summary
 from diffisp.training.checkpoint import TrainingCheckpoints, save_model
 from diffisp.training.config import TrainConfig, config_differences
-from diffisp.training.data import RunData, prepare_data
+from diffisp.training.data import RunData, prepare_data, stream_cache_dir
 from diffisp.training.loop import train
 from diffisp.training.state import TrainState
 from diffisp.util.io import DirectoryLock, atomic_write_json, check_output_path
@@ -101,7 +102,7 @@ def is_finished(run_dir: str | Path) -> bool:
 
 def load_run_data(
     cfg: TrainConfig, run_dir: str | Path | None = None
-) -> Dataset | DetectionDataset | StreamedFolder:
+) -> Dataset | DetectionDataset | StreamedDetection | StreamedFolder:
     """The run's data: the exact recorded split when ``run_dir`` holds one (folder data);
     detection data (``cfg.task.name == "detect"``) through
     :func:`~diffisp.data.detection_loader.load_detection`; with ``cfg.data.stream`` a
@@ -123,6 +124,7 @@ def load_run_data(
             seed=cfg.seed,
             image_size=cfg.data.image_size,
             up_to=up_to,
+            stream_cache=stream_cache_dir(cfg.data.stream_cache) if cfg.data.stream else None,
         )
     if cfg.data.stream:  # the training files are listed, not read (decoded while training)
         return stream_folder(
@@ -148,7 +150,7 @@ def load_run_data(
 
 
 def prepare_run_data(
-    dataset: Dataset | DetectionDataset | StreamedFolder, cfg: TrainConfig
+    dataset: Dataset | DetectionDataset | StreamedDetection | StreamedFolder, cfg: TrainConfig
 ) -> RunData:
     """:func:`load_run_data`'s result on the device (the training set streamed if it is)."""
     return prepare_data(dataset, cfg)

@@ -7,6 +7,7 @@ inference skips inactive stages, so its time falls as gates switch stages off).
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,22 @@ from flax import nnx
 
 from diffisp.capture.raw_capture import num_images
 from diffisp.isp.chain import LearnedISP
+
+
+def peak_memory_mib() -> tuple[float, str]:
+    """The peak memory so far, MiB, and what was measured: the first device's
+    ``peak_bytes_in_use`` where the platform reports it (GPUs, TPUs), else this process's
+    peak resident memory (on a CPU backend the device's arrays are host memory; Linux reports
+    ``ru_maxrss`` in KiB). Both only grow during a process."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20, "device peak_bytes_in_use"
+    return peak_rss_mib(), "process peak RSS"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def best_seconds(fn: Callable[[], Any], repeats: int) -> float:

@@ -10,6 +10,7 @@ an :class:`~diffisp.data.source.EpochSource`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffisp.capture.base import Captured, CaptureModel, capture
+from diffisp.data.download import default_cache_dir
 from diffisp.data.source import EpochSource, StreamOptions
 from diffisp.errors import DataError
 from diffisp.training import keys
@@ -61,6 +63,15 @@ def capture_test_set(
     return captured, conditions if model.bins(conditions) is not None else None
 
 
+def stream_cache_dir(setting: str) -> str | None:
+    """The folder of decoded caches a ``stream_cache`` setting names (``None``: "off")."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        return str(default_cache_dir() / "decoded")
+    return str(Path(setting).expanduser())
+
+
 def prepare_data(
     dataset: Any,
     cfg: TrainConfig,
@@ -90,6 +101,7 @@ def prepare_data(
         num_threads=cfg.data.stream_workers,
         process_index=process_index,
         process_count=process_count,
+        cache_dir=stream_cache_dir(cfg.data.stream_cache),
     )
     train = dataset.train_source(model, jax.random.fold_in(key, keys.DARKEN_TRAIN), options)
     test_clean = jnp.asarray(dataset.test_images, jnp.float32)

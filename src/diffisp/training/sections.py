@@ -68,11 +68,18 @@ class DataSection:
     image_size: int = setting(32, "image side in pixels (with --task detect the default is 64)")
     stream: bool = setting(
         False,
-        "folder:PATH data: read the training images from disk while training (memory does "
-        "not grow with --num-train) instead of loading them all first",
+        "folder:PATH, coco:PATH and voc:ROOT data: read the training images from disk while "
+        "training (memory does not grow with --num-train) instead of loading them all first",
     )
     stream_chunk_batches: int = setting(32, "--stream: batches per chunk")
-    stream_workers: int = setting(1, "--stream: decoding threads")
+    stream_workers: int = setting(1, "--stream --stream-cache off: decoding threads")
+    stream_cache: str = setting(
+        "auto",
+        "--stream: folder the training images are decoded into once (by one process per "
+        "CPU) and read from at memory speed; auto: $DIFFISP_CACHE/decoded (default "
+        "~/.cache/diffisp/decoded); off: decode them while training",
+        metavar="DIR|auto|off",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", DataSpec.parse(self.source))
@@ -82,12 +89,21 @@ class DataSection:
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8 pixels; got {self.image_size}")
         flag("stream", self.stream)
+        if not isinstance(self.stream_cache, str) or not self.stream_cache.strip():
+            raise ConfigError(
+                f"stream_cache must be a folder, 'auto' or 'off'; got {self.stream_cache!r}"
+            )
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path string; got {self.data_dir!r}")
         if self.stream and not self.source.streamable:
             raise ConfigError(
-                f"--stream reads image folders (--data folder:PATH); got {str(self.source)!r} "
-                "(COCO, VOC and RAW files are not streamed yet)"
+                "--stream reads image folders, COCO and VOC sets (--data folder:PATH, "
+                f"coco:PATH, voc:ROOT); got {str(self.source)!r} (RAW files are not streamed yet)"
+            )
+        if self.stream and self.source.detection and self.stream_cache == "off":
+            raise ConfigError(
+                "a streamed COCO/VOC set is read from its decoded cache (its boxes need every "
+                "image's decoded size); --stream-cache off streams image folders only"
             )
 
 

@@ -208,11 +208,17 @@ def train_one_epoch(
             steps=steps,
             batch_sharding=parallel.batch,
         )
-        chunk_losses, chunk_sums = parallel.local((chunk_losses, chunk_sums))
-        losses.append(np.asarray(chunk_losses, np.float64))
-        sums.append(jax.tree.map(np.asarray, chunk_sums))
+        # Read at the end of the epoch, not here: waiting for this chunk's steps would leave
+        # the device idle while the next chunk is prepared. Waiting for the one before bounds
+        # what is queued on the device to two chunks (a streamed set's memory bound).
+        losses.append(chunk_losses)
+        sums.append(chunk_sums)
         finite_chunks.append(finite)
+        if len(losses) > 1:
+            losses[-2].block_until_ready()
         first_step += steps
+    losses = [np.asarray(parallel.local(chunk), np.float64) for chunk in losses]
+    sums = [jax.tree.map(np.asarray, parallel.local(chunk)) for chunk in sums]
     state = parallel.local(state)
     learner, optimizer = nnx.merge(graphdef, state)
     # Summed on the host in float64, step by step: the same for any chunking of the epoch.
