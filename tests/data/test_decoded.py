@@ -169,5 +169,12 @@ def test_a_set_of_8_bit_and_resized_shards_reads_as_float32(files, tmp_path, mon
     # A shard cut short after the cache was opened: named, not garbage.
     shard = cache.directory / "images-00001.npy"
     shard.write_bytes(shard.read_bytes()[:-100])
-    with pytest.raises(DataError, match="images-00001.npy is shorter"):
+    with pytest.raises(DataError, match=r"images-00001\.npy is shorter"):
         cache.read([3])
+
+
+def test_an_unwritable_cache_folder_is_named(files, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match=r"cannot create the decoded cache.*--stream-cache DIR"):
+        decoded_cache(files[:2], DecodeRecipe("crop", 32), blocker / "cache", workers=1)

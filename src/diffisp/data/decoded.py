@@ -228,6 +228,13 @@ def decoded_cache(
     dtypes: list[str | None] = [_finished(directory, s, len(f)) for s, f in enumerate(shards)]
     todo = [s for s, d in enumerate(dtypes) if d is None]
     if todo:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(
+                f"cannot create the decoded cache {directory}: {exc.strerror or exc} (choose "
+                "another folder with --stream-cache DIR)"
+            ) from None
         workers = min(len(todo), workers or len(os.sched_getaffinity(0)))
         log(
             f"decoding {sum(len(shards[s]) for s in todo):,} training images into {directory} "
@@ -307,8 +314,14 @@ def _decode_shard(task: tuple[DecodeRecipe, list[str], str, int]) -> tuple[int, 
     exact = np.array_equal(EIGHT_BIT_VALUES[codes], images)
     stored = codes if exact else images
     # Sizes first: a shard whose images file exists is complete (see _finished).
-    _save(Path(directory) / f"sizes-{shard:05d}.npy", sizes)
-    _save(Path(directory) / f"images-{shard:05d}.npy", stored)
+    try:
+        _save(Path(directory) / f"sizes-{shard:05d}.npy", sizes)
+        _save(Path(directory) / f"images-{shard:05d}.npy", stored)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        raise DataError(
+            f"cannot write the decoded cache {directory}: {exc} (free space, or choose "
+            "another folder with --stream-cache DIR)"
+        ) from None
     return shard, stored.dtype.name
 
 
