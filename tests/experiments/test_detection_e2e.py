@@ -118,6 +118,9 @@ def test_detection_bench_times_every_phase_and_the_inference_path():
     assert set(result["fraction_of_model_alone"]) == {"phase1", "phase2"}  # phase 0 is the bound
     for row in result["training"].values():
         assert row["images_per_s"] > 0 and row["epoch_s"] > 0
+    peaks = [row["peak_memory_mib"] for row in result["training"].values()]
+    assert 0 < peaks[0] <= peaks[1] <= peaks[2] <= result["peak_memory_mib"]  # only grows
+    assert result["peak_memory_measured"] in ("process peak RSS", "device peak_bytes_in_use")
     inference = result["inference"]
     assert inference["num_images"] == 8
     assert inference["isp_only_images_per_s"] > inference["predict_images_per_s"] > 0

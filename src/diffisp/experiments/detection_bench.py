@@ -7,7 +7,9 @@ of :class:`~diffisp.models.detector.SmallCenterNet` on the generated scenes, one
 time. The first epoch of each phase is timed apart (compilation) and kept out of the
 throughput. Inference is split into where its time goes: the ISP, the detector's forward pass,
 peak decoding + NMS (the difference between the compiled prediction and the forward pass), and
-the COCO evaluator on the host.
+the COCO evaluator on the host. Peak memory: the device's peak where the platform reports it,
+else the process's peak resident memory (:func:`~diffisp.experiments.usage.peak_memory_mib`),
+after each phase (it only grows) and at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from flax import nnx
 
 from diffisp.data.scenes import load_scenes
 from diffisp.experiments.bench import machine_info, model_alone_fractions
-from diffisp.experiments.usage import best_seconds
+from diffisp.experiments.usage import best_seconds, peak_memory_mib
 from diffisp.models.evaluate import predict
 from diffisp.training.config import TrainConfig
 from diffisp.training.data import prepare_data
@@ -73,9 +75,11 @@ def run_detection_bench(
             "images_per_s": seen / elapsed,
             "epoch_s": elapsed / epochs,
             "compile_s": max(first - elapsed / epochs, 0.0),
+            "peak_memory_mib": round(peak_memory_mib()[0], 1),  # so far in this process
         }
     log("inference")
     inference = bench_detection_inference(state, data, repeats)
+    peak, measured = peak_memory_mib()
     return {
         "schema": DETECTION_BENCH_SCHEMA,
         "machine": machine_info(),
@@ -89,6 +93,8 @@ def run_detection_bench(
             "isp": list(cfg.isp.stages),
         },
         "detector_parameters": int(params),
+        "peak_memory_mib": round(peak, 1),
+        "peak_memory_measured": measured,
         "training": training,
         # Phase 0 is the detector's training step alone (no ISP): the bound of the others.
         "fraction_of_model_alone": model_alone_fractions(training),
@@ -140,7 +146,8 @@ def print_detection_bench(result: dict[str, Any]) -> None:
     print(
         f"detection bench: {cfg['image_size']}x{cfg['image_size']} scenes, batch "
         f"{cfg['batch_size']}, {cfg['num_train']} train images, detector "
-        f"{result['detector_parameters']:,} parameters"
+        f"{result['detector_parameters']:,} parameters; peak memory "
+        f"{result['peak_memory_mib']:,.0f} MiB ({result['peak_memory_measured']})"
     )
     fractions = result.get("fraction_of_model_alone", {})
     for name, row in result["training"].items():
